@@ -1,0 +1,233 @@
+//! Builds and triggers: the records that say what was asked for, what ran and how it ended.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::feed::FeedName;
+
+/// Builds keep the newest few triggers in full; older ones only count.
+pub const TRIGGERS_KEPT: usize = 5;
+
+/// A build's id: increasing across the whole daemon, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BuildId(pub u64);
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a build stands; the terminal ones never change again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Its command runs now.
+    Running,
+    /// The command exited 0.
+    Succeeded,
+    /// The command exited non-zero (or died of a signal, kept as 128+N).
+    Failed {
+        /// The exit code.
+        exit_code: i32,
+    },
+    /// The feed's timeout ran out.
+    TimedOut,
+    /// An operator cancelled it.
+    Cancelled,
+    /// The daemon stopped while it ran; it is queued again once.
+    Interrupted,
+    /// Fetch, checkout or spawn failed.
+    Error {
+        /// What went wrong, for the operator.
+        reason: String,
+    },
+}
+
+impl BuildStatus {
+    /// The status word shown in lists and JSON.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed { .. } => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+            Self::Error { .. } => "error",
+        }
+    }
+
+    /// Whether the build is over.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// Why a build was asked for; becomes `HOOKD_TRIGGER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// A webhook delivery.
+    Hook,
+    /// `hookd admin trigger`.
+    Manual,
+    /// A trigger held back by the cooldown, now due.
+    Deferred,
+    /// A rerun of a build the daemon's stop interrupted.
+    Retry,
+}
+
+impl TriggerKind {
+    /// The word used in `HOOKD_TRIGGER` and listings.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Hook => "hook",
+            Self::Manual => "manual",
+            Self::Deferred => "deferred",
+            Self::Retry => "retry",
+        }
+    }
+}
+
+/// One accepted request to build, normalised: never the payload itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// When it was accepted, Unix milliseconds.
+    pub accepted_ms: i64,
+    /// Hook or manual.
+    pub kind: TriggerKind,
+    /// Which forge sent it ("manual" for the CLI).
+    pub provider: String,
+    /// The forge's event name.
+    pub event: String,
+    /// The forge's delivery id, when it sent one.
+    pub delivery_id: Option<String>,
+    /// The commit the push named, if any (the fetch decides what is built).
+    pub commit: Option<String>,
+}
+
+/// The triggers behind one build: a count plus the newest few, so floods stay small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TriggerList {
+    /// All triggers ever joined into this build.
+    pub count: u64,
+    /// The newest [`TRIGGERS_KEPT`], oldest first.
+    pub latest: Vec<Trigger>,
+}
+
+impl TriggerList {
+    /// Adds a trigger, forgetting the oldest kept one when full.
+    pub fn push(&mut self, trigger: Trigger) {
+        self.count += 1;
+        if self.latest.len() >= TRIGGERS_KEPT {
+            self.latest.remove(0);
+        }
+        self.latest.push(trigger);
+    }
+
+    /// Joins another list behind this one.
+    pub fn extend(&mut self, other: TriggerList) {
+        let extra = other.count.saturating_sub(other.latest.len() as u64);
+        for t in other.latest {
+            self.push(t);
+        }
+        self.count += extra;
+    }
+
+    /// The commit named by the newest trigger that named one.
+    pub fn newest_commit(&self) -> Option<&str> {
+        self.latest.iter().rev().find_map(|t| t.commit.as_deref())
+    }
+}
+
+/// One build of one feed: the unit the queue, the runner and the CLI talk about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// Its id.
+    pub id: BuildId,
+    /// The feed it builds.
+    pub feed: FeedName,
+    /// Full ref, e.g. `refs/heads/main`.
+    pub git_ref: String,
+    /// Short branch or tag name.
+    pub branch: String,
+    /// Where it stands.
+    pub status: BuildStatus,
+    /// What caused it to exist (the first trigger's kind, or deferred/retry).
+    pub kind: TriggerKind,
+    /// Every trigger it serves.
+    pub triggers: TriggerList,
+    /// Queue order: ties FIFO position to acceptance, not to id (retries keep their place).
+    pub queue_seq: u64,
+    /// When it was queued, Unix ms.
+    pub queued_ms: i64,
+    /// When its command started, Unix ms.
+    pub started_ms: Option<i64>,
+    /// When it ended, Unix ms.
+    pub finished_ms: Option<i64>,
+    /// The commit it built, once resolved.
+    pub commit: Option<String>,
+    /// That commit's subject line.
+    pub subject: Option<String>,
+    /// Process group of the running command, for recovery after a crash.
+    pub pgid: Option<i32>,
+    /// The build this one reruns, when interrupted.
+    pub retry_of: Option<BuildId>,
+}
+
+/// Current time as Unix milliseconds; the only clock the records use.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Formats Unix milliseconds as RFC 3339 (UTC, seconds).
+pub fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trig(n: i64) -> Trigger {
+        Trigger {
+            accepted_ms: n,
+            kind: TriggerKind::Hook,
+            provider: "github".into(),
+            event: "push".into(),
+            delivery_id: None,
+            commit: Some(format!("c{n}")),
+        }
+    }
+
+    #[test]
+    fn trigger_list_stays_bounded_and_counts_all() {
+        let mut list = TriggerList::default();
+        for n in 0..1000 {
+            list.push(trig(n));
+        }
+        assert_eq!(list.count, 1000);
+        assert_eq!(list.latest.len(), TRIGGERS_KEPT);
+        assert_eq!(list.newest_commit(), Some("c999"));
+        let mut other = TriggerList::default();
+        other.push(trig(5000));
+        list.extend(other);
+        assert_eq!(list.count, 1001);
+        assert_eq!(list.newest_commit(), Some("c5000"));
+    }
+
+    #[test]
+    fn rfc3339_is_utc_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,243 @@
+//! Command-line definitions (clap types only): what the user can type, nothing more.
+//!
+//! Turning these into a validated [`crate::config::Config`] or an admin request
+//! happens in `config` and `admin::client`; this file only describes the surface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// hookd: turns "somebody pushed" into "the build ran", with nothing lost.
+#[derive(Debug, Parser)]
+#[command(name = "hookd", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level verbs: the daemon, its config check, and the operator's client.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: HTTP hook endpoint, build queue and admin socket.
+    Serve(ServeArgs),
+    /// Validate a config file and print the effective settings.
+    CheckConfig(ConfigArgs),
+    /// Talk to the running daemon over its Unix socket.
+    Admin(AdminArgs),
+}
+
+/// Where the config comes from; shared by `serve` and `check-config`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// TOML config file (default: embedded defaults, no file needed).
+    #[arg(long, value_name = "PATH", env = "HOOKD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for hooks, overriding the config (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data directory, overriding the config.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `hookd serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `hookd admin`: global flags plus one operator command.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Admin socket (default: $HOOKD_SOCKET, the config's admin_socket, or DATA_DIR/admin.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Config file used only to find the socket.
+    #[arg(long, global = true, value_name = "PATH", env = "HOOKD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The operator command.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// Every operator command; SPEC.md's "Admin CLI" section is the contract.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage feeds (build sources).
+    #[command(subcommand)]
+    Feed(FeedCommand),
+    /// Manage a feed's hook tokens (one per sending host).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show a feed's hook URL(s) again.
+    HookUrl {
+        /// Feed name.
+        name: String,
+    },
+    /// Queue a build by hand.
+    Trigger {
+        /// Feed name.
+        name: String,
+        /// Branch to build (default: the feed's default branch).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Ignore the feed's cooldown.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show running, queued and deferred builds.
+    Queue,
+    /// List recent builds, newest first.
+    Builds {
+        /// Only this feed's builds.
+        name: Option<String>,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one build.
+    #[command(subcommand)]
+    Build(BuildCommand),
+    /// Print a build's log.
+    Log {
+        /// Build id.
+        id: u64,
+        /// Keep printing until the build ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Cancel a queued or running build.
+    Cancel {
+        /// Build id.
+        id: u64,
+    },
+    /// Recent deliveries to a feed and what became of them.
+    Deliveries {
+        /// Feed name.
+        name: String,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Version, uptime, workers and queue depth.
+    Status,
+}
+
+/// `hookd admin build …`.
+#[derive(Debug, Subcommand)]
+pub enum BuildCommand {
+    /// Show one build in full.
+    Show {
+        /// Build id.
+        id: u64,
+    },
+}
+
+/// `hookd admin feed …`.
+#[derive(Debug, Subcommand)]
+pub enum FeedCommand {
+    /// Add a feed and print its hook URL.
+    Add {
+        /// Feed name: [a-z0-9][a-z0-9._-]{0,62}.
+        name: String,
+        #[command(flatten)]
+        spec: FeedSpecArgs,
+    },
+    /// List feeds.
+    List,
+    /// Show one feed.
+    Show {
+        /// Feed name.
+        name: String,
+    },
+    /// Change a feed; flags not given keep their value.
+    Edit {
+        /// Feed name.
+        name: String,
+        #[command(flatten)]
+        spec: FeedSpecArgs,
+        /// Remove the feed's webhook secret.
+        #[arg(long, conflicts_with = "secret_file")]
+        clear_secret: bool,
+    },
+    /// Remove a feed, its tokens and its history.
+    Remove {
+        /// Feed name.
+        name: String,
+    },
+    /// Stop starting builds for a feed; triggers are still recorded.
+    Pause {
+        /// Feed name.
+        name: String,
+    },
+    /// Start building a paused feed again.
+    Resume {
+        /// Feed name.
+        name: String,
+    },
+}
+
+/// The settings of a feed, as flags; all optional so `edit` can reuse them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FeedSpecArgs {
+    /// Git repository URL (https://, ssh://, git://, file:// or a local path).
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+    /// Branch pattern to watch (glob; repeatable; `refs/tags/*` watches tags).
+    #[arg(long = "branch", value_name = "PATTERN")]
+    pub branches: Vec<String>,
+    /// Build command: once = a /bin/sh -c string; repeated = argv words.
+    #[arg(long = "command", value_name = "CMD")]
+    pub command: Vec<String>,
+    /// Least seconds between two build starts (0 = off).
+    #[arg(long, value_name = "SECS")]
+    pub cooldown: Option<u64>,
+    /// What to do with a trigger during the cooldown.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub on_cooldown: Option<CooldownArg>,
+    /// Build timeout in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// File holding the webhook secret (signatures/tokens are then required).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Cooldown policy as typed on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CooldownArg {
+    /// Queue the build for when the cooldown ends.
+    Defer,
+    /// Answer 429 with Retry-After.
+    Reject,
+}
+
+/// `hookd admin token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Add a hook token (one per sending host) and print its URL.
+    Add {
+        /// Feed name.
+        name: String,
+        /// What the token is for, e.g. "github".
+        #[arg(long)]
+        label: String,
+    },
+    /// List a feed's tokens.
+    List {
+        /// Feed name.
+        name: String,
+    },
+    /// Revoke one token; the feed's other tokens keep working.
+    Revoke {
+        /// Feed name.
+        name: String,
+        /// Token id as shown by `token list`.
+        token_id: String,
+    },
+}

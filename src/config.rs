@@ -1,0 +1,350 @@
+//! Configuration: raw TOML (unknown keys refused, with their line) turned into one
+//! validated [`Config`], with command-line overrides applied on top.
+//!
+//! Every key has a named default, so `hookd serve` runs with no file at all.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ConfigArgs;
+
+/// Why a config could not be used; shown to the operator verbatim.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file named by --config.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// TOML syntax, type or unknown key; the message names the key and its line.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file named by --config.
+        path: PathBuf,
+        /// toml's message, which includes line and column.
+        message: String,
+    },
+    /// A value that parses but cannot work.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The settings file as written: every key optional, unknown keys refused.
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Address the hook endpoint listens on.
+    pub listen: Option<String>,
+    /// Base of hook URLs shown to operators (e.g. behind a TLS proxy).
+    pub public_url: Option<String>,
+    /// Where the database, mirrors, workspaces and logs live.
+    pub data_dir: Option<PathBuf>,
+    /// The admin socket path.
+    pub admin_socket: Option<PathBuf>,
+    /// tracing filter, e.g. "info" or "hookd=debug".
+    pub log_level: Option<String>,
+    /// Builds that may run at once (at most one per feed).
+    pub workers: Option<usize>,
+    /// sled page cache in MiB (sled's own default is 1 GiB).
+    pub store_cache_mb: Option<u64>,
+    /// HTTP limits.
+    pub http: RawHttp,
+    /// Build execution settings.
+    pub builds: RawBuilds,
+    /// Per-feed credentials for private repositories, by feed name.
+    pub feeds: BTreeMap<String, FeedCredentials>,
+}
+
+/// `[http]`: limits against hostile or broken clients.
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Largest accepted request body.
+    pub max_body_bytes: Option<u64>,
+    /// Time a client has to send its request headers.
+    pub header_timeout_secs: Option<u64>,
+    /// Time a client has to send the whole request.
+    pub request_timeout_secs: Option<u64>,
+    /// Open connections at most; more wait in the kernel backlog.
+    pub max_connections: Option<usize>,
+    /// Accept GitHub's legacy `X-Hub-Signature` (sha1).
+    pub allow_sha1_signatures: Option<bool>,
+}
+
+/// `[builds]`: how builds run and how much history is kept.
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBuilds {
+    /// Cap on one build's log file.
+    pub log_max_bytes: Option<u64>,
+    /// Builds (with logs) kept per feed.
+    pub keep_builds: Option<usize>,
+    /// Deliveries remembered per feed.
+    pub keep_deliveries: Option<usize>,
+    /// Time between TERM and KILL when a build is stopped.
+    pub kill_grace_secs: Option<u64>,
+    /// Time running builds get to finish on shutdown.
+    pub shutdown_grace_secs: Option<u64>,
+    /// Extra environment variables given to every build.
+    pub env: BTreeMap<String, String>,
+}
+
+/// `[feeds.NAME]`: secrets for fetching a private repository; never stored in the database.
+#[derive(Debug, Deserialize, Serialize, Default, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedCredentials {
+    /// SSH private key file for ssh:// and scp-like URLs.
+    pub ssh_key: Option<PathBuf>,
+    /// File holding an HTTPS token (used as the password).
+    pub https_token_file: Option<PathBuf>,
+    /// User name sent with the HTTPS token.
+    pub https_user: Option<String>,
+}
+
+/// The validated settings every part of the daemon reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Hook endpoint address.
+    pub listen: SocketAddr,
+    /// Base of hook URLs, without a trailing slash.
+    pub public_url: String,
+    /// Root of all state.
+    pub data_dir: PathBuf,
+    /// Admin socket path.
+    pub admin_socket: PathBuf,
+    /// tracing filter.
+    pub log_level: String,
+    /// Concurrent builds.
+    pub workers: usize,
+    /// sled cache in bytes.
+    pub store_cache_bytes: u64,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Header read deadline.
+    pub header_timeout: Duration,
+    /// Whole-request deadline.
+    pub request_timeout: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Whether sha1 GitHub signatures are accepted.
+    pub allow_sha1: bool,
+    /// Log cap per build.
+    pub log_max_bytes: u64,
+    /// Builds kept per feed.
+    pub keep_builds: usize,
+    /// Deliveries kept per feed.
+    pub keep_deliveries: usize,
+    /// TERM-to-KILL grace.
+    pub kill_grace: Duration,
+    /// Shutdown grace for running builds.
+    pub shutdown_grace: Duration,
+    /// Extra build environment.
+    pub build_env: BTreeMap<String, String>,
+    /// Repository credentials by feed name.
+    pub credentials: BTreeMap<String, FeedCredentials>,
+    /// The file this came from, for SIGHUP reloads.
+    pub source: Option<PathBuf>,
+}
+
+/// Default hook endpoint.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data dir when neither config nor systemd names one.
+pub const DEFAULT_DATA_DIR: &str = "hookd-data";
+/// Default sled cache: enough for hot feeds and the queue head, far from sled's 1 GiB.
+pub const DEFAULT_CACHE_MB: u64 = 16;
+/// Default body limit (SPEC: 10 MiB).
+pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+/// Default log cap (SPEC: 50 MiB).
+pub const DEFAULT_LOG_MAX: u64 = 50 * 1024 * 1024;
+
+impl Config {
+    /// Reads the file (if any), applies CLI overrides and validates the result.
+    pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let raw = match &args.config {
+            Some(path) => read_raw(path)?,
+            None => RawConfig::default(),
+        };
+        Self::from_raw(raw, args)
+    }
+
+    /// Applies overrides and defaults to a parsed file.
+    pub fn from_raw(mut raw: RawConfig, args: &ConfigArgs) -> Result<Self, ConfigError> {
+        if let Some(listen) = &args.listen {
+            raw.listen = Some(listen.clone());
+        }
+        if let Some(dir) = &args.data_dir {
+            raw.data_dir = Some(dir.clone());
+        }
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "listen = {listen_text:?} is not an IP:port address"
+            ))
+        })?;
+        let data_dir = raw.data_dir.clone().unwrap_or_else(default_data_dir);
+        let public_url = match &raw.public_url {
+            Some(url) => validate_public_url(url)?,
+            None => format!("http://{listen}"),
+        };
+        let workers = raw.workers.unwrap_or(1);
+        if workers == 0 {
+            return Err(ConfigError::Invalid("workers must be at least 1".into()));
+        }
+        let positive = |name: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(ConfigError::Invalid(format!(
+                "{name} must be greater than 0"
+            ))),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        for name in raw.feeds.keys() {
+            crate::feed::FeedName::parse(name)
+                .map_err(|e| ConfigError::Invalid(format!("[feeds.{name}]: {e}")))?;
+        }
+        Ok(Self {
+            listen,
+            public_url,
+            admin_socket: raw
+                .admin_socket
+                .clone()
+                .unwrap_or_else(|| data_dir.join("admin.sock")),
+            data_dir,
+            log_level: raw.log_level.clone().unwrap_or_else(|| "info".into()),
+            workers,
+            store_cache_bytes: positive("store_cache_mb", raw.store_cache_mb, DEFAULT_CACHE_MB)?
+                * 1024
+                * 1024,
+            max_body_bytes: positive(
+                "http.max_body_bytes",
+                raw.http.max_body_bytes,
+                DEFAULT_MAX_BODY,
+            )?,
+            header_timeout: secs(positive(
+                "http.header_timeout_secs",
+                raw.http.header_timeout_secs,
+                10,
+            )?),
+            request_timeout: secs(positive(
+                "http.request_timeout_secs",
+                raw.http.request_timeout_secs,
+                30,
+            )?),
+            max_connections: raw.http.max_connections.unwrap_or(1024).max(1),
+            allow_sha1: raw.http.allow_sha1_signatures.unwrap_or(false),
+            log_max_bytes: positive(
+                "builds.log_max_bytes",
+                raw.builds.log_max_bytes,
+                DEFAULT_LOG_MAX,
+            )?,
+            keep_builds: raw.builds.keep_builds.unwrap_or(100).max(1),
+            keep_deliveries: raw.builds.keep_deliveries.unwrap_or(100).max(1),
+            kill_grace: secs(raw.builds.kill_grace_secs.unwrap_or(10)),
+            shutdown_grace: secs(raw.builds.shutdown_grace_secs.unwrap_or(30)),
+            build_env: raw.builds.env.clone(),
+            credentials: raw.feeds.clone(),
+            source: args.config.clone(),
+        })
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// `$STATE_DIRECTORY` under systemd (first entry), else `./hookd-data`.
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            v.to_str()
+                .and_then(|s| s.split(':').next())
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+fn validate_public_url(url: &str) -> Result<String, ConfigError> {
+    let trimmed = url.trim_end_matches('/');
+    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://"))
+        || trimmed.len() <= "https://".len()
+    {
+        return Err(ConfigError::Invalid(format!(
+            "public_url = {url:?} must start with http:// or https://"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Reads and parses a config file without applying defaults.
+pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "t.toml".into(),
+            message: e.to_string(),
+        })?;
+        Config::from_raw(raw, &ConfigArgs::default())
+    }
+
+    #[test]
+    fn empty_config_gives_the_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.store_cache_bytes, 16 * 1024 * 1024);
+        assert!(c.admin_socket.ends_with("admin.sock"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse("workers = 2\n\n[http]\nmax_bdy_bytes = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_bdy_bytes"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse("workers = 0").is_err());
+        assert!(parse("listen = \"nope\"").is_err());
+        assert!(parse("public_url = \"ftp://x\"").is_err());
+        assert!(parse("[feeds.\"../x\"]").is_err());
+        assert!(parse("[http]\nmax_body_bytes = 0").is_err());
+    }
+
+    #[test]
+    fn cli_overrides_win() {
+        let args = ConfigArgs {
+            config: None,
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some("/tmp/x".into()),
+        };
+        let c = Config::from_raw(toml::from_str("listen = \"0.0.0.0:1\"").unwrap(), &args).unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/admin.sock"));
+    }
+}

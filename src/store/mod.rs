@@ -1,0 +1,236 @@
+//! The store: the only module that knows sled. Callers get typed methods over domain
+//! types (`Feed`, `Build`, `BuildId`), never keys or `IVec`s.
+//!
+//! All methods block; async callers run them on the blocking pool. A write is durable
+//! only after [`Store::durable`] resolves (group commit, see `commit`).
+
+mod builds;
+mod codec;
+mod commit;
+mod deliveries;
+mod feeds;
+mod keys;
+mod queue;
+mod tokens;
+
+use std::path::{Path, PathBuf};
+
+use sled::Tree;
+
+pub use builds::BuildPage;
+pub use deliveries::{DeliveryRecord, StoredReply};
+pub use queue::{cooling_until, Admission, AdmitRequest, Pick, QueueEntry, QueueView};
+pub use tokens::TokenRecord;
+
+/// Version of the key layout; a store written by a newer layout is refused, not misread.
+const SCHEMA_VERSION: u32 = 1;
+
+/// Everything that can go wrong below the domain layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption it detected).
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value does not decode.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// A value could not be encoded (a bug, not bad input).
+    #[error("cannot encode record: {0}")]
+    Encode(String),
+    /// The flush that makes writes durable failed (disk full, I/O error).
+    #[error("cannot make write durable: {0}")]
+    Durability(String),
+    /// The data dir was written by a newer hookd.
+    #[error("store schema {found} is newer than this hookd understands ({SCHEMA_VERSION})")]
+    Schema {
+        /// The version found on disk.
+        found: u32,
+    },
+    /// The data dir itself is unusable.
+    #[error("cannot open store at {path}: {source}")]
+    Open {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A feed of that name exists already.
+    #[error("feed {0:?} already exists")]
+    FeedExists(String),
+    /// No feed of that name.
+    #[error("no feed named {0:?}")]
+    NoFeed(String),
+    /// No such build.
+    #[error("no build {0}")]
+    NoBuild(u64),
+    /// No such token on that feed.
+    #[error("feed {feed:?} has no token {token_id:?}")]
+    NoToken {
+        /// The feed asked about.
+        feed: String,
+        /// The token id asked about.
+        token_id: String,
+    },
+}
+
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(inner) => inner,
+            sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
+        }
+    }
+}
+
+/// Aborts a sled transaction with a store error.
+fn abort<T>(e: StoreError) -> sled::transaction::ConflictableTransactionResult<T, StoreError> {
+    Err(sled::transaction::ConflictableTransactionError::Abort(e))
+}
+
+/// Handle to the open database; cheap to clone, shared by every task.
+#[derive(Clone)]
+pub struct Store {
+    /// The database, for counters and flushes.
+    db: sled::Db,
+    /// Group-commit barrier.
+    committer: commit::Committer,
+    /// name -> Feed
+    feeds: Tree,
+    /// token id -> TokenRecord
+    tokens: Tree,
+    /// build id -> Build
+    builds: Tree,
+    /// feed \0 build id -> (), for per-feed listings and retention
+    feed_builds: Tree,
+    /// queue seq -> QueueEntry: the FIFO of builds not yet started
+    queue: Tree,
+    /// feed \0 ref -> build id of its not-yet-started build (coalescing)
+    pending: Tree,
+    /// build id -> (): builds that were running, for crash recovery without scans
+    running: Tree,
+    /// feed -> last build start (ms), for cooldowns
+    cooldowns: Tree,
+    /// feed \0 n -> DeliveryRecord
+    deliveries: Tree,
+    /// feed \0 delivery id -> n, for redelivery
+    delivery_ids: Tree,
+    /// counters and schema version
+    meta: Tree,
+    /// Serialises admissions and claims, so racing deliveries never double-queue.
+    admit_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Deliveries remembered per feed.
+    keep_deliveries: usize,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
+    /// Deliveries remembered per feed (history and redelivery ids).
+    pub keep_deliveries: usize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir` with a bounded page cache.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = dir.join("db");
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&path).map_err(open_err)?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(options.cache_bytes)
+            .mode(sled::Mode::LowSpace)
+            .open()?;
+        let data_file = std::fs::File::open(path.join("db")).map_err(open_err)?;
+        let committer = commit::Committer::start(db.clone(), data_file).map_err(open_err)?;
+        let store = Self {
+            feeds: db.open_tree("feeds")?,
+            tokens: db.open_tree("tokens")?,
+            builds: db.open_tree("builds")?,
+            feed_builds: db.open_tree("feed_builds")?,
+            queue: db.open_tree("queue")?,
+            pending: db.open_tree("pending")?,
+            running: db.open_tree("running")?,
+            cooldowns: db.open_tree("cooldowns")?,
+            deliveries: db.open_tree("deliveries")?,
+            delivery_ids: db.open_tree("delivery_ids")?,
+            meta: db.open_tree("meta")?,
+            db,
+            committer,
+            admit_lock: Default::default(),
+            keep_deliveries: options.keep_deliveries.max(1),
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        match self.meta.get(keys::SCHEMA)? {
+            None => {
+                self.meta
+                    .insert(keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                self.durable_blocking()
+            }
+            Some(v) => {
+                let found = keys::read_u32(&v)?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Schema { found });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Resolves once every write made before the call is on disk (fsync'd).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.committer
+            .durable()
+            .await
+            .map_err(|e| StoreError::Durability(e.to_string()))
+    }
+
+    /// [`Self::durable`] for code already on a blocking thread.
+    pub fn durable_blocking(&self) -> Result<(), StoreError> {
+        self.committer
+            .durable_blocking()
+            .map_err(|e| StoreError::Durability(e.to_string()))
+    }
+
+    /// Whether the store answers a write (for `/healthz`).
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.meta
+            .insert(keys::HEALTH, &crate::build::now_ms().to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Size of the database on disk, for status output.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Store, StoreOptions};
+
+    /// A store in a fresh temp dir; the dir lives as long as the returned guard.
+    pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            cache_bytes: 4 * 1024 * 1024,
+            keep_deliveries: 3,
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        (dir, store)
+    }
+}

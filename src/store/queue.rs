@@ -1,0 +1,785 @@
+//! The persistent build queue: admission (coalesce, defer, reject), claiming the next
+//! startable build in FIFO order, finishing, and crash recovery.
+//!
+//! Admission and claims run under one lock and inside sled transactions, so a crash
+//! leaves either all or none of a trigger's records, and two racing deliveries can
+//! never both create a build for the same (feed, ref).
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::deliveries::{DeliveryRecord, StoredReply};
+use super::{abort, codec, keys, Store, StoreError};
+use crate::build::{Build, BuildId, BuildStatus, Trigger, TriggerKind, TriggerList};
+use crate::feed::{CooldownPolicy, Feed, FeedName};
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// One not-yet-started build's place in the FIFO; carries what the scheduler needs
+/// to decide eligibility without loading the build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// The build waiting.
+    pub build: BuildId,
+    /// Its feed.
+    pub feed: FeedName,
+    /// Not before this time (deferred by the cooldown), Unix ms.
+    pub run_at_ms: Option<i64>,
+    /// Ignores the cooldown (`trigger --force`, retries).
+    pub force: bool,
+}
+
+/// What became of a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// A new build was queued.
+    Queued(BuildId),
+    /// It joined a queued, not yet started build.
+    Coalesced(BuildId),
+    /// It waits for the cooldown (alone or joined with other deferred triggers).
+    Deferred {
+        /// The build that will run.
+        build: BuildId,
+        /// When it becomes startable, Unix ms.
+        run_at_ms: i64,
+    },
+    /// Cooldown policy `reject`: try again later.
+    Rejected {
+        /// Seconds until the cooldown ends (Retry-After).
+        retry_after_secs: u64,
+    },
+    /// The delivery id was seen before: the first reply again, nothing new queued.
+    Replayed(StoredReply),
+}
+
+/// A trigger to admit.
+#[derive(Debug, Clone)]
+pub struct AdmitRequest<'a> {
+    /// The feed, as read just before.
+    pub feed: &'a Feed,
+    /// Full ref to build.
+    pub git_ref: String,
+    /// Its short name.
+    pub branch: String,
+    /// The trigger itself.
+    pub trigger: Trigger,
+    /// Skip the cooldown.
+    pub force: bool,
+    /// Now, Unix ms.
+    pub now_ms: i64,
+}
+
+/// What the scheduler should do next.
+#[derive(Debug)]
+pub enum Pick {
+    /// This build was claimed and is now `running`.
+    Start(Build),
+    /// Nothing startable before this time (a deferred build or cooldown end), Unix ms.
+    WaitUntil(i64),
+    /// Nothing startable until something new arrives.
+    Idle,
+}
+
+/// The queue as `hookd admin queue` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueView {
+    /// Builds running now.
+    pub running: Vec<Build>,
+    /// Builds waiting, FIFO order, with when each may start (None = when a worker frees).
+    pub waiting: Vec<(Build, Option<i64>)>,
+}
+
+/// The cooldown end for a feed whose last build started at `last_start_ms`, if still ahead.
+pub fn cooling_until(feed: &Feed, last_start_ms: Option<i64>, now_ms: i64) -> Option<i64> {
+    let cooldown_ms = i64::try_from(feed.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let until = last_start_ms?.saturating_add(cooldown_ms);
+    (feed.cooldown_secs > 0 && until > now_ms).then_some(until)
+}
+
+impl Store {
+    /// Admits a trigger: coalesces, defers, rejects or queues it, and records the
+    /// delivery (when given) in the same transaction. Durable only after [`Store::durable`].
+    pub fn admit(
+        &self,
+        req: &AdmitRequest<'_>,
+        delivery: Option<DeliveryRecord>,
+        reply: fn(&Admission) -> StoredReply,
+    ) -> Result<Admission, StoreError> {
+        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = delivery
+            .as_ref()
+            .and_then(|d| self.seen(req.feed, d).transpose())
+        {
+            return Ok(Admission::Replayed(record?.reply));
+        }
+        let trees = (
+            &self.meta,
+            &self.builds,
+            &self.feed_builds,
+            &self.queue,
+            &self.pending,
+            &self.cooldowns,
+            &self.deliveries,
+            &self.delivery_ids,
+        );
+        let admission = trees.transaction(
+            |(meta, builds, feed_builds, queue, pending, cooldowns, deliveries, ids)| {
+                let admission =
+                    admit_tx(req, meta, builds, feed_builds, queue, pending, cooldowns)?;
+                if let Some(record) = &delivery {
+                    let mut record = record.clone();
+                    record.reply = reply(&admission);
+                    super::deliveries::record_tx(
+                        req.feed.name.as_str(),
+                        record,
+                        self.keep_deliveries,
+                        meta,
+                        deliveries,
+                        ids,
+                    )?;
+                }
+                Ok(admission)
+            },
+        )?;
+        Ok(admission)
+    }
+
+    fn seen(
+        &self,
+        feed: &Feed,
+        delivery: &DeliveryRecord,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        match &delivery.delivery_id {
+            Some(id) => self.delivery_by_id(feed.name.as_str(), id),
+            None => Ok(None),
+        }
+    }
+
+    /// Claims the first startable build in FIFO order: its feed is not running, not
+    /// paused, not cooling down and not deferred, unless forced.
+    pub fn claim_next(&self, busy: &HashSet<FeedName>, now_ms: i64) -> Result<Pick, StoreError> {
+        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut feeds: HashMap<FeedName, Option<(Feed, Option<i64>)>> = HashMap::new();
+        let mut wake: Option<i64> = None;
+        for item in self.queue.iter() {
+            let (seq, value) = item?;
+            let entry: QueueEntry = codec::decode(&value)?;
+            if busy.contains(&entry.feed) {
+                continue;
+            }
+            let info = match feeds.get(&entry.feed) {
+                Some(info) => info.clone(),
+                None => {
+                    let feed = self.feed(entry.feed.as_str())?;
+                    let last = self.last_start(entry.feed.as_str())?;
+                    let info = feed.map(|f| (f, last));
+                    feeds.insert(entry.feed.clone(), info.clone());
+                    info
+                }
+            };
+            let Some((feed, last_start)) = info else {
+                continue;
+            };
+            if feed.paused {
+                continue;
+            }
+            let not_before = if entry.force {
+                None
+            } else {
+                entry
+                    .run_at_ms
+                    .into_iter()
+                    .chain(cooling_until(&feed, last_start, now_ms))
+                    .max()
+            };
+            match not_before {
+                Some(t) if t > now_ms => {
+                    wake = Some(wake.map_or(t, |w| w.min(t)));
+                    // Later builds of this feed must not overtake it.
+                    feeds.insert(entry.feed.clone(), None);
+                }
+                _ => return Ok(Pick::Start(self.claim(&seq, &entry, now_ms)?)),
+            }
+        }
+        Ok(wake.map_or(Pick::Idle, Pick::WaitUntil))
+    }
+
+    fn claim(&self, seq: &[u8], entry: &QueueEntry, now_ms: i64) -> Result<Build, StoreError> {
+        let trees = (
+            &self.builds,
+            &self.queue,
+            &self.pending,
+            &self.running,
+            &self.cooldowns,
+        );
+        let build = trees.transaction(|(builds, queue, pending, running, cooldowns)| {
+            let mut build = get_build(builds, entry.build)?;
+            queue.remove(seq)?;
+            let pkey = keys::feed_text(build.feed.as_str(), &build.git_ref);
+            if pending.get(&pkey)?.as_deref() == Some(&build.id.0.to_be_bytes()[..]) {
+                pending.remove(pkey)?;
+            }
+            build.status = BuildStatus::Running;
+            build.started_ms = Some(now_ms);
+            put_build(builds, &build)?;
+            running.insert(&build.id.0.to_be_bytes(), &[])?;
+            cooldowns.insert(build.feed.as_str(), &now_ms.to_be_bytes())?;
+            Ok(build)
+        })?;
+        Ok(build)
+    }
+
+    /// When the feed's last build started, Unix ms.
+    pub fn last_start(&self, feed: &str) -> Result<Option<i64>, StoreError> {
+        self.cooldowns
+            .get(feed)?
+            .map(|v| keys::read_i64(&v))
+            .transpose()
+    }
+
+    /// Ends a running build with a final status.
+    pub fn finish(
+        &self,
+        id: BuildId,
+        status: BuildStatus,
+        now_ms: i64,
+    ) -> Result<Build, StoreError> {
+        let build = (&self.builds, &self.running).transaction(|(builds, running)| {
+            let mut build = get_build(builds, id)?;
+            build.status = status.clone();
+            build.finished_ms = Some(now_ms);
+            build.pgid = None;
+            put_build(builds, &build)?;
+            running.remove(&id.0.to_be_bytes())?;
+            Ok(build)
+        })?;
+        Ok(build)
+    }
+
+    /// Cancels a build that has not started; `None` if it is not queued (running or over).
+    pub fn cancel_queued(&self, id: BuildId, now_ms: i64) -> Result<Option<Build>, StoreError> {
+        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let build = (&self.builds, &self.queue, &self.pending).transaction(
+            |(builds, queue, pending)| {
+                let mut build = get_build(builds, id)?;
+                if build.status != BuildStatus::Queued {
+                    return Ok(None);
+                }
+                queue.remove(&build.queue_seq.to_be_bytes())?;
+                let pkey = keys::feed_text(build.feed.as_str(), &build.git_ref);
+                if pending.get(&pkey)?.as_deref() == Some(&id.0.to_be_bytes()[..]) {
+                    pending.remove(pkey)?;
+                }
+                build.status = BuildStatus::Cancelled;
+                build.finished_ms = Some(now_ms);
+                put_build(builds, &build)?;
+                Ok(Some(build))
+            },
+        )?;
+        Ok(build)
+    }
+
+    /// Drops every queued build of a feed (feed removal).
+    pub(super) fn remove_queued_of(&self, feed: &str) -> Result<(), StoreError> {
+        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        for item in self.queue.iter() {
+            let (seq, value) = item?;
+            let entry: QueueEntry = codec::decode(&value)?;
+            if entry.feed.as_str() == feed {
+                self.queue.remove(seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Crash recovery: every build left `running` becomes `interrupted`, and is queued
+    /// again once (a retry of a retry is not). Returns the interrupted builds so their
+    /// leftover process groups can be reaped.
+    pub fn recover_interrupted(&self, now_ms: i64) -> Result<Vec<Build>, StoreError> {
+        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut interrupted = Vec::new();
+        for key in self.running.iter().keys() {
+            let id = BuildId(keys::read_u64(&key?)?);
+            let trees = (
+                &self.meta,
+                &self.builds,
+                &self.feed_builds,
+                &self.queue,
+                &self.pending,
+                &self.running,
+            );
+            let old =
+                trees.transaction(|(meta, builds, feed_builds, queue, pending, running)| {
+                    running.remove(&id.0.to_be_bytes())?;
+                    let mut old = get_build(builds, id)?;
+                    let pgid = old.pgid.take();
+                    old.status = BuildStatus::Interrupted;
+                    old.finished_ms = Some(now_ms);
+                    put_build(builds, &old)?;
+                    if old.retry_of.is_none() {
+                        requeue_tx(&old, now_ms, meta, builds, feed_builds, queue, pending)?;
+                    }
+                    old.pgid = pgid;
+                    Ok(old)
+                })?;
+            interrupted.push(old);
+        }
+        if !interrupted.is_empty() {
+            self.durable_blocking()?;
+        }
+        Ok(interrupted)
+    }
+
+    /// Running and waiting builds, for `hookd admin queue`.
+    pub fn queue_view(&self, now_ms: i64, limit: usize) -> Result<QueueView, StoreError> {
+        let mut running = Vec::new();
+        for key in self.running.iter().keys() {
+            let id = keys::read_u64(&key?)?;
+            running.push(self.build_required(BuildId(id))?);
+        }
+        let mut waiting = Vec::new();
+        for item in self.queue.iter().values().take(limit) {
+            let entry: QueueEntry = codec::decode(&item?)?;
+            let build = self.build_required(entry.build)?;
+            let not_before = if entry.force {
+                None
+            } else {
+                let feed = self.feed(entry.feed.as_str())?;
+                let cooling = feed.and_then(|f| {
+                    cooling_until(&f, self.last_start(f.name.as_str()).ok().flatten(), now_ms)
+                });
+                entry
+                    .run_at_ms
+                    .into_iter()
+                    .chain(cooling)
+                    .max()
+                    .filter(|t| *t > now_ms)
+            };
+            waiting.push((build, not_before));
+        }
+        Ok(QueueView { running, waiting })
+    }
+
+    /// Builds waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// The admission rules, inside the transaction.
+fn admit_tx(
+    req: &AdmitRequest<'_>,
+    meta: &TransactionalTree,
+    builds: &TransactionalTree,
+    feed_builds: &TransactionalTree,
+    queue: &TransactionalTree,
+    pending: &TransactionalTree,
+    cooldowns: &TransactionalTree,
+) -> TxResult<Admission> {
+    let feed = req.feed;
+    let pkey = keys::feed_text(feed.name.as_str(), &req.git_ref);
+    if let Some(id) = pending.get(&pkey)? {
+        let id = BuildId(keys::read_u64(&id).or_else(abort)?);
+        let mut build = get_build(builds, id)?;
+        build.triggers.push(req.trigger.clone());
+        put_build(builds, &build)?;
+        let seq = build.queue_seq.to_be_bytes();
+        let Some(raw) = queue.get(seq)? else {
+            return abort(StoreError::Corrupt(format!(
+                "pending build {id} has no queue entry"
+            )));
+        };
+        let mut entry: QueueEntry = codec::decode(&raw).or_else(abort)?;
+        if req.force && !entry.force {
+            entry.force = true;
+            entry.run_at_ms = None;
+            queue.insert(&seq, codec::encode(&entry).or_else(abort)?)?;
+        }
+        return Ok(
+            match entry.run_at_ms.filter(|t| *t > req.now_ms && !entry.force) {
+                Some(run_at_ms) => Admission::Deferred {
+                    build: id,
+                    run_at_ms,
+                },
+                None => Admission::Coalesced(id),
+            },
+        );
+    }
+    let last_start = match cooldowns.get(feed.name.as_str())? {
+        Some(v) => Some(keys::read_i64(&v).or_else(abort)?),
+        None => None,
+    };
+    let cooling = cooling_until(feed, last_start, req.now_ms).filter(|_| !req.force);
+    let (kind, run_at_ms) = match (cooling, feed.on_cooldown) {
+        (Some(until), CooldownPolicy::Reject) => {
+            let secs = (until - req.now_ms + 999) / 1000;
+            return Ok(Admission::Rejected {
+                retry_after_secs: secs.max(1) as u64,
+            });
+        }
+        (Some(until), CooldownPolicy::Defer) => (TriggerKind::Deferred, Some(until)),
+        (None, _) => (req.trigger.kind, None),
+    };
+    let id = next_build_id(meta)?;
+    let mut triggers = TriggerList::default();
+    triggers.push(req.trigger.clone());
+    let build = Build {
+        id,
+        feed: feed.name.clone(),
+        git_ref: req.git_ref.clone(),
+        branch: req.branch.clone(),
+        status: BuildStatus::Queued,
+        kind,
+        triggers,
+        queue_seq: id.0,
+        queued_ms: req.now_ms,
+        started_ms: None,
+        finished_ms: None,
+        commit: None,
+        subject: None,
+        pgid: None,
+        retry_of: None,
+    };
+    let entry = QueueEntry {
+        build: id,
+        feed: feed.name.clone(),
+        run_at_ms,
+        force: req.force,
+    };
+    enqueue_tx(&build, &entry, builds, feed_builds, queue, pending)?;
+    Ok(match run_at_ms {
+        Some(run_at_ms) => Admission::Deferred {
+            build: id,
+            run_at_ms,
+        },
+        None => Admission::Queued(id),
+    })
+}
+
+/// Queues a rerun of an interrupted build in its old FIFO place, or folds its triggers
+/// into a build already pending for the same ref.
+fn requeue_tx(
+    old: &Build,
+    now_ms: i64,
+    meta: &TransactionalTree,
+    builds: &TransactionalTree,
+    feed_builds: &TransactionalTree,
+    queue: &TransactionalTree,
+    pending: &TransactionalTree,
+) -> TxResult<()> {
+    let pkey = keys::feed_text(old.feed.as_str(), &old.git_ref);
+    if let Some(id) = pending.get(&pkey)? {
+        let mut build = get_build(builds, BuildId(keys::read_u64(&id).or_else(abort)?))?;
+        let mut merged = old.triggers.clone();
+        merged.extend(std::mem::take(&mut build.triggers));
+        build.triggers = merged;
+        return put_build(builds, &build);
+    }
+    let id = next_build_id(meta)?;
+    let retry = Build {
+        id,
+        status: BuildStatus::Queued,
+        kind: TriggerKind::Retry,
+        queued_ms: now_ms,
+        started_ms: None,
+        finished_ms: None,
+        commit: None,
+        subject: None,
+        pgid: None,
+        retry_of: Some(old.id),
+        ..old.clone()
+    };
+    let entry = QueueEntry {
+        build: id,
+        feed: old.feed.clone(),
+        run_at_ms: None,
+        force: true,
+    };
+    enqueue_tx(&retry, &entry, builds, feed_builds, queue, pending)
+}
+
+fn enqueue_tx(
+    build: &Build,
+    entry: &QueueEntry,
+    builds: &TransactionalTree,
+    feed_builds: &TransactionalTree,
+    queue: &TransactionalTree,
+    pending: &TransactionalTree,
+) -> TxResult<()> {
+    put_build(builds, build)?;
+    feed_builds.insert(keys::feed_u64(build.feed.as_str(), build.id.0), &[])?;
+    queue.insert(
+        &build.queue_seq.to_be_bytes(),
+        codec::encode(entry).or_else(abort)?,
+    )?;
+    pending.insert(
+        keys::feed_text(build.feed.as_str(), &build.git_ref),
+        &build.id.0.to_be_bytes(),
+    )?;
+    Ok(())
+}
+
+fn next_build_id(meta: &TransactionalTree) -> TxResult<BuildId> {
+    let next = match meta.get(keys::NEXT_BUILD)? {
+        Some(v) => keys::read_u64(&v).or_else(abort)?,
+        None => 1,
+    };
+    meta.insert(keys::NEXT_BUILD, &(next + 1).to_be_bytes())?;
+    Ok(BuildId(next))
+}
+
+pub(super) fn get_build(builds: &TransactionalTree, id: BuildId) -> TxResult<Build> {
+    match builds.get(id.0.to_be_bytes())? {
+        Some(v) => codec::decode(&v).or_else(abort),
+        None => abort(StoreError::NoBuild(id.0)),
+    }
+}
+
+pub(super) fn put_build(builds: &TransactionalTree, build: &Build) -> TxResult<()> {
+    builds.insert(
+        &build.id.0.to_be_bytes(),
+        codec::encode(build).or_else(abort)?,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::store::test_support::temp_store;
+
+    fn feed(name: &str, cooldown_secs: u64, policy: CooldownPolicy) -> Feed {
+        Feed {
+            name: FeedName::parse(name).unwrap(),
+            repo: "/srv/x".into(),
+            branches: vec!["main".into()],
+            command: crate::feed::CommandSpec::Shell("true".into()),
+            cooldown_secs,
+            on_cooldown: policy,
+            timeout_secs: 60,
+            has_secret: false,
+            paused: false,
+            created_ms: 0,
+        }
+    }
+
+    fn trigger(commit: &str) -> Trigger {
+        Trigger {
+            accepted_ms: 0,
+            kind: TriggerKind::Hook,
+            provider: "github".into(),
+            event: "push".into(),
+            delivery_id: None,
+            commit: Some(commit.into()),
+        }
+    }
+
+    fn admit(store: &Store, feed: &Feed, branch: &str, commit: &str, now_ms: i64) -> Admission {
+        let req = AdmitRequest {
+            feed,
+            git_ref: format!("refs/heads/{branch}"),
+            branch: branch.into(),
+            trigger: trigger(commit),
+            force: false,
+            now_ms,
+        };
+        store.admit(&req, None, |_| StoredReply::default()).unwrap()
+    }
+
+    fn start(store: &Store, now_ms: i64) -> Pick {
+        store.claim_next(&HashSet::new(), now_ms).unwrap()
+    }
+
+    #[test]
+    fn fifo_across_feeds_and_coalescing_per_ref() {
+        let (_d, store) = temp_store();
+        let (a, b) = (
+            feed("a", 0, CooldownPolicy::Defer),
+            feed("b", 0, CooldownPolicy::Defer),
+        );
+        store.add_feed(&a).unwrap();
+        store.add_feed(&b).unwrap();
+        assert_eq!(
+            admit(&store, &a, "main", "c1", 0),
+            Admission::Queued(BuildId(1))
+        );
+        assert_eq!(
+            admit(&store, &b, "main", "c2", 0),
+            Admission::Queued(BuildId(2))
+        );
+        assert_eq!(
+            admit(&store, &a, "main", "c3", 0),
+            Admission::Coalesced(BuildId(1))
+        );
+        assert_eq!(
+            admit(&store, &a, "dev", "c4", 0),
+            Admission::Queued(BuildId(3))
+        );
+        let Pick::Start(first) = start(&store, 1) else {
+            panic!()
+        };
+        assert_eq!(first.id, BuildId(1));
+        assert_eq!(first.triggers.count, 2);
+        assert_eq!(first.triggers.newest_commit(), Some("c3"));
+        // Feed a is busy: b's build overtakes a's second one.
+        let busy: HashSet<_> = [a.name.clone()].into();
+        let Pick::Start(second) = store.claim_next(&busy, 1).unwrap() else {
+            panic!()
+        };
+        assert_eq!(second.id, BuildId(2));
+        // Once started, a new trigger for a/main queues a new build.
+        assert_eq!(
+            admit(&store, &a, "main", "c5", 2),
+            Admission::Queued(BuildId(4))
+        );
+    }
+
+    #[test]
+    fn cooldown_defers_and_coalesces_the_deferred_triggers() {
+        let (_d, store) = temp_store();
+        let a = feed("a", 10, CooldownPolicy::Defer);
+        store.add_feed(&a).unwrap();
+        assert_eq!(
+            admit(&store, &a, "main", "c1", 1_000),
+            Admission::Queued(BuildId(1))
+        );
+        assert!(matches!(start(&store, 1_000), Pick::Start(_)));
+        store
+            .finish(BuildId(1), BuildStatus::Succeeded, 1_500)
+            .unwrap();
+        let deferred = Admission::Deferred {
+            build: BuildId(2),
+            run_at_ms: 11_000,
+        };
+        assert_eq!(admit(&store, &a, "main", "c2", 2_000), deferred);
+        assert_eq!(admit(&store, &a, "main", "c3", 3_000), deferred);
+        assert!(matches!(start(&store, 5_000), Pick::WaitUntil(11_000)));
+        let Pick::Start(b) = start(&store, 11_000) else {
+            panic!()
+        };
+        assert_eq!(
+            (b.id, b.kind, b.triggers.count),
+            (BuildId(2), TriggerKind::Deferred, 2)
+        );
+        assert_eq!(b.triggers.newest_commit(), Some("c3"));
+    }
+
+    #[test]
+    fn reject_policy_answers_retry_after_and_force_bypasses() {
+        let (_d, store) = temp_store();
+        let a = feed("a", 300, CooldownPolicy::Reject);
+        store.add_feed(&a).unwrap();
+        admit(&store, &a, "main", "c1", 0);
+        assert!(matches!(start(&store, 0), Pick::Start(_)));
+        assert_eq!(
+            admit(&store, &a, "main", "c2", 100_500),
+            Admission::Rejected {
+                retry_after_secs: 200
+            }
+        );
+        let req = AdmitRequest {
+            feed: &a,
+            git_ref: "refs/heads/main".into(),
+            branch: "main".into(),
+            trigger: trigger("c3"),
+            force: true,
+            now_ms: 100_500,
+        };
+        assert_eq!(
+            store.admit(&req, None, |_| StoredReply::default()).unwrap(),
+            Admission::Queued(BuildId(2))
+        );
+        store
+            .finish(BuildId(1), BuildStatus::Succeeded, 100_600)
+            .unwrap();
+        assert!(matches!(start(&store, 100_700), Pick::Start(b) if b.id == BuildId(2)));
+    }
+
+    #[test]
+    fn interrupted_builds_rerun_once_in_their_place() {
+        let (_d, store) = temp_store();
+        let a = feed("a", 0, CooldownPolicy::Defer);
+        let b = feed("b", 0, CooldownPolicy::Defer);
+        store.add_feed(&a).unwrap();
+        store.add_feed(&b).unwrap();
+        admit(&store, &a, "main", "c1", 0);
+        admit(&store, &b, "main", "c2", 0);
+        assert!(matches!(start(&store, 0), Pick::Start(x) if x.id == BuildId(1)));
+        let interrupted = store.recover_interrupted(10).unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(
+            store.build(BuildId(1)).unwrap().unwrap().status,
+            BuildStatus::Interrupted
+        );
+        let Pick::Start(retry) = start(&store, 20) else {
+            panic!()
+        };
+        assert_eq!(
+            (retry.kind, retry.retry_of),
+            (TriggerKind::Retry, Some(BuildId(1)))
+        );
+        // The retry itself is interrupted: it is not queued a third time.
+        store.recover_interrupted(30).unwrap();
+        let Pick::Start(next) = start(&store, 40) else {
+            panic!()
+        };
+        assert_eq!(next.id, BuildId(2));
+        assert!(matches!(start(&store, 50), Pick::Idle));
+    }
+
+    #[test]
+    fn redelivery_replays_the_first_reply() {
+        let (_d, store) = temp_store();
+        let a = feed("a", 0, CooldownPolicy::Defer);
+        store.add_feed(&a).unwrap();
+        let record = DeliveryRecord {
+            at_ms: 0,
+            provider: "github".into(),
+            event: "push".into(),
+            delivery_id: Some("d-1".into()),
+            git_ref: None,
+            commit: None,
+            reply: StoredReply::default(),
+            outcome: "queued".into(),
+            reason: None,
+        };
+        let req = AdmitRequest {
+            feed: &a,
+            git_ref: "refs/heads/main".into(),
+            branch: "main".into(),
+            trigger: trigger("c1"),
+            force: false,
+            now_ms: 0,
+        };
+        let reply = |_: &Admission| StoredReply {
+            status: 202,
+            body: "first".into(),
+        };
+        assert_eq!(
+            store.admit(&req, Some(record.clone()), reply).unwrap(),
+            Admission::Queued(BuildId(1))
+        );
+        let again = store.admit(&req, Some(record.clone()), reply).unwrap();
+        assert_eq!(
+            again,
+            Admission::Replayed(StoredReply {
+                status: 202,
+                body: "first".into()
+            })
+        );
+        assert_eq!(store.deliveries("a", 10).unwrap().len(), 1);
+        // The window is 3 deliveries: after 3 more the id is forgotten.
+        for i in 0..3 {
+            let mut r = record.clone();
+            r.delivery_id = Some(format!("other-{i}"));
+            store.admit(&req, Some(r), reply).unwrap();
+        }
+        assert_eq!(store.deliveries("a", 10).unwrap().len(), 3);
+        assert!(store.delivery_by_id("a", "d-1").unwrap().is_none());
+    }
+}
