@@ -115,6 +115,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Base of hook URLs, without a trailing slash.
     pub public_url: String,
+    /// Whether `public_url` was set, rather than derived from `listen`.
+    pub public_url_explicit: bool,
     /// Root of all state.
     pub data_dir: PathBuf,
     /// Admin socket path.
@@ -211,6 +213,7 @@ impl Config {
         Ok(Self {
             listen,
             public_url,
+            public_url_explicit: raw.public_url.is_some(),
             admin_socket: raw
                 .admin_socket
                 .clone()
@@ -251,6 +254,18 @@ impl Config {
             credentials: raw.feeds.clone(),
             source: args.config.clone(),
         })
+    }
+}
+
+impl Config {
+    /// Records the address actually bound (port 0 picks one), which also becomes the
+    /// base of hook URLs unless `public_url` was set.
+    pub fn with_bound_addr(mut self, bound: SocketAddr) -> Self {
+        self.listen = bound;
+        if !self.public_url_explicit {
+            self.public_url = format!("http://{bound}");
+        }
+        self
     }
 }
 

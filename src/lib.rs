@@ -11,10 +11,33 @@
 //! - [`feed`], [`build`]: the domain records and their validation.
 //! - [`token`]: hook tokens, minted and checked with the server key.
 //! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries.
+//! - [`secret`], [`webhook_secret`]: secrets that never print, and their 0600 files.
+//! - [`hook`]: the intake's pure logic: provider detection, parsing, signatures, rules.
+//! - [`intake`]: one hook request from token to reply.
+//! - [`http`]: hyper accept loop, limits, routes, responses.
+//! - [`scheduler`]: admission, FIFO dispatch to workers, cancel, shutdown grace.
+//! - [`runner`]: one build: git fetch and checkout, the command, its log.
+//! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client.
+//! - [`app`]: the handles shared by the daemon's tasks.
+//! - [`daemon`]: start-up, recovery, signals, ordered shutdown.
+//! - [`metrics`], [`logging`], [`systemd`]: operations.
 
+pub mod admin;
+pub mod app;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod feed;
+pub mod hook;
+pub mod http;
+pub mod intake;
+pub mod logging;
+pub mod metrics;
+pub mod runner;
+pub mod scheduler;
+pub mod secret;
 pub mod store;
+pub mod systemd;
 pub mod token;
+pub mod webhook_secret;

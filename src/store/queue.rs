@@ -55,6 +55,19 @@ pub enum Admission {
     Replayed(StoredReply),
 }
 
+impl Admission {
+    /// The reply's `status` word.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Queued(_) => "queued",
+            Self::Coalesced(_) => "coalesced",
+            Self::Deferred { .. } => "deferred",
+            Self::Rejected { .. } => "rejected",
+            Self::Replayed(_) => "replayed",
+        }
+    }
+}
+
 /// A trigger to admit.
 #[derive(Debug, Clone)]
 pub struct AdmitRequest<'a> {
@@ -132,6 +145,7 @@ impl Store {
                 if let Some(record) = &delivery {
                     let mut record = record.clone();
                     record.reply = reply(&admission);
+                    record.outcome = admission.word().to_owned();
                     super::deliveries::record_tx(
                         req.feed.name.as_str(),
                         record,
@@ -299,38 +313,48 @@ impl Store {
     /// again once (a retry of a retry is not). Returns the interrupted builds so their
     /// leftover process groups can be reaped.
     pub fn recover_interrupted(&self, now_ms: i64) -> Result<Vec<Build>, StoreError> {
-        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut interrupted = Vec::new();
-        for key in self.running.iter().keys() {
-            let id = BuildId(keys::read_u64(&key?)?);
-            let trees = (
-                &self.meta,
-                &self.builds,
-                &self.feed_builds,
-                &self.queue,
-                &self.pending,
-                &self.running,
-            );
-            let old =
-                trees.transaction(|(meta, builds, feed_builds, queue, pending, running)| {
-                    running.remove(&id.0.to_be_bytes())?;
-                    let mut old = get_build(builds, id)?;
-                    let pgid = old.pgid.take();
-                    old.status = BuildStatus::Interrupted;
-                    old.finished_ms = Some(now_ms);
-                    put_build(builds, &old)?;
-                    if old.retry_of.is_none() {
-                        requeue_tx(&old, now_ms, meta, builds, feed_builds, queue, pending)?;
-                    }
-                    old.pgid = pgid;
-                    Ok(old)
-                })?;
-            interrupted.push(old);
-        }
+        let ids = self
+            .running
+            .iter()
+            .keys()
+            .map(|k| Ok(BuildId(keys::read_u64(&k?)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let interrupted = ids
+            .into_iter()
+            .map(|id| self.interrupt(id, now_ms))
+            .collect::<Result<Vec<_>, _>>()?;
         if !interrupted.is_empty() {
             self.durable_blocking()?;
         }
         Ok(interrupted)
+    }
+
+    /// Marks one running build `interrupted` and queues its rerun (once) in its old
+    /// FIFO place. The returned record still carries the pgid it ran under.
+    pub fn interrupt(&self, id: BuildId, now_ms: i64) -> Result<Build, StoreError> {
+        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let trees = (
+            &self.meta,
+            &self.builds,
+            &self.feed_builds,
+            &self.queue,
+            &self.pending,
+            &self.running,
+        );
+        let old = trees.transaction(|(meta, builds, feed_builds, queue, pending, running)| {
+            running.remove(&id.0.to_be_bytes())?;
+            let mut old = get_build(builds, id)?;
+            let pgid = old.pgid.take();
+            old.status = BuildStatus::Interrupted;
+            old.finished_ms = Some(now_ms);
+            put_build(builds, &old)?;
+            if old.retry_of.is_none() {
+                requeue_tx(&old, now_ms, meta, builds, feed_builds, queue, pending)?;
+            }
+            old.pgid = pgid;
+            Ok(old)
+        })?;
+        Ok(old)
     }
 
     /// Running and waiting builds, for `hookd admin queue`.

@@ -1,0 +1,202 @@
+//! `hookd admin`: turns the command line into one request, sends it over the socket,
+//! and prints the reply as text or `--json`. Errors carry context for the operator.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::admin::proto::{FeedSpec, Reply, Request};
+use crate::admin::render;
+use crate::cli::{
+    AdminArgs, AdminCommand, BuildCommand, CooldownArg, FeedCommand, FeedSpecArgs, TokenCommand,
+};
+use crate::feed::CooldownPolicy;
+
+/// The config file a packaged install uses, consulted when nothing else names a socket.
+const PACKAGE_CONFIG: &str = "/etc/hookd/hookd.toml";
+
+/// Runs one admin command; an `Err` means exit code 1.
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let socket = socket_path(&args)?;
+    let request = request(args.command)?;
+    let follow = matches!(request, Request::Log { follow: true, .. });
+    let stream = UnixStream::connect(&socket)
+        .await
+        .map_err(|e| not_running(&socket, e))?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(&request)?;
+    line.push(b'\n');
+    write
+        .write_all(&line)
+        .await
+        .context("sending the request")?;
+    let mut lines = BufReader::new(read).lines();
+    let mut log = String::new();
+    while let Some(line) = lines.next_line().await.context("reading the reply")? {
+        let reply: Reply = serde_json::from_str(&line).context("daemon sent a malformed reply")?;
+        match reply {
+            Reply::Error(message) => bail!(message),
+            Reply::LogChunk(text) if args.json => log.push_str(&text),
+            Reply::LogChunk(text) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes())?;
+                if follow {
+                    out.flush()?;
+                }
+            }
+            Reply::LogEnd(status) if args.json => {
+                println!("{}", serde_json::json!({"log": log, "status": status}));
+                return Ok(());
+            }
+            Reply::LogEnd(_) => return Ok(()),
+            other if args.json => {
+                println!("{}", serde_json::to_string_pretty(&json_payload(&other))?);
+                return Ok(());
+            }
+            other => {
+                print!("{}", render::text(&other));
+                return Ok(());
+            }
+        }
+    }
+    bail!("the daemon closed the connection without a reply")
+}
+
+/// The `data` part of a reply: what `--json` prints.
+fn json_payload(reply: &Reply) -> serde_json::Value {
+    let value = serde_json::to_value(reply).unwrap_or_default();
+    match value.get("data") {
+        Some(serde_json::Value::String(message)) => serde_json::json!({ "message": message }),
+        Some(data) => data.clone(),
+        None => value,
+    }
+}
+
+fn not_running(socket: &Path, e: std::io::Error) -> anyhow::Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            "the daemon is not running there"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (be root, the daemon's user, or in its group)"
+        }
+        _ => "cannot connect",
+    };
+    anyhow::anyhow!(
+        "daemon not running at {} ({why}: {e}).\nStart it with `hookd serve` (or `systemctl start hookd`), or name its socket with --socket PATH / HOOKD_SOCKET.",
+        socket.display()
+    )
+}
+
+/// `--socket`, `HOOKD_SOCKET`, the config's `admin_socket`, else the default location.
+fn socket_path(args: &AdminArgs) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.socket {
+        return Ok(path.clone());
+    }
+    if let Some(path) = std::env::var_os("HOOKD_SOCKET").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let from_config = |path: &Path| -> anyhow::Result<PathBuf> {
+        let raw = crate::config::read_raw(path)?;
+        let config = crate::config::Config::from_raw(raw, &Default::default())?;
+        Ok(config.admin_socket)
+    };
+    if let Some(path) = &args.config {
+        return from_config(path);
+    }
+    let local = Path::new(crate::config::DEFAULT_DATA_DIR).join("admin.sock");
+    if !local.exists() && Path::new(PACKAGE_CONFIG).exists() {
+        return from_config(Path::new(PACKAGE_CONFIG));
+    }
+    Ok(local)
+}
+
+fn request(command: AdminCommand) -> anyhow::Result<Request> {
+    Ok(match command {
+        AdminCommand::Feed(cmd) => feed_request(cmd)?,
+        AdminCommand::Token(TokenCommand::Add { name, label }) => Request::TokenAdd { name, label },
+        AdminCommand::Token(TokenCommand::List { name }) => Request::TokenList { name },
+        AdminCommand::Token(TokenCommand::Revoke { name, token_id }) => {
+            Request::TokenRevoke { name, token_id }
+        }
+        AdminCommand::HookUrl { name } => Request::HookUrl { name },
+        AdminCommand::Trigger {
+            name,
+            branch,
+            force,
+        } => Request::Trigger {
+            name,
+            branch,
+            force,
+        },
+        AdminCommand::Queue => Request::Queue,
+        AdminCommand::Builds { name, limit } => Request::Builds { name, limit },
+        AdminCommand::Build(BuildCommand::Show { id }) => Request::BuildShow { id },
+        AdminCommand::Log { id, follow } => Request::Log { id, follow },
+        AdminCommand::Cancel { id } => Request::Cancel { id },
+        AdminCommand::Deliveries { name, limit } => Request::Deliveries { name, limit },
+        AdminCommand::Status => Request::Status,
+    })
+}
+
+fn feed_request(cmd: FeedCommand) -> anyhow::Result<Request> {
+    Ok(match cmd {
+        FeedCommand::Add { name, spec } => Request::FeedAdd {
+            name,
+            spec: feed_spec(spec, false)?,
+        },
+        FeedCommand::List => Request::FeedList,
+        FeedCommand::Show { name } => Request::FeedShow { name },
+        FeedCommand::Edit {
+            name,
+            spec,
+            clear_secret,
+        } => Request::FeedEdit {
+            name,
+            spec: feed_spec(spec, clear_secret)?,
+        },
+        FeedCommand::Remove { name } => Request::FeedRemove { name },
+        FeedCommand::Pause { name } => Request::FeedPause { name, paused: true },
+        FeedCommand::Resume { name } => Request::FeedPause {
+            name,
+            paused: false,
+        },
+    })
+}
+
+fn feed_spec(args: FeedSpecArgs, clear_secret: bool) -> anyhow::Result<FeedSpec> {
+    let secret = match &args.secret_file {
+        Some(path) => Some(read_secret(path)?),
+        None => None,
+    };
+    Ok(FeedSpec {
+        repo: args.repo,
+        branches: args.branches,
+        command: args.command,
+        cooldown_secs: args.cooldown,
+        on_cooldown: args.on_cooldown.map(|p| match p {
+            CooldownArg::Defer => CooldownPolicy::Defer,
+            CooldownArg::Reject => CooldownPolicy::Reject,
+        }),
+        timeout_secs: args.timeout,
+        secret,
+        clear_secret,
+    })
+}
+
+/// Reads a secret file, dropping the trailing newline editors and `echo` add.
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read secret file {}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+    if secret.trim().is_empty() {
+        bail!(
+            "secret file {} is empty; a webhook secret must not be empty",
+            path.display()
+        );
+    }
+    Ok(secret)
+}

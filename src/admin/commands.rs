@@ -1,0 +1,424 @@
+//! What each admin request does on the daemon side. Store work runs on the blocking
+//! pool; every failure becomes a `Reply::Error` with a message for the operator.
+
+use crate::admin::proto::{
+    BuildView, DeliveryView, FeedSpec, FeedView, QueueOut, Reply, Request, StatusView, TokenView,
+    TriggerView,
+};
+use crate::app::App;
+use crate::build::{now_ms, rfc3339, BuildId, Trigger, TriggerKind};
+use crate::feed::{self, CommandSpec, Feed, FeedError, FeedName};
+use crate::scheduler::{CancelOutcome, Submission};
+use crate::secret::Secret;
+use crate::store::{Admission, StoreError};
+use crate::token::TokenId;
+
+/// Why an admin request failed; the text goes to the operator's stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Bad input.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    /// Store failure or missing record.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Anything else worth a sentence.
+    #[error("{0}")]
+    Other(String),
+}
+
+type Result<T> = std::result::Result<T, CommandError>;
+
+/// Runs one request (all but a followed log, which `server` streams).
+pub async fn execute(app: &App, req: Request) -> Reply {
+    let result = match req {
+        Request::Trigger {
+            name,
+            branch,
+            force,
+        } => trigger(app, name, branch, force).await,
+        Request::Cancel { id } => cancel(app, id).await,
+        Request::FeedRemove { name } => {
+            if let Ok(feed) = FeedName::parse(&name) {
+                app.scheduler.cancel_feed(&feed);
+            }
+            blocking(app, move |app| remove_feed(app, &name)).await
+        }
+        other => blocking(app, move |app| sync_command(app, other)).await,
+    };
+    result.unwrap_or_else(|e| Reply::Error(e.to_string()))
+}
+
+async fn blocking(
+    app: &App,
+    f: impl FnOnce(&App) -> Result<Reply> + Send + 'static,
+) -> Result<Reply> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app))
+        .await
+        .map_err(|_| CommandError::Other("daemon is shutting down".into()))?
+}
+
+fn sync_command(app: &App, req: Request) -> Result<Reply> {
+    let store = &app.store;
+    match req {
+        Request::FeedAdd { name, spec } => add_feed(app, &name, spec),
+        Request::FeedList => Ok(Reply::Feeds(
+            store
+                .feeds()?
+                .iter()
+                .map(|f| feed_view(app, f))
+                .collect::<Result<_>>()?,
+        )),
+        Request::FeedShow { name } => {
+            Ok(Reply::Feed(feed_view(app, &store.feed_required(&name)?)?))
+        }
+        Request::FeedEdit { name, spec } => edit_feed(app, &name, spec),
+        Request::FeedPause { name, paused } => {
+            let feed = store.update_feed(&name, |mut f| {
+                f.paused = paused;
+                f
+            })?;
+            app.scheduler.wake();
+            let word = if paused { "paused" } else { "resumed" };
+            tracing::info!(feed = %feed.name, "feed {word}");
+            Ok(Reply::Done(format!("feed {name} {word}")))
+        }
+        Request::TokenAdd { name, label } => {
+            add_token(app, &name, label).map(|t| Reply::Tokens(vec![t]))
+        }
+        Request::TokenList { name } => {
+            store.feed_required(&name)?;
+            Ok(Reply::Tokens(tokens(app, &name, true)?))
+        }
+        Request::TokenRevoke { name, token_id } => {
+            let id = TokenId::parse_hex(&token_id).ok_or_else(|| {
+                CommandError::Other(format!("{token_id:?} is not a token id (see `token list`)"))
+            })?;
+            store.revoke_token(&name, id, now_ms())?;
+            tracing::info!(feed = %name, token_id = %id, "token revoked");
+            Ok(Reply::Done(format!("token {id} of feed {name} revoked")))
+        }
+        Request::HookUrl { name } => {
+            store.feed_required(&name)?;
+            Ok(Reply::Tokens(tokens(app, &name, false)?))
+        }
+        Request::Queue => queue(app),
+        Request::Builds { name, limit } => {
+            if let Some(name) = &name {
+                store.feed_required(name)?;
+            }
+            let builds = store.builds(name.as_deref(), limit)?;
+            Ok(Reply::Builds(builds.iter().map(BuildView::new).collect()))
+        }
+        Request::BuildShow { id } => Ok(Reply::Build(BuildView::new(
+            &store.build_required(BuildId(id))?,
+        ))),
+        Request::Deliveries { name, limit } => {
+            store.feed_required(&name)?;
+            Ok(Reply::Deliveries(
+                store
+                    .deliveries(&name, limit)?
+                    .into_iter()
+                    .map(delivery_view)
+                    .collect(),
+            ))
+        }
+        Request::Status => status(app),
+        Request::Trigger { .. }
+        | Request::Cancel { .. }
+        | Request::FeedRemove { .. }
+        | Request::Log { .. } => Err(CommandError::Other(
+            "internal: request routed to the wrong handler".into(),
+        )),
+    }
+}
+
+fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
+    let name = FeedName::parse(name)?;
+    let repo = spec
+        .repo
+        .clone()
+        .ok_or_else(|| CommandError::Other("--repo URL is required".into()))?;
+    let secret = spec
+        .secret
+        .clone()
+        .map(Secret::new)
+        .transpose()
+        .map_err(|_| empty_secret())?;
+    let feed = Feed {
+        name: name.clone(),
+        repo,
+        branches: if spec.branches.is_empty() {
+            vec![feed::DEFAULT_BRANCH.into()]
+        } else {
+            spec.branches.clone()
+        },
+        command: CommandSpec::from_words(spec.command.clone())?,
+        cooldown_secs: spec.cooldown_secs.unwrap_or(feed::DEFAULT_COOLDOWN_SECS),
+        on_cooldown: spec.on_cooldown.unwrap_or_default(),
+        timeout_secs: spec.timeout_secs.unwrap_or(feed::DEFAULT_TIMEOUT_SECS),
+        has_secret: secret.is_some(),
+        paused: false,
+        created_ms: now_ms(),
+    };
+    validate(&feed)?;
+    if let Some(secret) = &secret {
+        save_secret(app, &name, secret)?;
+    }
+    app.store.add_feed(&feed)?;
+    add_token(app, name.as_str(), "default".into())?;
+    tracing::info!(feed = %name, "feed added");
+    Ok(Reply::Feed(feed_view(app, &feed)?))
+}
+
+fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
+    let old = app.store.feed_required(name)?;
+    let secret = spec
+        .secret
+        .clone()
+        .map(Secret::new)
+        .transpose()
+        .map_err(|_| empty_secret())?;
+    let command = match spec.command.is_empty() {
+        true => old.command.clone(),
+        false => CommandSpec::from_words(spec.command.clone())?,
+    };
+    let has_secret = match (&secret, spec.clear_secret) {
+        (Some(_), _) => true,
+        (None, true) => false,
+        (None, false) => old.has_secret,
+    };
+    let new = Feed {
+        repo: spec.repo.clone().unwrap_or(old.repo.clone()),
+        branches: if spec.branches.is_empty() {
+            old.branches.clone()
+        } else {
+            spec.branches.clone()
+        },
+        command,
+        cooldown_secs: spec.cooldown_secs.unwrap_or(old.cooldown_secs),
+        on_cooldown: spec.on_cooldown.unwrap_or(old.on_cooldown),
+        timeout_secs: spec.timeout_secs.unwrap_or(old.timeout_secs),
+        has_secret,
+        ..old.clone()
+    };
+    validate(&new)?;
+    match (&secret, spec.clear_secret) {
+        (Some(secret), _) => save_secret(app, &new.name, secret)?,
+        (None, true) => crate::webhook_secret::remove(&app.config().data_dir, &new.name)
+            .map_err(|e| CommandError::Other(format!("cannot remove the secret file: {e}")))?,
+        (None, false) => {}
+    }
+    let stored = app.store.update_feed(name, |_| new.clone())?;
+    app.scheduler.wake();
+    tracing::info!(feed = %name, "feed edited");
+    Ok(Reply::Feed(feed_view(app, &stored)?))
+}
+
+fn validate(feed: &Feed) -> Result<()> {
+    feed::validate_repo(&feed.repo)?;
+    feed::validate_patterns(&feed.branches)?;
+    if feed.timeout_secs == 0 {
+        return Err(FeedError::ZeroTimeout.into());
+    }
+    Ok(())
+}
+
+fn empty_secret() -> CommandError {
+    CommandError::Other("the secret file is empty; a webhook secret must not be empty".into())
+}
+
+fn save_secret(app: &App, name: &FeedName, secret: &Secret) -> Result<()> {
+    crate::webhook_secret::save(&app.config().data_dir, name, secret)
+        .map_err(|e| CommandError::Other(format!("cannot store the webhook secret: {e}")))
+}
+
+fn remove_feed(app: &App, name: &str) -> Result<Reply> {
+    let feed = FeedName::parse(name)?;
+    let removed = app.store.remove_feed(&feed)?;
+    let data_dir = app.config().data_dir.clone();
+    for id in &removed {
+        crate::runner::remove_log(&data_dir, BuildId(*id));
+    }
+    crate::runner::remove_feed_dirs(&data_dir, &feed);
+    if let Err(e) = crate::webhook_secret::remove(&data_dir, &feed) {
+        tracing::warn!(feed = %feed, error = %e, "cannot remove the feed's secret file");
+    }
+    tracing::info!(feed = %feed, "feed removed");
+    Ok(Reply::Done(format!(
+        "feed {name} removed ({} builds deleted)",
+        removed.len()
+    )))
+}
+
+fn add_token(app: &App, name: &str, label: String) -> Result<TokenView> {
+    let label = label.trim().to_owned();
+    if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
+        return Err(CommandError::Other(
+            "a token label must be 1-64 printable characters".into(),
+        ));
+    }
+    let feed = app.store.feed_required(name)?;
+    let (id, _) = app
+        .key
+        .mint()
+        .map_err(|e| CommandError::Other(e.to_string()))?;
+    let record = crate::store::TokenRecord {
+        feed: feed.name,
+        label,
+        created_ms: now_ms(),
+        revoked_ms: None,
+    };
+    app.store.add_token(id, &record)?;
+    tracing::info!(feed = %name, token_id = %id, "token added");
+    Ok(token_view(app, id, &record))
+}
+
+fn tokens(app: &App, name: &str, include_revoked: bool) -> Result<Vec<TokenView>> {
+    Ok(app
+        .store
+        .tokens_of(name)?
+        .iter()
+        .filter(|(_, r)| include_revoked || r.revoked_ms.is_none())
+        .map(|(id, r)| token_view(app, *id, r))
+        .collect())
+}
+
+fn token_view(app: &App, id: TokenId, r: &crate::store::TokenRecord) -> TokenView {
+    TokenView {
+        id: id.to_string(),
+        label: r.label.clone(),
+        created: rfc3339(r.created_ms),
+        revoked: r.revoked_ms.map(rfc3339),
+        url: r.revoked_ms.is_none().then(|| app.hook_url(id)),
+    }
+}
+
+fn feed_view(app: &App, feed: &Feed) -> Result<FeedView> {
+    Ok(FeedView::new(feed, tokens(app, feed.name.as_str(), false)?))
+}
+
+async fn trigger(app: &App, name: String, branch: Option<String>, force: bool) -> Result<Reply> {
+    let store = app.store.clone();
+    let feed = tokio::task::spawn_blocking(move || store.feed_required(&name))
+        .await
+        .map_err(|_| CommandError::Other("daemon is shutting down".into()))??;
+    let branch = branch.unwrap_or_else(|| feed.default_branch());
+    if branch.is_empty() || branch.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(CommandError::Other(format!(
+            "invalid branch name {branch:?}"
+        )));
+    }
+    let (git_ref, short) = match branch.strip_prefix("refs/") {
+        Some(_) => (
+            branch.clone(),
+            branch.rsplit('/').next().unwrap_or(&branch).to_owned(),
+        ),
+        None => (format!("refs/heads/{branch}"), branch.clone()),
+    };
+    let sub = Submission {
+        git_ref,
+        branch: short,
+        trigger: Trigger {
+            accepted_ms: now_ms(),
+            kind: TriggerKind::Manual,
+            provider: "manual".into(),
+            event: "manual".into(),
+            delivery_id: None,
+            commit: None,
+        },
+        force,
+        delivery: None,
+        feed,
+    };
+    let admission = app
+        .scheduler
+        .submit(sub, |_| Default::default())
+        .await
+        .map_err(|e| CommandError::Other(e.to_string()))?;
+    let view = |status: &str, build: BuildId, run_at: Option<i64>| TriggerView {
+        status: status.to_owned(),
+        build: build.0,
+        run_at: run_at.map(rfc3339),
+    };
+    match admission {
+        Admission::Queued(id) => Ok(Reply::Triggered(view("queued", id, None))),
+        Admission::Coalesced(id) => Ok(Reply::Triggered(view("coalesced", id, None))),
+        Admission::Deferred { build, run_at_ms } => {
+            Ok(Reply::Triggered(view("deferred", build, Some(run_at_ms))))
+        }
+        Admission::Rejected { retry_after_secs } => Err(CommandError::Other(format!(
+            "feed is cooling down (policy reject); retry in {retry_after_secs} s or use --force"
+        ))),
+        Admission::Replayed(_) => Err(CommandError::Other(
+            "internal: manual trigger replayed".into(),
+        )),
+    }
+}
+
+async fn cancel(app: &App, id: u64) -> Result<Reply> {
+    let outcome = app
+        .scheduler
+        .cancel(BuildId(id))
+        .await
+        .map_err(|e| match e {
+            crate::scheduler::ScheduleError::Store(s) => CommandError::Store(s),
+            other => CommandError::Other(other.to_string()),
+        })?;
+    match outcome {
+        CancelOutcome::Dequeued => Ok(Reply::Done(format!(
+            "build {id} cancelled (it had not started)"
+        ))),
+        CancelOutcome::Stopping => Ok(Reply::Done(format!("build {id} is being stopped"))),
+        CancelOutcome::AlreadyOver(status) => Err(CommandError::Other(format!(
+            "build {id} is not queued or running (it is {status})"
+        ))),
+    }
+}
+
+fn queue(app: &App) -> Result<Reply> {
+    let view = app.store.queue_view(now_ms(), 1000)?;
+    let mut out = QueueOut {
+        running: view.running.iter().map(BuildView::new).collect(),
+        queued: Vec::new(),
+        deferred: Vec::new(),
+    };
+    for (build, not_before) in view.waiting {
+        let mut v = BuildView::new(&build);
+        v.run_at = not_before.map(rfc3339);
+        match not_before {
+            Some(_) => out.deferred.push(v),
+            None => out.queued.push(v),
+        }
+    }
+    Ok(Reply::Queue(out))
+}
+
+fn status(app: &App) -> Result<Reply> {
+    let config = app.config();
+    Ok(Reply::Status(StatusView {
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_secs: app.started.elapsed().as_secs(),
+        workers: config.workers,
+        running: app.scheduler.running_count(),
+        queued: app.store.queue_depth(),
+        listen: config.listen.to_string(),
+        data_dir: config.data_dir.display().to_string(),
+        feeds: app.store.feeds()?.len(),
+    }))
+}
+
+fn delivery_view(d: crate::store::DeliveryRecord) -> DeliveryView {
+    DeliveryView {
+        at: rfc3339(d.at_ms),
+        provider: d.provider,
+        event: d.event,
+        delivery_id: d.delivery_id,
+        git_ref: d.git_ref,
+        commit: d.commit,
+        http_status: d.reply.status,
+        outcome: d.outcome,
+        reason: d.reason,
+    }
+}

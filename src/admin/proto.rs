@@ -1,0 +1,414 @@
+//! The admin protocol, shared by the daemon (server) and `hookd admin` (client):
+//! one JSON request line, then one reply line (or several for a followed log).
+//!
+//! Replies carry view types made for people and `--json`, not the stored records.
+
+use serde::{Deserialize, Serialize};
+
+use crate::build::{rfc3339, Build, BuildStatus};
+use crate::feed::{CommandSpec, CooldownPolicy, Feed};
+
+/// Feed settings as sent by `feed add` / `feed edit`; `None` keeps the old value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FeedSpec {
+    /// Repository URL.
+    pub repo: Option<String>,
+    /// Branch patterns (empty = keep on edit, default on add).
+    pub branches: Vec<String>,
+    /// Command words (one = shell string).
+    pub command: Vec<String>,
+    /// Cooldown seconds.
+    pub cooldown_secs: Option<u64>,
+    /// Cooldown policy.
+    pub on_cooldown: Option<CooldownPolicy>,
+    /// Timeout seconds.
+    pub timeout_secs: Option<u64>,
+    /// The webhook secret's text, read from `--secret-file` by the client.
+    pub secret: Option<String>,
+    /// Drop the webhook secret.
+    pub clear_secret: bool,
+}
+
+/// Every request the admin socket answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Add a feed (and its first token).
+    FeedAdd {
+        /// Feed name.
+        name: String,
+        /// Its settings.
+        spec: FeedSpec,
+    },
+    /// All feeds.
+    FeedList,
+    /// One feed.
+    FeedShow {
+        /// Feed name.
+        name: String,
+    },
+    /// Change a feed.
+    FeedEdit {
+        /// Feed name.
+        name: String,
+        /// Changed settings.
+        spec: FeedSpec,
+    },
+    /// Remove a feed.
+    FeedRemove {
+        /// Feed name.
+        name: String,
+    },
+    /// Pause or resume a feed.
+    FeedPause {
+        /// Feed name.
+        name: String,
+        /// true = pause, false = resume.
+        paused: bool,
+    },
+    /// New token.
+    TokenAdd {
+        /// Feed name.
+        name: String,
+        /// Label.
+        label: String,
+    },
+    /// A feed's tokens.
+    TokenList {
+        /// Feed name.
+        name: String,
+    },
+    /// Revoke a token.
+    TokenRevoke {
+        /// Feed name.
+        name: String,
+        /// Token id (hex).
+        token_id: String,
+    },
+    /// A feed's hook URLs.
+    HookUrl {
+        /// Feed name.
+        name: String,
+    },
+    /// Manual trigger.
+    Trigger {
+        /// Feed name.
+        name: String,
+        /// Branch, else the feed's default.
+        branch: Option<String>,
+        /// Ignore the cooldown.
+        force: bool,
+    },
+    /// Running and waiting builds.
+    Queue,
+    /// Recent builds.
+    Builds {
+        /// Only this feed.
+        name: Option<String>,
+        /// How many.
+        limit: usize,
+    },
+    /// One build.
+    BuildShow {
+        /// Build id.
+        id: u64,
+    },
+    /// A build's log.
+    Log {
+        /// Build id.
+        id: u64,
+        /// Stream until the build ends.
+        follow: bool,
+    },
+    /// Cancel a build.
+    Cancel {
+        /// Build id.
+        id: u64,
+    },
+    /// Recent deliveries.
+    Deliveries {
+        /// Feed name.
+        name: String,
+        /// How many.
+        limit: usize,
+    },
+    /// Daemon status.
+    Status,
+}
+
+/// Every reply; `Error` carries a message for stderr.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Reply {
+    /// The request failed; the message is for the operator.
+    Error(String),
+    /// A feed, with its hook URLs.
+    Feed(FeedView),
+    /// Feeds.
+    Feeds(Vec<FeedView>),
+    /// Tokens (with URLs when just created or asked for).
+    Tokens(Vec<TokenView>),
+    /// Something done, described in a sentence.
+    Done(String),
+    /// Outcome of a manual trigger.
+    Triggered(TriggerView),
+    /// The queue.
+    Queue(QueueOut),
+    /// Builds.
+    Builds(Vec<BuildView>),
+    /// One build.
+    Build(BuildView),
+    /// A piece of log text.
+    LogChunk(String),
+    /// The log is complete; the build's final status.
+    LogEnd(String),
+    /// Deliveries.
+    Deliveries(Vec<DeliveryView>),
+    /// Daemon status.
+    Status(StatusView),
+}
+
+/// A feed as shown to operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeedView {
+    /// Name.
+    pub name: String,
+    /// Repository URL, credentials redacted.
+    pub repo: String,
+    /// Watched patterns.
+    pub branches: Vec<String>,
+    /// Build command.
+    pub command: CommandSpec,
+    /// Cooldown seconds.
+    pub cooldown_secs: u64,
+    /// Cooldown policy.
+    pub on_cooldown: CooldownPolicy,
+    /// Timeout seconds.
+    pub timeout_secs: u64,
+    /// Whether deliveries must be signed.
+    pub has_secret: bool,
+    /// Whether builds are paused.
+    pub paused: bool,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Active hook URLs.
+    pub hook_urls: Vec<TokenView>,
+}
+
+impl FeedView {
+    /// Builds the view from a stored feed and its active tokens.
+    pub fn new(feed: &Feed, hook_urls: Vec<TokenView>) -> Self {
+        Self {
+            name: feed.name.to_string(),
+            repo: redact_url(&feed.repo),
+            branches: feed.branches.clone(),
+            command: feed.command.clone(),
+            cooldown_secs: feed.cooldown_secs,
+            on_cooldown: feed.on_cooldown,
+            timeout_secs: feed.timeout_secs,
+            has_secret: feed.has_secret,
+            paused: feed.paused,
+            created: rfc3339(feed.created_ms),
+            hook_urls,
+        }
+    }
+}
+
+/// A hook token as shown to operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Public id, for `token revoke`.
+    pub id: String,
+    /// Label.
+    pub label: String,
+    /// Creation time.
+    pub created: String,
+    /// Revocation time, if revoked.
+    pub revoked: Option<String>,
+    /// The hook URL (absent for revoked tokens).
+    pub url: Option<String>,
+}
+
+/// What a manual trigger did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerView {
+    /// queued, coalesced, deferred.
+    pub status: String,
+    /// The build.
+    pub build: u64,
+    /// When a deferred build may start.
+    pub run_at: Option<String>,
+}
+
+/// A build as shown to operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildView {
+    /// Id.
+    pub id: u64,
+    /// Feed name.
+    pub feed: String,
+    /// Branch or tag name.
+    pub branch: String,
+    /// Full ref.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Status word.
+    pub status: String,
+    /// Exit code, for failed builds.
+    pub exit_code: Option<i32>,
+    /// Reason, for errors.
+    pub reason: Option<String>,
+    /// hook, manual, deferred or retry.
+    pub trigger: String,
+    /// How many triggers it serves.
+    pub trigger_count: u64,
+    /// Delivery ids of the newest triggers.
+    pub delivery_ids: Vec<String>,
+    /// Queued at.
+    pub queued_at: String,
+    /// Started at.
+    pub started_at: Option<String>,
+    /// Finished at.
+    pub finished_at: Option<String>,
+    /// Run time in seconds.
+    pub duration_secs: Option<f64>,
+    /// Commit built.
+    pub commit: Option<String>,
+    /// Its subject line.
+    pub subject: Option<String>,
+    /// The build this reruns.
+    pub retry_of: Option<u64>,
+    /// For waiting builds: not before (RFC 3339).
+    pub run_at: Option<String>,
+}
+
+impl BuildView {
+    /// Builds the view from a stored build.
+    pub fn new(b: &Build) -> Self {
+        let (exit_code, reason) = match &b.status {
+            BuildStatus::Failed { exit_code } => (Some(*exit_code), None),
+            BuildStatus::Error { reason } => (None, Some(reason.clone())),
+            _ => (None, None),
+        };
+        Self {
+            id: b.id.0,
+            feed: b.feed.to_string(),
+            branch: b.branch.clone(),
+            git_ref: b.git_ref.clone(),
+            status: b.status.word().to_owned(),
+            exit_code,
+            reason,
+            trigger: b.kind.word().to_owned(),
+            trigger_count: b.triggers.count,
+            delivery_ids: b
+                .triggers
+                .latest
+                .iter()
+                .filter_map(|t| t.delivery_id.clone())
+                .collect(),
+            queued_at: rfc3339(b.queued_ms),
+            started_at: b.started_ms.map(rfc3339),
+            finished_at: b.finished_ms.map(rfc3339),
+            duration_secs: b
+                .started_ms
+                .zip(b.finished_ms)
+                .map(|(s, f)| (f - s).max(0) as f64 / 1000.0),
+            commit: b.commit.clone(),
+            subject: b.subject.clone(),
+            retry_of: b.retry_of.map(|r| r.0),
+            run_at: None,
+        }
+    }
+}
+
+/// The queue as shown to operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueOut {
+    /// Running builds.
+    pub running: Vec<BuildView>,
+    /// Waiting builds, due now, FIFO order.
+    pub queued: Vec<BuildView>,
+    /// Waiting builds held back by a cooldown, with `run_at`.
+    pub deferred: Vec<BuildView>,
+}
+
+/// One delivery as shown to operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// Arrival time.
+    pub at: String,
+    /// Provider.
+    pub provider: String,
+    /// Event.
+    pub event: String,
+    /// Delivery id.
+    pub delivery_id: Option<String>,
+    /// Ref named.
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Commit named.
+    pub commit: Option<String>,
+    /// HTTP status of the reply.
+    pub http_status: u16,
+    /// queued, coalesced, deferred, ignored, pong, rejected, unauthorized, bad_request…
+    pub outcome: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Daemon status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    /// hookd version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Configured workers.
+    pub workers: usize,
+    /// Builds running now.
+    pub running: usize,
+    /// Builds waiting.
+    pub queued: usize,
+    /// Hook endpoint.
+    pub listen: String,
+    /// Data dir.
+    pub data_dir: String,
+    /// Number of feeds.
+    pub feeds: usize,
+}
+
+/// Hides `user:password@` in a URL before it is shown or logged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if rest[..at].contains(':') => {
+            format!("{scheme}://***@{}", &rest[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://u:tok@host/x.git"),
+            "https://***@host/x.git"
+        );
+        assert_eq!(redact_url("https://host/x@y"), "https://host/x@y");
+        assert_eq!(redact_url("ssh://git@host/x"), "ssh://git@host/x");
+        assert_eq!(redact_url("git@host:x"), "git@host:x");
+    }
+
+    #[test]
+    fn requests_are_tagged_json() {
+        let r: Request = serde_json::from_str(r#"{"op":"builds","name":null,"limit":5}"#).unwrap();
+        assert!(matches!(r, Request::Builds { limit: 5, .. }));
+    }
+}

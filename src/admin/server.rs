@@ -1,0 +1,201 @@
+//! The admin socket: a Unix socket created 0660 whose peers are checked by uid/gid
+//! (SO_PEERCRED), answering one JSON request per connection.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::commands;
+use crate::admin::proto::{Reply, Request};
+use crate::app::App;
+use crate::build::BuildId;
+
+/// Largest request line accepted (a feed spec with a secret fits easily).
+const MAX_REQUEST: u64 = 1024 * 1024;
+/// How long a client has to send its request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a followed log is polled for new output.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// A live daemon already answers there.
+    #[error("another hookd is already listening on {0}")]
+    InUse(String),
+    /// Binding or chmod failed.
+    #[error("cannot create admin socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Binds the socket (replacing a stale one left by a crash) with mode 0660.
+pub async fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+    let shown = path.display().to_string();
+    let io = |source| SocketError::Io {
+        path: shown.clone(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(SocketError::InUse(shown));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Serves admin connections until `shutdown`.
+pub async fn serve(listener: UnixListener, app: App, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, &app, &shutdown).await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn connection(
+    stream: UnixStream,
+    app: &App,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let (read, mut write) = stream.into_split();
+    if !peer_allowed(cred.uid(), cred.gid()) {
+        tracing::warn!(
+            uid = cred.uid(),
+            "admin connection refused: not root, the daemon's user or its group"
+        );
+        let reply = Reply::Error(
+            "permission denied: you must be root, the daemon's user, or in its group".into(),
+        );
+        return send(&mut write, &reply).await;
+    }
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    match tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Ok(()),
+    }
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => return send(&mut write, &Reply::Error(format!("malformed request: {e}"))).await,
+    };
+    match request {
+        Request::Log { id, follow } => {
+            stream_log(app, BuildId(id), follow, &mut write, shutdown).await
+        }
+        other => {
+            let reply = commands::execute(app, other).await;
+            send(&mut write, &reply).await
+        }
+    }
+}
+
+async fn send(write: &mut (impl AsyncWriteExt + Unpin), reply: &Reply) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    write.flush().await
+}
+
+/// Sends the log in chunks; with `follow`, keeps polling until the build is over.
+async fn stream_log(
+    app: &App,
+    id: BuildId,
+    follow: bool,
+    write: &mut (impl AsyncWriteExt + Unpin),
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let path = crate::runner::log_path(&app.config().data_dir, id);
+    let mut offset = 0u64;
+    loop {
+        let store = app.store.clone();
+        let build = match tokio::task::spawn_blocking(move || store.build(id)).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return send(write, &Reply::Error(format!("no build {id}"))).await,
+            _ => return send(write, &Reply::Error("store unavailable".into())).await,
+        };
+        // Read everything written so far; only then decide whether the build is over,
+        // so output written just before the end is never lost.
+        loop {
+            let (chunk, next) = crate::runner::log::read_chunk(&path, offset, 64 * 1024)
+                .await
+                .unwrap_or_default();
+            if chunk.is_empty() {
+                break;
+            }
+            offset = next;
+            send(
+                write,
+                &Reply::LogChunk(String::from_utf8_lossy(&chunk).into_owned()),
+            )
+            .await?;
+        }
+        if build.status.is_final() || !follow {
+            return send(write, &Reply::LogEnd(build.status.word().to_owned())).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = shutdown.cancelled() => return send(write, &Reply::LogEnd("daemon stopping".into())).await,
+        }
+    }
+}
+
+/// Root, the daemon's own user, or a member of the daemon's group.
+fn peer_allowed(uid: u32, gid: u32) -> bool {
+    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+    let (my_uid, my_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    uid == 0 || uid == my_uid || gid == my_gid || user_in_group(uid, my_gid)
+}
+
+/// Whether `uid`'s supplementary groups include `gid` (getpwuid_r + getgrouplist).
+fn user_in_group(uid: u32, gid: u32) -> bool {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: buffers are valid for the sizes given; result is checked before use.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return false;
+    }
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut count = groups.len() as libc::c_int;
+    // SAFETY: pw_name points into `buf`, alive here; groups has `count` slots.
+    let rc =
+        unsafe { libc::getgrouplist(pwd.pw_name, pwd.pw_gid, groups.as_mut_ptr(), &mut count) };
+    if rc < 0 {
+        return false;
+    }
+    groups.truncate(count.max(0) as usize);
+    groups.contains(&gid)
+}

@@ -1,0 +1,64 @@
+//! The handles every daemon task shares: settings, store, token key, scheduler.
+//!
+//! Built once by `daemon` at start-up and passed down; nothing here owns a task.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::scheduler::Scheduler;
+use crate::store::Store;
+use crate::token::ServerKey;
+
+/// Shared daemon state; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// Current settings; replaced whole on SIGHUP.
+    config: Arc<RwLock<Arc<Config>>>,
+    /// The database.
+    pub store: Store,
+    /// Mints and checks hook tokens.
+    pub key: ServerKey,
+    /// Admits triggers and runs builds.
+    pub scheduler: Scheduler,
+    /// For uptime.
+    pub started: Instant,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl App {
+    /// Bundles the daemon's shared parts.
+    pub fn new(config: Config, store: Store, key: ServerKey, scheduler: Scheduler) -> Self {
+        Self {
+            config: Arc::new(RwLock::new(Arc::new(config))),
+            store,
+            key,
+            scheduler,
+            started: Instant::now(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// The settings in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps in reloaded settings.
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// The hook URL for a token.
+    pub fn hook_url(&self, id: crate::token::TokenId) -> String {
+        format!(
+            "{}/hooks/{}",
+            self.config().public_url,
+            self.key.token_for(id).expose()
+        )
+    }
+}

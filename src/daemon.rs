@@ -1,0 +1,160 @@
+//! The daemon's start-up script and ordered shutdown: open the store, recover what a
+//! crash left, bind, spawn the long-lived tasks, tell systemd, then on a signal stop
+//! accepting, drain requests, give builds their grace, and flush.
+
+use std::os::unix::fs::DirBuilderExt;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::build::now_ms;
+use crate::cli::ConfigArgs;
+use crate::config::Config;
+use crate::scheduler::Scheduler;
+use crate::store::{Store, StoreOptions};
+use crate::token::ServerKey;
+
+/// What the signal thread reports.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
+    /// SIGHUP: reload the config.
+    Reload,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; returns once everything is drained.
+pub async fn run(config: Config, args: ConfigArgs) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let key = ServerKey::load_or_create(&data_dir)?;
+    let options = StoreOptions {
+        cache_bytes: config.store_cache_bytes,
+        keep_deliveries: config.keep_deliveries,
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, options)).await??;
+    recover(&store).await?;
+
+    let listener = bind(&config).await?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    let admin = crate::admin::server::bind(&config.admin_socket).await?;
+    let config = config.with_bound_addr(bound);
+    let scheduler = Scheduler::new(store.clone());
+    let app = App::new(config, store, key, scheduler.clone());
+
+    let shutdown = CancellationToken::new();
+    let http = tokio::spawn(crate::http::serve(listener, app.clone(), shutdown.clone()));
+    let admin_task = tokio::spawn(crate::admin::server::serve(
+        admin,
+        app.clone(),
+        shutdown.clone(),
+    ));
+    let builds = tokio::spawn(scheduler.run(app.clone(), shutdown.clone()));
+    tracing::info!(listen = %bound, admin_socket = %app.config().admin_socket.display(), version = env!("CARGO_PKG_VERSION"), "hookd ready");
+    crate::systemd::notify(&format!("READY=1\nSTATUS=listening on {bound}"));
+
+    let mut signals = signals()?;
+    while let Some(signal) = signals.recv().await {
+        match signal {
+            Signal::Reload => reload(&app, &args),
+            Signal::Stop => break,
+        }
+    }
+    tracing::info!("stopping: no new connections; draining requests and builds");
+    crate::systemd::notify("STOPPING=1\nSTATUS=draining");
+    shutdown.cancel();
+    let _ = http.await;
+    let _ = builds.await;
+    let _ = admin_task.await;
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || store.durable_blocking()).await??;
+    let _ = std::fs::remove_file(&app.config().admin_socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Marks builds a crash left `running` as interrupted (queued again once) and kills
+/// whatever of their process groups survived the daemon.
+async fn recover(store: &Store) -> anyhow::Result<()> {
+    let store = store.clone();
+    let interrupted =
+        tokio::task::spawn_blocking(move || store.recover_interrupted(now_ms())).await??;
+    for build in interrupted {
+        tracing::warn!(feed = %build.feed, build = build.id.0, "build was interrupted by a daemon stop; queued again once");
+        if let Some(pgid) = build.pgid {
+            let id = build.id.0.to_string();
+            let killed = crate::runner::exec::reap_orphans(pgid, ("HOOKD_BUILD_ID", &id));
+            if killed > 0 {
+                tracing::warn!(
+                    build = build.id.0,
+                    pgid,
+                    processes = killed,
+                    "killed the leftover process group"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+/// SIGHUP: re-read the config file; a bad one is refused and the old one stays.
+fn reload(app: &App, args: &ConfigArgs) {
+    let current = app.config();
+    match Config::load(args) {
+        Ok(new) => {
+            if new.data_dir != current.data_dir || new.admin_socket != current.admin_socket {
+                tracing::warn!(
+                    "data_dir and admin_socket changes need a restart; keeping the current ones"
+                );
+            }
+            let new = Config {
+                data_dir: current.data_dir.clone(),
+                admin_socket: current.admin_socket.clone(),
+                ..new
+            }
+            .with_bound_addr(current.listen);
+            crate::logging::set_level(&new.log_level);
+            app.set_config(new);
+            app.scheduler.wake();
+            tracing::info!("configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "configuration reload refused; keeping the old one"),
+    }
+}
+
+/// Forwards SIGTERM/SIGINT/SIGHUP from a signal-hook thread into the runtime.
+fn signals() -> anyhow::Result<mpsc::Receiver<Signal>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("installing signal handlers")?;
+    let (tx, rx) = mpsc::channel(8);
+    std::thread::Builder::new()
+        .name("hookd-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let message = if signal == SIGHUP {
+                    Signal::Reload
+                } else {
+                    Signal::Stop
+                };
+                if tx.blocking_send(message).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(rx)
+}

@@ -1,0 +1,245 @@
+//! The HTTP side: hyper 1 accept loop with a connection cap, header and request
+//! deadlines, body limit and graceful drain; routes; and the one place where replies
+//! become HTTP responses.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::intake::{self, HookReply};
+
+/// How long in-flight requests get to finish once shutdown starts.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The routes hookd answers.
+enum Route<'a> {
+    /// `POST /hooks/{token}`.
+    Hook(&'a str),
+    /// `GET /healthz`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// A known path with the wrong method.
+    WrongMethod,
+    /// Anything else.
+    NotFound,
+}
+
+fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let hook = path
+        .strip_prefix("/hooks/")
+        .filter(|t| !t.is_empty() && !t.contains('/'));
+    match (method, path, hook) {
+        (&Method::POST, _, Some(token)) => Route::Hook(token),
+        (_, _, Some(_)) => Route::WrongMethod,
+        (&Method::GET | &Method::HEAD, "/healthz", _) => Route::Health,
+        (&Method::GET | &Method::HEAD, "/metrics", _) => Route::Metrics,
+        (_, "/healthz" | "/metrics", _) => Route::WrongMethod,
+        _ => Route::NotFound,
+    }
+}
+
+/// Accepts connections until `shutdown` fires, then lets in-flight requests finish
+/// (up to a deadline) and returns.
+pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken) {
+    let config = app.config();
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let app = app.clone();
+        let config = app.config();
+        let service = service_fn(move |req| handle(app.clone(), req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within the drain deadline");
+    }
+}
+
+async fn handle(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let response = match route(req.method(), req.uri().path()) {
+        Route::Hook(token) => {
+            let token = token.to_owned();
+            hook(&app, &token, req).await
+        }
+        Route::Health => health(&app).await,
+        Route::Metrics => text(StatusCode::OK, crate::metrics::render(&app)),
+        Route::WrongMethod => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"status":"method_not_allowed"}"#,
+        ),
+        Route::NotFound => json(StatusCode::NOT_FOUND, r#"{"status":"not_found"}"#),
+    };
+    tracing::debug!(%method, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    Ok(response)
+}
+
+/// `POST /hooks/{token}`: limit and read the body, then hand it to the intake.
+async fn hook(app: &App, token: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let config = app.config();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > config.max_body_bytes) {
+        return too_large(config.max_body_bytes);
+    }
+    let (parts, body) = req.into_parts();
+    let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
+    let read =
+        tokio::time::timeout(config.request_timeout, Limited::new(body, limit).collect()).await;
+    let body = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return too_large(config.max_body_bytes)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "request body read failed");
+            return close(json(
+                StatusCode::BAD_REQUEST,
+                r#"{"status":"bad_request","reason":"request body could not be read"}"#,
+            ));
+        }
+        Err(_) => {
+            return close(json(
+                StatusCode::REQUEST_TIMEOUT,
+                r#"{"status":"timeout","reason":"request body took too long"}"#,
+            ));
+        }
+    };
+    let reply = intake::handle(app, token, &parts.headers, parts.uri.query(), body).await;
+    hook_response(reply)
+}
+
+fn too_large(limit: u64) -> Response<Full<Bytes>> {
+    let body = format!(
+        r#"{{"status":"too_large","reason":"request body is over the {limit} byte limit"}}"#
+    );
+    close(json(StatusCode::PAYLOAD_TOO_LARGE, &body))
+}
+
+/// Turns an intake reply into the HTTP response the forge sees.
+fn hook_response(reply: HookReply) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json(status, &reply.body);
+    if let Some(secs) = reply.retry_after {
+        if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
+async fn health(app: &App) -> Response<Full<Bytes>> {
+    let store = app.store.clone();
+    let ok = tokio::task::spawn_blocking(move || store.check_writable()).await;
+    match ok {
+        Ok(Ok(())) => json(StatusCode::OK, r#"{"status":"ok"}"#),
+        _ => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"unavailable","reason":"store is not writable"}"#,
+        ),
+    }
+}
+
+fn json(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    with_type(status, body.to_owned(), "application/json")
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    with_type(status, body, "text/plain; version=0.0.4; charset=utf-8")
+}
+
+fn with_type(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Marks a response as the connection's last (the rest of its body is never read).
+fn close(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            route(&Method::POST, "/hooks/abc"),
+            Route::Hook("abc")
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/hooks/abc"),
+            Route::WrongMethod
+        ));
+        assert!(matches!(route(&Method::POST, "/hooks/"), Route::NotFound));
+        assert!(matches!(
+            route(&Method::POST, "/hooks/a/b"),
+            Route::NotFound
+        ));
+        assert!(matches!(route(&Method::GET, "/healthz"), Route::Health));
+        assert!(matches!(route(&Method::GET, "/metrics"), Route::Metrics));
+        assert!(matches!(route(&Method::GET, "/"), Route::NotFound));
+    }
+}

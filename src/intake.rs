@@ -1,0 +1,313 @@
+//! Intake: one hook request from token to reply. Checks the token, verifies the
+//! signature, parses the delivery, applies the feed's watch rules, admits the trigger
+//! durably, and says what to answer. Every outcome is recorded as a delivery.
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use crate::app::App;
+use crate::build::{now_ms, rfc3339, Trigger, TriggerKind};
+use crate::feed::Feed;
+use crate::hook::{self, Decision, Delivery, Provider, WatchRules};
+use crate::scheduler::{ScheduleError, Submission};
+use crate::secret::Secret;
+use crate::store::{Admission, DeliveryRecord, StoredReply};
+
+/// What to send back to the forge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookReply {
+    /// HTTP status code.
+    pub status: u16,
+    /// JSON body, always with a `status` field.
+    pub body: String,
+    /// Seconds for `Retry-After` (cooldown policy `reject`).
+    pub retry_after: Option<u64>,
+}
+
+impl HookReply {
+    fn new(status: u16, word: &str, reason: Option<&str>) -> Self {
+        let mut body = serde_json::json!({ "status": word });
+        if let Some(reason) = reason {
+            body["reason"] = reason.into();
+        }
+        Self {
+            status,
+            body: body.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+/// The same body and status for an unknown, malformed or revoked token.
+fn not_found() -> HookReply {
+    HookReply::new(404, "not_found", None)
+}
+
+/// Handles one hook request whose body has been read within the limits.
+pub async fn handle(
+    app: &App,
+    token: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Bytes,
+) -> HookReply {
+    let presented = app.key.check(token);
+    let store = app.store.clone();
+    let data_dir = app.config().data_dir.clone();
+    let found =
+        tokio::task::spawn_blocking(move || -> Result<Option<(Feed, Option<Secret>)>, String> {
+            let record = store.token(presented.id).map_err(|e| e.to_string())?;
+            let Some(record) = record.filter(|r| presented.mac_ok && r.revoked_ms.is_none()) else {
+                return Ok(None);
+            };
+            let Some(feed) = store
+                .feed(record.feed.as_str())
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            let secret = match feed.has_secret {
+                true => {
+                    crate::webhook_secret::load(&data_dir, &feed.name).map_err(|e| e.to_string())?
+                }
+                false => None,
+            };
+            Ok(Some((feed, secret)))
+        })
+        .await;
+    let (feed, secret) = match found {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) => return not_found(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "token lookup failed");
+            return HookReply::new(503, "unavailable", Some("store unavailable"));
+        }
+        Err(_) => return HookReply::new(503, "unavailable", Some("shutting down")),
+    };
+    let intake = Intake {
+        app,
+        feed,
+        headers,
+        body,
+    };
+    intake.run(query, secret).await
+}
+
+/// One request after the token check.
+struct Intake<'a> {
+    app: &'a App,
+    feed: Feed,
+    headers: &'a HeaderMap,
+    body: Bytes,
+}
+
+impl Intake<'_> {
+    async fn run(self, query: Option<&str>, secret: Option<Secret>) -> HookReply {
+        let provider = hook::detect(self.headers, &self.body);
+        if self.feed.has_secret {
+            let verified = match &secret {
+                Some(secret) => hook::verify(
+                    provider,
+                    self.headers,
+                    &self.body,
+                    secret,
+                    self.app.config().allow_sha1,
+                )
+                .map_err(|e| e.to_string()),
+                None => Err("the feed's secret file is missing on the server".to_owned()),
+            };
+            if let Err(reason) = verified {
+                let reply = HookReply::new(401, "unauthorized", Some(&reason));
+                self.record(provider, None, &reply, "unauthorized", Some(reason))
+                    .await;
+                return reply;
+            }
+        }
+        let delivery = match hook::parse(self.headers, query, &self.body) {
+            Ok(d) => d,
+            Err(e) => {
+                let reason = e.to_string();
+                let reply = HookReply::new(400, "bad_request", Some(&reason));
+                self.record(provider, None, &reply, "bad_request", Some(reason))
+                    .await;
+                return reply;
+            }
+        };
+        let rules = WatchRules {
+            patterns: &self.feed.branches,
+        };
+        match hook::decide(&delivery, &rules) {
+            Decision::Pong => {
+                let reply = HookReply::new(200, "pong", None);
+                self.record(provider, Some(&delivery), &reply, "pong", None)
+                    .await;
+                reply
+            }
+            Decision::Ignore(reason) => {
+                let reply = HookReply::new(200, "ignored", Some(&reason));
+                self.record(provider, Some(&delivery), &reply, "ignored", Some(reason))
+                    .await;
+                reply
+            }
+            Decision::Build {
+                git_ref,
+                branch,
+                commit,
+            } => self.admit(&delivery, git_ref, branch, commit).await,
+        }
+    }
+
+    async fn admit(
+        &self,
+        delivery: &Delivery,
+        git_ref: String,
+        branch: String,
+        commit: Option<String>,
+    ) -> HookReply {
+        let now = now_ms();
+        let trigger = Trigger {
+            accepted_ms: now,
+            kind: TriggerKind::Hook,
+            provider: delivery.provider().as_str().to_owned(),
+            event: delivery.event().to_owned(),
+            delivery_id: delivery.delivery_id().map(str::to_owned),
+            commit: commit.clone(),
+        };
+        let mut record = delivery_record(delivery.provider(), Some(delivery), now);
+        record.git_ref = Some(git_ref.clone());
+        record.commit = commit;
+        let sub = Submission {
+            feed: self.feed.clone(),
+            git_ref,
+            branch,
+            trigger,
+            force: false,
+            delivery: Some(record),
+        };
+        let started = std::time::Instant::now();
+        let result = self.app.scheduler.submit(sub, stored_reply).await;
+        self.app
+            .metrics
+            .admission(started.elapsed().as_micros() as u64);
+        let word = result.as_ref().map_or("unavailable", Admission::word);
+        let reply = match result {
+            Ok(Admission::Replayed(stored)) => {
+                return HookReply {
+                    status: stored.status,
+                    body: stored.body,
+                    retry_after: None,
+                }
+            }
+            Ok(admission) => admission_reply(&admission),
+            Err(ScheduleError::Store(e)) => {
+                tracing::error!(feed = %self.feed.name, error = %e, "trigger not durable; answering 503");
+                HookReply::new(
+                    503,
+                    "unavailable",
+                    Some("the trigger could not be stored durably; retry later"),
+                )
+            }
+            Err(ScheduleError::ShuttingDown) => {
+                HookReply::new(503, "unavailable", Some("shutting down"))
+            }
+        };
+        self.app
+            .metrics
+            .delivery(delivery.provider().as_str(), word);
+        tracing::info!(feed = %self.feed.name, provider = delivery.provider().as_str(), status = reply.status, outcome = word, "delivery");
+        reply
+    }
+
+    /// Records a delivery that queued nothing.
+    async fn record(
+        &self,
+        provider: Provider,
+        delivery: Option<&Delivery>,
+        reply: &HookReply,
+        outcome: &str,
+        reason: Option<String>,
+    ) {
+        let mut record = delivery_record(provider, delivery, now_ms());
+        record.reply = StoredReply {
+            status: reply.status,
+            body: reply.body.clone(),
+        };
+        record.outcome = outcome.to_owned();
+        if let Some(Delivery::Push(push)) = delivery {
+            record.git_ref = push.git_ref.clone();
+            record.commit = push.commit.clone();
+        }
+        self.app.metrics.delivery(provider.as_str(), outcome);
+        tracing::info!(feed = %self.feed.name, provider = provider.as_str(), status = reply.status, outcome, reason = reason.as_deref().unwrap_or(""), "delivery");
+        record.reason = reason;
+        let store = self.app.store.clone();
+        let feed = self.feed.name.clone();
+        let saved =
+            tokio::task::spawn_blocking(move || store.record_delivery(feed.as_str(), record)).await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!(feed = %self.feed.name, "could not record a delivery in the history");
+        }
+    }
+}
+
+fn delivery_record(provider: Provider, delivery: Option<&Delivery>, now: i64) -> DeliveryRecord {
+    DeliveryRecord {
+        at_ms: now,
+        provider: provider.as_str().to_owned(),
+        event: delivery.map(|d| d.event().to_owned()).unwrap_or_default(),
+        delivery_id: delivery.and_then(|d| d.delivery_id().map(str::to_owned)),
+        git_ref: None,
+        commit: None,
+        reply: StoredReply::default(),
+        outcome: String::new(),
+        reason: None,
+    }
+}
+
+/// The reply for an admitted trigger (also stored for redeliveries).
+pub fn admission_reply(admission: &Admission) -> HookReply {
+    let (status, body) = match admission {
+        Admission::Queued(id) => (202, serde_json::json!({"status": "queued", "build": id.0})),
+        Admission::Coalesced(id) => (
+            202,
+            serde_json::json!({"status": "coalesced", "build": id.0}),
+        ),
+        Admission::Deferred { build, run_at_ms } => (
+            202,
+            serde_json::json!({"status": "deferred", "build": build.0, "run_at": rfc3339(*run_at_ms)}),
+        ),
+        Admission::Rejected { retry_after_secs } => {
+            let body = serde_json::json!({
+                "status": "rejected",
+                "reason": "the feed is cooling down",
+                "retry_after": retry_after_secs,
+            });
+            return HookReply {
+                status: 429,
+                body: body.to_string(),
+                retry_after: Some(*retry_after_secs),
+            };
+        }
+        Admission::Replayed(stored) => {
+            return HookReply {
+                status: stored.status,
+                body: stored.body.clone(),
+                retry_after: None,
+            }
+        }
+    };
+    HookReply {
+        status,
+        body: body.to_string(),
+        retry_after: None,
+    }
+}
+
+/// [`admission_reply`] in the stored form the store keeps for redeliveries.
+fn stored_reply(admission: &Admission) -> StoredReply {
+    let reply = admission_reply(admission);
+    StoredReply {
+        status: reply.status,
+        body: reply.body,
+    }
+}

@@ -1,0 +1,311 @@
+//! The runner: one build from start to status. Fetch the commit into the feed's
+//! mirror, check it out clean into the feed's workspace, run the command with the
+//! build's environment, and say how it ended. Paths derive from the feed name and
+//! build id only, never from payload data.
+
+pub mod exec;
+pub mod git;
+pub mod log;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::build::{Build, BuildId, BuildStatus};
+use crate::config::Config;
+use crate::feed::{CommandSpec, Feed, FeedName};
+
+/// Where a build's log lives.
+pub fn log_path(data_dir: &Path, id: BuildId) -> PathBuf {
+    data_dir.join("logs").join(format!("{}.log", id.0))
+}
+
+/// Where a feed's bare mirror lives.
+fn mirror_dir(data_dir: &Path, feed: &FeedName) -> PathBuf {
+    data_dir
+        .join("mirrors")
+        .join(format!("{}.git", feed.as_str()))
+}
+
+/// Where a feed's builds run.
+fn workspace_dir(data_dir: &Path, feed: &FeedName) -> PathBuf {
+    data_dir.join("workspaces").join(feed.as_str())
+}
+
+/// Deletes a pruned build's log.
+pub fn remove_log(data_dir: &Path, id: BuildId) {
+    let path = log_path(data_dir, id);
+    if let Err(e) = std::fs::remove_file(&path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(build = id.0, error = %e, "cannot delete build log");
+        }
+    }
+}
+
+/// Deletes a removed feed's mirror and workspace.
+pub fn remove_feed_dirs(data_dir: &Path, feed: &FeedName) {
+    for dir in [mirror_dir(data_dir, feed), workspace_dir(data_dir, feed)] {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(feed = %feed, dir = %dir.display(), error = %e, "cannot delete feed directory");
+            }
+        }
+    }
+}
+
+/// Runs one claimed build to its final status (`Cancelled` also when the daemon's
+/// shutdown stopped it; the scheduler tells the two apart).
+pub async fn run_build(app: &App, build: Build, cancel: CancellationToken) -> BuildStatus {
+    let config = app.config();
+    let store = app.store.clone();
+    let name = build.feed.clone();
+    let feed = match tokio::task::spawn_blocking(move || store.feed(name.as_str())).await {
+        Ok(Ok(Some(feed))) => feed,
+        Ok(Ok(None)) => return error("the feed was removed"),
+        _ => return error("cannot read the feed from the store"),
+    };
+    let log = log_path(&config.data_dir, build.id);
+    if let Err(e) = prepare_dirs(&config, &feed, &log) {
+        return error(&format!("cannot prepare build directories: {e}"));
+    }
+    let commit = match fetch(app, &config, &feed, &build, &log, &cancel).await {
+        Ok(commit) => commit,
+        Err(status) => return status,
+    };
+    let job = match job(&config, &feed, &build, &commit, &log).await {
+        Ok(job) => job,
+        Err(e) => return error(&format!("cannot open the build log: {e}")),
+    };
+    let (pgid_tx, pgid_rx) = tokio::sync::oneshot::channel();
+    record_pgid(app, build.id, pgid_rx);
+    let outcome = exec::run(job, cancel, move |pgid| {
+        let _ = pgid_tx.send(pgid);
+    })
+    .await;
+    status_of(outcome)
+}
+
+fn error(reason: &str) -> BuildStatus {
+    BuildStatus::Error {
+        reason: reason.to_owned(),
+    }
+}
+
+fn prepare_dirs(config: &Config, feed: &Feed, log: &Path) -> std::io::Result<()> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(config.data_dir.join("mirrors"))?;
+    std::fs::create_dir_all(workspace_dir(&config.data_dir, &feed.name))
+}
+
+/// What the fetch resolved, for the environment and the record.
+struct Resolved {
+    id: String,
+}
+
+/// Fetches and checks out the build's ref; an `Err` is the build's final status.
+async fn fetch(
+    app: &App,
+    config: &Config,
+    feed: &Feed,
+    build: &Build,
+    log: &Path,
+    cancel: &CancellationToken,
+) -> Result<Resolved, BuildStatus> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, cancel) = (stop.clone(), cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let creds = credentials(config, &feed.name);
+    let (repo, mirror, workspace) = (
+        feed.repo.clone(),
+        mirror_dir(&config.data_dir, &feed.name),
+        workspace_dir(&config.data_dir, &feed.name),
+    );
+    let (git_ref, expected, log) = (
+        build.git_ref.clone(),
+        build.triggers.newest_commit().map(str::to_owned),
+        log.to_owned(),
+    );
+    let flag = stop.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<git::ResolvedCommit, String> {
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| e.to_string())?;
+        let creds = creds.map_err(|e| e.to_string())?;
+        let remote = git::Remote {
+            url: &repo,
+            credentials: &creds,
+        };
+        let commit = git::fetch(
+            &remote,
+            &mirror,
+            &git_ref,
+            expected.as_deref(),
+            &mut out,
+            &flag,
+        )
+        .map_err(|e| e.to_string())?;
+        git::checkout(&mirror, &workspace, &commit.id, &mut out, &flag)
+            .map_err(|e| e.to_string())?;
+        Ok(commit)
+    })
+    .await;
+    watcher.abort();
+    let commit = match result {
+        Ok(Ok(commit)) => commit,
+        Ok(Err(_)) if cancel.is_cancelled() => return Err(BuildStatus::Cancelled),
+        Ok(Err(reason)) => {
+            append_note(
+                &log_path(&config.data_dir, build.id),
+                &format!("[hookd] source error: {reason}"),
+            );
+            return Err(error(&reason));
+        }
+        Err(_) => return Err(error("the fetch task failed")),
+    };
+    let (store, id, sha, subject) = (
+        app.store.clone(),
+        build.id,
+        commit.id.clone(),
+        commit.subject.clone(),
+    );
+    let saved = tokio::task::spawn_blocking(move || {
+        store.update_build(id, |b| {
+            b.commit = Some(sha.clone());
+            b.subject = Some(subject.clone());
+        })
+    })
+    .await;
+    if !matches!(saved, Ok(Ok(_))) {
+        tracing::warn!(build = build.id.0, "cannot record the resolved commit");
+    }
+    Ok(Resolved { id: commit.id })
+}
+
+/// Credentials named in the config for a feed; file contents are read here, at use.
+fn credentials(config: &Config, feed: &FeedName) -> std::io::Result<git::Credentials> {
+    let Some(c) = config.credentials.get(feed.as_str()) else {
+        return Ok(git::Credentials::default());
+    };
+    let https_token = match &c.https_token_file {
+        Some(path) => Some(std::fs::read_to_string(path)?.trim().to_owned()),
+        None => None,
+    };
+    Ok(git::Credentials {
+        ssh_key: c.ssh_key.clone(),
+        https_token,
+        https_user: c.https_user.clone(),
+    })
+}
+
+fn append_note(log: &Path, note: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = writeln!(f, "{note}");
+    }
+}
+
+/// The command, its workspace and its whole environment: nothing else of the
+/// daemon's environment leaks in, and payload data arrives only as values.
+async fn job(
+    config: &Config,
+    feed: &Feed,
+    build: &Build,
+    commit: &Resolved,
+    log: &Path,
+) -> std::io::Result<exec::Job> {
+    let workspace = workspace_dir(&config.data_dir, &feed.name);
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+        (
+            "HOME".into(),
+            std::env::var("HOME").unwrap_or_else(|_| workspace.display().to_string()),
+        ),
+        (
+            "LANG".into(),
+            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+        ),
+    ];
+    env.extend(config.build_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let provider = build
+        .triggers
+        .latest
+        .last()
+        .map(|t| t.provider.clone())
+        .unwrap_or_default();
+    env.extend([
+        ("HOOKD_FEED".into(), feed.name.to_string()),
+        ("HOOKD_BUILD_ID".into(), build.id.0.to_string()),
+        ("HOOKD_COMMIT".into(), commit.id.clone()),
+        ("HOOKD_REF".into(), build.git_ref.clone()),
+        ("HOOKD_BRANCH".into(), build.branch.clone()),
+        (
+            "HOOKD_REPO_URL".into(),
+            crate::admin::proto::redact_url(&feed.repo),
+        ),
+        ("HOOKD_TRIGGER".into(), build.kind.word().into()),
+        ("HOOKD_PROVIDER".into(), provider),
+    ]);
+    let command = match &feed.command {
+        CommandSpec::Argv(words) => exec::BuildCommand::Argv(words.clone()),
+        CommandSpec::Shell(script) => exec::BuildCommand::Shell(script.clone()),
+    };
+    Ok(exec::Job {
+        command,
+        workdir: workspace,
+        env,
+        timeout: Duration::from_secs(feed.timeout_secs),
+        kill_grace: config.kill_grace,
+        log: log::LogWriter::open(log, config.log_max_bytes).await?,
+    })
+}
+
+/// Persists the build's process group as soon as it exists, for crash recovery.
+fn record_pgid(app: &App, id: BuildId, rx: tokio::sync::oneshot::Receiver<u32>) {
+    let store = app.store.clone();
+    tokio::spawn(async move {
+        let Ok(pgid) = rx.await else { return };
+        let saved = tokio::task::spawn_blocking(move || {
+            store.update_build(id, |b| b.pgid = i32::try_from(pgid).ok())?;
+            store.durable_blocking()
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!(build = id.0, "cannot record the build's process group");
+        }
+    });
+}
+
+fn status_of(outcome: exec::Outcome) -> BuildStatus {
+    match outcome {
+        exec::Outcome::Exited(0) => BuildStatus::Succeeded,
+        exec::Outcome::Exited(code) => BuildStatus::Failed { exit_code: code },
+        exec::Outcome::Signalled(sig) => BuildStatus::Failed {
+            exit_code: 128 + sig,
+        },
+        exec::Outcome::TimedOut => BuildStatus::TimedOut,
+        exec::Outcome::Cancelled => BuildStatus::Cancelled,
+        exec::Outcome::SpawnFailed(reason) => BuildStatus::Error {
+            reason: format!("cannot start the command: {reason}"),
+        },
+    }
+}

@@ -1,0 +1,4 @@
+//! hookd's integration tests: the real binary, real sockets, real processes.
+
+mod admin;
+mod support;

@@ -1,0 +1,314 @@
+//! TestDaemon: the real `hookd` binary on an ephemeral port with a temp data dir,
+//! driven through its real admin CLI and a plain HTTP/1.1 client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hookd");
+
+/// Polls `cond` until it holds or `secs` pass; panics with `what` on timeout.
+pub fn wait_for<T>(secs: u64, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A reply as the forge would see it.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request and reads the whole reply (the connection is closed after).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (e.g. 413) and close before reading the whole body.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_reply(&raw)
+}
+
+pub fn parse_reply(raw: &[u8]) -> HttpReply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP reply: {text:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpReply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A running daemon with its own data dir.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    config: String,
+}
+
+impl TestDaemon {
+    /// Starts with an empty config (embedded defaults).
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts with the given config file text.
+    pub fn start_with(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = TestDaemon {
+            dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            child: None,
+            config: config.to_owned(),
+        };
+        d.launch();
+        d
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.data_dir().join("admin.sock")
+    }
+
+    pub fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("stderr.log")
+    }
+
+    /// Everything the daemon logged so far (all runs).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("hookd.toml")
+    }
+
+    fn launch(&mut self) {
+        std::fs::write(self.config_path(), &self.config).unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path())
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(self.config_path())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env("RUST_LOG", "hookd=debug,info")
+            .env_remove("HOOKD_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn hookd");
+        self.child = Some(child);
+        let status = wait_for(30, "daemon answers on its admin socket", || {
+            if let Some(Ok(Some(exit))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("hookd exited early ({exit}):\n{}", self.logs());
+            }
+            let out = self.admin(&["--json", "status"]);
+            out.status
+                .success()
+                .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+        });
+        self.addr = status["listen"].as_str().unwrap().parse().unwrap();
+    }
+
+    /// Runs `hookd admin --socket S ARGS…`.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("admin")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .env_remove("HOOKD_SOCKET")
+            .env_remove("HOOKD_CONFIG")
+            .output()
+            .expect("run hookd admin")
+    }
+
+    /// `admin` that must succeed; returns stdout.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(
+            out.status.success(),
+            "hookd admin {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `admin --json` that must succeed.
+    pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.admin_ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// `admin` that must fail; returns (exit code, stderr).
+    pub fn admin_err(&self, args: &[&str]) -> (i32, String) {
+        let out = self.admin(args);
+        assert!(
+            !out.status.success(),
+            "hookd admin {args:?} unexpectedly succeeded"
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Adds a feed and returns its hook path (`/hooks/TOKEN`).
+    pub fn add_feed(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["feed", "add", name];
+        args.extend_from_slice(extra);
+        let feed = self.admin_json(&args);
+        hook_path(feed["hook_urls"][0]["url"].as_str().expect("hook url"))
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpReply {
+        http(self.addr, "POST", path, headers, body)
+    }
+
+    pub fn build(&self, id: u64) -> serde_json::Value {
+        self.admin_json(&["build", "show", &id.to_string()])
+    }
+
+    /// Waits until build `id` has a final status; returns the build.
+    pub fn wait_build(&self, id: u64, secs: u64) -> serde_json::Value {
+        wait_for(secs, &format!("build {id} to finish"), || {
+            let b = self.build(id);
+            (!matches!(b["status"].as_str(), Some("queued" | "running"))).then_some(b)
+        })
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        self.admin_ok(&["log", &id.to_string()])
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, as a crash or power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.pid() as i32;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// Waits for the daemon to exit; returns its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let status = wait_for(secs, "daemon exit", || child.try_wait().unwrap());
+        status.code()
+    }
+
+    /// Starts the daemon again on the same data dir (a new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    pub fn set_config(&mut self, config: &str) {
+        self.config = config.to_owned();
+        std::fs::write(self.config_path(), config).unwrap();
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `http://127.0.0.1:PORT/hooks/TOKEN` → `/hooks/TOKEN`.
+pub fn hook_path(url: &str) -> String {
+    let at = url.find("/hooks/").expect("hook path in url");
+    url[at..].to_owned()
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
