@@ -280,6 +280,8 @@ pub struct BuildView {
     pub retry_of: Option<u64>,
     /// For waiting builds: not before (RFC 3339).
     pub run_at: Option<String>,
+    /// Process group of a running build's command.
+    pub pgid: Option<i32>,
 }
 
 impl BuildView {
@@ -317,6 +319,7 @@ impl BuildView {
             subject: b.subject.clone(),
             retry_of: b.retry_of.map(|r| r.0),
             run_at: None,
+            pgid: b.pgid,
         }
     }
 }

@@ -1,4 +1,5 @@
 //! hookd's integration tests: the real binary, real sockets, real processes.
 
 mod admin;
+mod builds;
 mod support;

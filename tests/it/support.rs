@@ -312,3 +312,66 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A real git repository made by the test, driven with the git CLI.
+pub struct GitRepo {
+    pub path: PathBuf,
+}
+
+impl GitRepo {
+    /// `git init` with a first commit on `main`.
+    pub fn new(path: PathBuf) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let repo = GitRepo { path };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.commit("README", "hello\n", "first commit");
+        repo
+    }
+
+    /// Runs git in the repository; returns trimmed stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=hookd test",
+                "-c",
+                "user.email=test@hookd.invalid",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "protocol.file.allow=always",
+            ])
+            .args(args)
+            .current_dir(&self.path)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", &self.path)
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Writes a file, commits it, returns the new commit id.
+    pub fn commit(&self, file: &str, content: &str, message: &str) -> String {
+        let path = self.path.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(path, content).unwrap();
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    pub fn url(&self) -> String {
+        self.path.display().to_string()
+    }
+}
