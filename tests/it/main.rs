@@ -2,4 +2,5 @@
 
 mod admin;
 mod builds;
+mod limits;
 mod support;

@@ -1,0 +1,125 @@
+//! The hook endpoint against hostile or broken clients, and durability of its 2xx.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::{parse_reply, wait_for, GitRepo, TestDaemon};
+
+#[test]
+fn oversized_body_is_refused_from_content_length_without_reading_it() {
+    let d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
+    let hook = d.add_feed("lim", &["--repo", "/srv/x.git", "--command", "true"]);
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Announce 1 GB and send none of it: the reply must come anyway.
+    write!(
+        s,
+        "POST {hook} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let reply = parse_reply(&raw);
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert_eq!(reply.json()["status"], "too_large");
+}
+
+#[test]
+fn oversized_chunked_body_is_cut_off_as_it_passes_the_limit() {
+    let d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
+    let hook = d.add_feed("lim", &["--repo", "/srv/x.git", "--command", "true"]);
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {hook} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b'a'; 600];
+    for _ in 0..2 {
+        write!(s, "{:x}\r\n", chunk.len()).unwrap();
+        s.write_all(&chunk).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    // No terminating chunk: the server must not wait for the rest.
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    assert_eq!(parse_reply(&raw).status, 413);
+    let deliveries = d.admin_json(&["builds", "lim"]);
+    assert!(
+        deliveries.as_array().unwrap().is_empty(),
+        "nothing queued from a refused body"
+    );
+}
+
+#[test]
+fn a_client_that_trickles_its_headers_is_dropped() {
+    let d = TestDaemon::start_with("[http]\nheader_timeout_secs = 1\n");
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s.write_all(b"POST /hooks/x HTTP/1.1\r\n").unwrap();
+    let started = Instant::now();
+    let closed = wait_for(20, "the server to drop the trickling client", || {
+        // One byte of a header line at a time, never finishing the headers.
+        if s.write_all(b"X").is_err() {
+            return Some(started.elapsed());
+        }
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => Some(started.elapsed()),
+            Ok(_) => Some(started.elapsed()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                None
+            }
+            Err(_) => Some(started.elapsed()),
+        }
+    });
+    assert!(closed < Duration::from_secs(15), "{closed:?}");
+    // The daemon still serves others.
+    assert_eq!(
+        crate::support::http(d.addr, "GET", "/healthz", &[], b"").status,
+        200
+    );
+}
+
+#[test]
+fn every_acknowledged_trigger_survives_kill_9() {
+    let mut d = TestDaemon::start_with("workers = 1\n");
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let gate = d.dir.path().join("gate");
+    let cmd = format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display());
+    let hooks: Vec<String> = (0..20)
+        .map(|i| {
+            d.add_feed(
+                &format!("f{i}"),
+                &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
+            )
+        })
+        .collect();
+    let ids: Vec<u64> = hooks
+        .iter()
+        .map(|h| {
+            let r = d.post(h, &[], b"");
+            assert_eq!(r.status, 202);
+            r.json()["build"].as_u64().unwrap()
+        })
+        .collect();
+    d.kill9();
+    d.restart();
+    for id in ids {
+        let b = d.build(id);
+        assert!(
+            matches!(
+                b["status"].as_str(),
+                Some("queued" | "running" | "interrupted")
+            ),
+            "{b}"
+        );
+    }
+    std::fs::write(&gate, "").unwrap();
+}
