@@ -163,12 +163,7 @@ pub struct Feed {
 impl Feed {
     /// The branch a generic trigger builds: the first literal pattern, else `main`.
     pub fn default_branch(&self) -> String {
-        self.branches
-            .iter()
-            .map(|p| p.strip_prefix("refs/heads/").unwrap_or(p))
-            .find(|p| !p.starts_with("refs/") && !p.contains(['*', '?', '[']))
-            .unwrap_or(DEFAULT_BRANCH)
-            .to_owned()
+        crate::hook::default_branch(&self.branches)
     }
 }
 

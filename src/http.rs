@@ -74,6 +74,8 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
             },
             _ = shutdown.cancelled() => break,
         };
+        // Replies are small and single-write: never hold them back for Nagle.
+        let _ = stream.set_nodelay(true);
         let app = app.clone();
         let config = app.config();
         let service = service_fn(move |req| handle(app.clone(), req));

@@ -8,7 +8,7 @@ use http::HeaderMap;
 use crate::app::App;
 use crate::build::{now_ms, rfc3339, Trigger, TriggerKind};
 use crate::feed::Feed;
-use crate::hook::{self, Decision, Delivery, Provider, WatchRules};
+use crate::hook::{self, Decision, Delivery, Provider, SignatureError, WatchRules};
 use crate::scheduler::{ScheduleError, Submission};
 use crate::secret::Secret;
 use crate::store::{Admission, DeliveryRecord, StoredReply};
@@ -105,20 +105,15 @@ impl Intake<'_> {
     async fn run(self, query: Option<&str>, secret: Option<Secret>) -> HookReply {
         let provider = hook::detect(self.headers, &self.body);
         if self.feed.has_secret {
-            let verified = match &secret {
-                Some(secret) => hook::verify(
-                    provider,
-                    self.headers,
-                    &self.body,
-                    secret,
-                    self.app.config().allow_sha1,
-                )
-                .map_err(|e| e.to_string()),
-                None => Err("the feed's secret file is missing on the server".to_owned()),
-            };
-            if let Err(reason) = verified {
-                let reply = HookReply::new(401, "unauthorized", Some(&reason));
-                self.record(provider, None, &reply, "unauthorized", Some(reason))
+            if let Err(refusal) = self.verify(provider, secret.as_ref()) {
+                if refusal.unsigned && is_ping(self.headers, query, &self.body) {
+                    let reply = HookReply::new(200, "pong", None);
+                    let why = Some("unsigned test delivery".to_owned());
+                    self.record(provider, None, &reply, "pong", why).await;
+                    return reply;
+                }
+                let reply = HookReply::new(401, "unauthorized", Some(&refusal.reason));
+                self.record(provider, None, &reply, "unauthorized", Some(refusal.reason))
                     .await;
                 return reply;
             }
@@ -157,6 +152,24 @@ impl Intake<'_> {
         }
     }
 
+    fn verify(&self, provider: Provider, secret: Option<&Secret>) -> Result<(), Refusal> {
+        let Some(secret) = secret else {
+            let reason = "the feed's secret file is missing on the server".to_owned();
+            return Err(Refusal {
+                reason,
+                unsigned: false,
+            });
+        };
+        let allow_sha1 = self.app.config().allow_sha1;
+        hook::verify(provider, self.headers, &self.body, secret, allow_sha1).map_err(|e| Refusal {
+            unsigned: matches!(
+                e,
+                SignatureError::Missing { .. } | SignatureError::Empty { .. }
+            ),
+            reason: e.to_string(),
+        })
+    }
+
     async fn admit(
         &self,
         delivery: &Delivery,
@@ -170,7 +183,7 @@ impl Intake<'_> {
             kind: TriggerKind::Hook,
             provider: delivery.provider().as_str().to_owned(),
             event: delivery.event().to_owned(),
-            delivery_id: delivery.delivery_id().map(str::to_owned),
+            delivery_id: delivery.delivery_id().map(capped_id),
             commit: commit.clone(),
         };
         let mut record = delivery_record(delivery.provider(), Some(delivery), now);
@@ -250,12 +263,37 @@ impl Intake<'_> {
     }
 }
 
+/// Delivery ids become store keys: a sender cannot make them arbitrarily long.
+fn capped_id(id: &str) -> String {
+    const MAX: usize = 128;
+    let end = (0..=MAX.min(id.len()))
+        .rev()
+        .find(|i| id.is_char_boundary(*i))
+        .unwrap_or(0);
+    id[..end].to_owned()
+}
+
+/// Why a delivery failed verification.
+struct Refusal {
+    /// For the 401 body and the delivery history.
+    reason: String,
+    /// The sender did not sign at all (as opposed to signing wrongly).
+    unsigned: bool,
+}
+
+/// Whether the delivery is a test/ping. An unsigned ping (Bitbucket Server sends its
+/// `diagnostics:ping` unsigned) is answered `pong`, since a ping builds nothing; a
+/// wrongly signed one still gets 401, so a wrong secret shows at setup time.
+fn is_ping(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> bool {
+    matches!(hook::parse(headers, query, body), Ok(Delivery::Ping { .. }))
+}
+
 fn delivery_record(provider: Provider, delivery: Option<&Delivery>, now: i64) -> DeliveryRecord {
     DeliveryRecord {
         at_ms: now,
         provider: provider.as_str().to_owned(),
         event: delivery.map(|d| d.event().to_owned()).unwrap_or_default(),
-        delivery_id: delivery.and_then(|d| d.delivery_id().map(str::to_owned)),
+        delivery_id: delivery.and_then(|d| d.delivery_id().map(capped_id)),
         git_ref: None,
         commit: None,
         reply: StoredReply::default(),

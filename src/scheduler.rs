@@ -188,7 +188,7 @@ impl Scheduler {
             };
             match pick {
                 Ok(Pick::Start(build)) => {
-                    self.spawn_build(&app, build, &mut tasks);
+                    self.spawn_build(&app, *build, &mut tasks);
                     continue;
                 }
                 Ok(Pick::WaitUntil(t)) => {
@@ -281,6 +281,11 @@ impl Scheduler {
         .await;
         match result {
             Ok(Ok(b)) => {
+                let secs = b
+                    .started_ms
+                    .zip(b.finished_ms)
+                    .map(|(s, f)| (f - s).max(0) as f64 / 1000.0);
+                app.metrics.build_finished(word, secs);
                 tracing::info!(feed = %b.feed, build = id.0, status = word, "build finished")
             }
             Ok(Err(e)) => tracing::error!(build = id.0, error = %e, "cannot record build end"),

@@ -1,22 +1,62 @@
-//! TEMP
+//! The webhook secret: a string that cannot end up in a log or an error message by accident.
+
+use std::fmt;
+
+/// A feed's webhook secret (HMAC key or shared token).
+///
+/// `Debug` and `Display` print `***`; [`Secret::expose`] is the only way to read the value,
+/// so every place that touches it is easy to find. Nothing else is derived on purpose.
 #[derive(Clone)]
 pub struct Secret(String);
-#[derive(Debug)]
+
+/// Refusal of an empty or whitespace-only secret: any sender could "sign" with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("webhook secret is empty")]
 pub struct EmptySecret;
+
 impl Secret {
-    pub fn new(s: String) -> Result<Self, EmptySecret> {
-        if s.trim().is_empty() {
-            Err(EmptySecret)
-        } else {
-            Ok(Self(s))
+    /// Wraps a secret, refusing one that is empty or only whitespace.
+    pub fn new(value: String) -> Result<Secret, EmptySecret> {
+        if value.trim().is_empty() {
+            return Err(EmptySecret);
         }
+        Ok(Secret(value))
     }
+
+    /// The secret's text, for computing or comparing signatures only.
     pub fn expose(&self) -> &str {
         &self.0
     }
 }
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_blank_secrets_are_refused() {
+        assert_eq!(Secret::new(String::new()).err(), Some(EmptySecret));
+        assert_eq!(Secret::new(" \t\n".into()).err(), Some(EmptySecret));
+    }
+
+    #[test]
+    fn secret_never_prints_itself() {
+        let secret = Secret::new("hunter2".into()).unwrap();
+        assert_eq!(format!("{secret}"), "***");
+        assert_eq!(format!("{secret:?}"), "***");
+        assert_eq!(format!("{:?}", Some(secret.clone())), "Some(***)");
+        assert_eq!(secret.expose(), "hunter2");
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::{rfc3339, Build, BuildStatus};
 use crate::feed::{CommandSpec, CooldownPolicy, Feed};
+use crate::runner::git::redact_url;
 
 /// Feed settings as sent by `feed add` / `feed edit`; `None` keeps the old value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -380,34 +381,9 @@ pub struct StatusView {
     pub feeds: usize,
 }
 
-/// Hides `user:password@` in a URL before it is shown or logged.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) if rest[..at].contains(':') => {
-            format!("{scheme}://***@{}", &rest[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_in_urls_are_redacted() {
-        assert_eq!(
-            redact_url("https://u:tok@host/x.git"),
-            "https://***@host/x.git"
-        );
-        assert_eq!(redact_url("https://host/x@y"), "https://host/x@y");
-        assert_eq!(redact_url("ssh://git@host/x"), "ssh://git@host/x");
-        assert_eq!(redact_url("git@host:x"), "git@host:x");
-    }
 
     #[test]
     fn requests_are_tagged_json() {

@@ -1,39 +1,190 @@
-//! TEMP
+//! Source code for builds, through libgit2: one bare mirror per feed that holds only
+//! the refs the feed builds, fetched incrementally, and a workspace checked out clean
+//! from it at the resolved commit. This is the only module that imports `git2`.
+//!
+//! Layout:
+//! - this file: the public API (what the runner calls), the error type, URL redaction
+//!   and how a remote URL is classified;
+//! - `mirror`: the bare mirror — open or re-create it, fetch one ref into it over the
+//!   network (`network`) or from a repository on this machine (`local`);
+//! - `transfer`: what a network transfer needs (credentials, progress, cancel);
+//! - `workspace`: the detached, cleaned checkout and its submodules.
+//!
+//! Everything here blocks: the runner calls it inside `spawn_blocking`, and a
+//! cancellation arrives through the `AtomicBool` it passes.
+
+mod mirror;
+mod transfer;
+mod workspace;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-#[derive(Default)]
-pub struct Credentials {
-    pub ssh_key: Option<PathBuf>,
-    pub https_token: Option<String>,
-    pub https_user: Option<String>,
-}
+
+/// Where the code comes from, and how to authenticate there.
 pub struct Remote<'a> {
+    /// As configured: a local path, `file://`, `git://`, `ssh://`, scp-like
+    /// `user@host:path`, or `https://`. Shown only through [`redact_url`].
     pub url: &'a str,
+    /// Used only when the remote asks for them.
     pub credentials: &'a Credentials,
 }
+
+/// A feed's credentials, read from the config file at use and never stored or shown.
+#[derive(Default)]
+pub struct Credentials {
+    /// Private key file for `ssh://` and scp-like URLs (no passphrase).
+    pub ssh_key: Option<PathBuf>,
+    /// Sent as the HTTPS password; never logged, never put in a URL.
+    pub https_token: Option<String>,
+    /// HTTPS user name for the token; `x-access-token` when absent, which GitHub,
+    /// Gitea and GitLab all accept for token authentication.
+    pub https_user: Option<String>,
+}
+
+/// The commit a build runs, as recorded on the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedCommit {
+    /// Full hex id.
     pub id: String,
+    /// The first line of the commit message.
     pub subject: String,
 }
-pub fn fetch(
-    _r: &Remote,
-    _m: &Path,
-    _g: &str,
-    e: Option<&str>,
-    _p: &mut dyn std::io::Write,
-    _c: &AtomicBool,
-) -> Result<ResolvedCommit, std::io::Error> {
-    Ok(ResolvedCommit {
-        id: e.unwrap_or("").into(),
-        subject: String::new(),
-    })
+
+/// Why fetching or checking out failed. Every message is fit for the build log and
+/// `build show`: URLs are redacted and no secret ever appears.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The ref is not a branch or tag ref; it is checked before anything touches disk.
+    #[error("cannot build '{0}': expected refs/heads/<branch> or refs/tags/<tag>")]
+    InvalidRef(String),
+    /// The remote could not be reached or opened at all.
+    #[error("cannot reach the remote {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The remote answered but does not have the ref.
+    #[error("{kind} '{name}' not found on remote {url}")]
+    RefNotFound {
+        kind: &'static str,
+        name: String,
+        url: String,
+    },
+    /// The ref names a tree or blob, which cannot be built.
+    #[error("'{0}' does not name a commit")]
+    NotACommit(String),
+    /// Authentication failed or was needed and not configured.
+    #[error("authentication failed for {url}: {reason}")]
+    Credentials { url: String, reason: String },
+    /// The remote answered but the transfer failed part-way.
+    #[error("fetching from {url} failed: {reason}")]
+    Transfer { url: String, reason: String },
+    /// The build was cancelled (or the daemon is shutting down).
+    #[error("cancelled")]
+    Cancelled,
+    /// The mirror was unusable, was deleted and re-cloned once, and is still unusable.
+    #[error("the mirror at {path} is corrupt, and re-cloning it did not help: {reason}")]
+    CorruptMirror { path: PathBuf, reason: String },
+    /// `checkout` was given a commit id that is not a full hex id.
+    #[error("'{0}' is not a commit id")]
+    InvalidCommit(String),
+    /// `checkout` was given a commit that the mirror does not hold.
+    #[error("commit {0} is not in the mirror")]
+    CommitNotFound(String),
+    /// A submodule could not be fetched or checked out.
+    #[error("submodule '{name}': {reason}")]
+    Submodule { name: String, reason: String },
+    /// The workspace could not be prepared, checked out or cleaned.
+    #[error("cannot prepare the workspace {path}: {reason}")]
+    Workspace { path: PathBuf, reason: String },
+    /// Local disk trouble with the mirror (not corruption: re-cloning would not help).
+    #[error("cannot write the mirror at {path}: {reason}")]
+    Mirror { path: PathBuf, reason: String },
 }
+
+/// Brings the feed's mirror up to date with `git_ref` on the remote and resolves the
+/// commit to build: the ref's newest commit now, not the one a push named, because
+/// a build that runs later should build what the branch holds when it runs. When the
+/// push named a commit the mirror does not hold, a note in `progress` says so.
+pub fn fetch(
+    remote: &Remote,
+    mirror_dir: &Path,
+    git_ref: &str,
+    expected: Option<&str>,
+    progress: &mut dyn Write,
+    cancel: &AtomicBool,
+) -> Result<ResolvedCommit, GitError> {
+    mirror::fetch(remote, mirror_dir, git_ref, expected, progress, cancel)
+}
+
+/// Checks `commit` out, detached, into `workspace` (a normal working tree whose
+/// objects come from the mirror), removes every file the previous build left, and
+/// brings submodules to the commits it records.
 pub fn checkout(
-    _m: &Path,
-    _w: &Path,
-    _c: &str,
-    _p: &mut dyn std::io::Write,
-    _x: &AtomicBool,
-) -> Result<(), std::io::Error> {
-    Ok(())
+    mirror_dir: &Path,
+    workspace: &Path,
+    commit: &str,
+    progress: &mut dyn Write,
+    cancel: &AtomicBool,
+) -> Result<(), GitError> {
+    workspace::checkout(mirror_dir, workspace, commit, progress, cancel)
+}
+
+/// A URL fit for display: the user-info of `scheme://user:password@host/...` is
+/// dropped, since tokens are often put there (`https://TOKEN@host/...`). A bare user
+/// name on `ssh://` is kept (it is not a secret and tells which account was used);
+/// scp-like `user@host:path` cannot hold a password and is returned as is.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let scheme = &url[..scheme_end];
+    let keep_user = scheme.eq_ignore_ascii_case("ssh") && !userinfo.contains(':');
+    let kept = if keep_user { &rest[..=at] } else { "" };
+    format!("{scheme}://{kept}{}", &rest[at + 1..])
+}
+
+/// How a remote URL is reached: local repositories are read directly (see `local`),
+/// everything else goes through a libgit2 transport.
+#[derive(Debug, PartialEq, Eq)]
+enum Location {
+    Local(PathBuf),
+    Network,
+}
+
+impl Location {
+    /// Follows git's own rule: `scheme://` is a URL (`file://` is local), a colon
+    /// before any slash makes scp-like `host:path` (ssh), anything else is a path.
+    fn of(url: &str) -> Location {
+        if let Some(path) = url.strip_prefix("file://") {
+            return Location::Local(PathBuf::from(path));
+        }
+        if url.contains("://") {
+            return Location::Network;
+        }
+        match (url.find(':'), url.find('/')) {
+            (Some(colon), Some(slash)) if colon < slash => Location::Network,
+            (Some(_), None) => Location::Network,
+            _ => Location::Local(PathBuf::from(url)),
+        }
+    }
+}
+
+/// The kind of a buildable ref, for messages; `None` for anything else.
+fn ref_kind(git_ref: &str) -> Option<(&'static str, &str)> {
+    let (kind, name) = if let Some(name) = git_ref.strip_prefix("refs/heads/") {
+        ("branch", name)
+    } else if let Some(name) = git_ref.strip_prefix("refs/tags/") {
+        ("tag", name)
+    } else {
+        return None;
+    };
+    (!name.is_empty() && git2::Reference::is_valid_name(git_ref)).then_some((kind, name))
 }

@@ -258,10 +258,7 @@ async fn job(
         ("HOOKD_COMMIT".into(), commit.id.clone()),
         ("HOOKD_REF".into(), build.git_ref.clone()),
         ("HOOKD_BRANCH".into(), build.branch.clone()),
-        (
-            "HOOKD_REPO_URL".into(),
-            crate::admin::proto::redact_url(&feed.repo),
-        ),
+        ("HOOKD_REPO_URL".into(), git::redact_url(&feed.repo)),
         ("HOOKD_TRIGGER".into(), build.kind.word().into()),
         ("HOOKD_PROVIDER".into(), provider),
     ]);

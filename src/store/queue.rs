@@ -89,7 +89,7 @@ pub struct AdmitRequest<'a> {
 #[derive(Debug)]
 pub enum Pick {
     /// This build was claimed and is now `running`.
-    Start(Build),
+    Start(Box<Build>),
     /// Nothing startable before this time (a deferred build or cooldown end), Unix ms.
     WaitUntil(i64),
     /// Nothing startable until something new arrives.
@@ -215,7 +215,7 @@ impl Store {
                     // Later builds of this feed must not overtake it.
                     feeds.insert(entry.feed.clone(), None);
                 }
-                _ => return Ok(Pick::Start(self.claim(&seq, &entry, now_ms)?)),
+                _ => return Ok(Pick::Start(Box::new(self.claim(&seq, &entry, now_ms)?))),
             }
         }
         Ok(wake.map_or(Pick::Idle, Pick::WaitUntil))

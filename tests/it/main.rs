@@ -2,5 +2,7 @@
 
 mod admin;
 mod builds;
+mod intake;
 mod limits;
+mod ops;
 mod support;

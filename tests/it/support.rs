@@ -98,6 +98,7 @@ pub struct TestDaemon {
     pub addr: SocketAddr,
     child: Option<Child>,
     config: String,
+    env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
@@ -108,12 +109,19 @@ impl TestDaemon {
 
     /// Starts with the given config file text.
     pub fn start_with(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Starts with a config and extra environment for the daemon.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut d = TestDaemon {
             dir,
             addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
             config: config.to_owned(),
+            env,
         };
         d.launch();
         d
@@ -153,6 +161,7 @@ impl TestDaemon {
             .arg("--data-dir")
             .arg(self.data_dir())
             .env("RUST_LOG", "hookd=debug,info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("HOOKD_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

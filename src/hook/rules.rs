@@ -1,0 +1,424 @@
+//! Deciding what a delivery asks for, given the feed's branch patterns: build, pong, or
+//! ignore with a reason the sender and `hookd admin deliveries` can read.
+//!
+//! Patterns are globs matched like git refspecs and most CIs: `*` does not cross `/`
+//! (`release/*` matches `release/1.0`, `*` does not match `feature/x`), `**` spans any
+//! depth (`feature/**`). A plain pattern matches branch names; one starting with
+//! `refs/` matches the full ref, which is how a feed watches tags (`refs/tags/v*`).
+
+use glob::{MatchOptions, Pattern};
+
+use crate::hook::event::{Delivery, PushEvent};
+
+const MATCH: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+const SKIP_MARKERS: [&str; 2] = ["[skip ci]", "[ci skip]"];
+
+/// The feed's branch patterns, borrowed from its config.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchRules<'a> {
+    pub patterns: &'a [String],
+}
+
+/// What to do with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Queue a build of `git_ref`; `branch` is its short name (tag name for tags), the
+    /// value of `HOOKD_BRANCH`; `commit` is the pushed commit if the forge said.
+    Build {
+        git_ref: String,
+        branch: String,
+        commit: Option<String>,
+    },
+    /// A test delivery: answer `{"status":"pong"}`.
+    Pong,
+    /// Nothing to build; the reason goes into the 200 reply and the delivery log.
+    Ignore(String),
+}
+
+/// A branch pattern that cannot be compiled, for config validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("branch pattern {pattern:?} is invalid: {reason}")]
+pub struct BadPattern {
+    pub pattern: String,
+    pub reason: String,
+}
+
+/// Checks a branch pattern when the config is loaded, so a typo is an error there
+/// rather than a feed that silently never builds.
+pub fn check_pattern(pattern: &str) -> Result<(), BadPattern> {
+    let bad = |reason: String| BadPattern {
+        pattern: pattern.to_owned(),
+        reason,
+    };
+    if pattern.trim().is_empty() {
+        return Err(bad("it is empty".to_owned()));
+    }
+    Pattern::new(pattern)
+        .map(drop)
+        .map_err(|err| bad(err.msg.to_owned()))
+}
+
+/// The branch a generic trigger without `?branch=` builds: the first pattern without
+/// glob characters (`refs/heads/` stripped), else "main".
+pub fn default_branch(patterns: &[String]) -> String {
+    patterns
+        .iter()
+        .filter(|pattern| !pattern.contains(['*', '?', '[', ']']))
+        .find_map(|pattern| match pattern.strip_prefix("refs/") {
+            Some(rest) => rest.strip_prefix("heads/"),
+            None => Some(pattern.as_str()),
+        })
+        .filter(|branch| !branch.is_empty())
+        .unwrap_or("main")
+        .to_owned()
+}
+
+/// Decides what `delivery` asks for under `rules`.
+pub fn decide(delivery: &Delivery, rules: &WatchRules) -> Decision {
+    match delivery {
+        Delivery::Push(push) => decide_push(push, rules),
+        Delivery::Ping { .. } => Decision::Pong,
+        Delivery::Other { event, .. } => Decision::Ignore(format!("event {event} ignored")),
+    }
+}
+
+fn decide_push(push: &PushEvent, rules: &WatchRules) -> Decision {
+    let Some(git_ref) = push.git_ref.as_deref() else {
+        let branch = default_branch(rules.patterns);
+        return Decision::Build {
+            git_ref: format!("refs/heads/{branch}"),
+            branch,
+            commit: push.commit.clone(),
+        };
+    };
+    let name = RefName::of(git_ref);
+    if push.deleted {
+        return Decision::Ignore(format!("{name} was deleted"));
+    }
+    if !rules.watches(git_ref) {
+        return Decision::Ignore(name.unwatched());
+    }
+    if let Some(marker) = skip_marker(push.head_message.as_deref()) {
+        return Decision::Ignore(format!("head commit message contains {marker}"));
+    }
+    Decision::Build {
+        git_ref: git_ref.to_owned(),
+        branch: name.short().to_owned(),
+        commit: push.commit.clone(),
+    }
+}
+
+impl WatchRules<'_> {
+    /// Whether any pattern matches this full ref.
+    pub fn watches(&self, git_ref: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|pattern| pattern_matches(pattern, git_ref))
+    }
+}
+
+fn pattern_matches(pattern: &str, git_ref: &str) -> bool {
+    let subject = if pattern.starts_with("refs/") {
+        Some(git_ref)
+    } else {
+        git_ref.strip_prefix("refs/heads/")
+    };
+    let Some(subject) = subject else {
+        return false;
+    };
+    Pattern::new(pattern).is_ok_and(|compiled| compiled.matches_with(subject, MATCH))
+}
+
+fn skip_marker(message: Option<&str>) -> Option<&'static str> {
+    let message = message?.to_ascii_lowercase();
+    SKIP_MARKERS
+        .into_iter()
+        .find(|marker| message.contains(marker))
+}
+
+/// A ref as people name it, for reasons and `HOOKD_BRANCH`.
+enum RefName<'a> {
+    Branch(&'a str),
+    Tag(&'a str),
+    Other(&'a str),
+}
+
+impl<'a> RefName<'a> {
+    fn of(git_ref: &'a str) -> Self {
+        if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+            RefName::Branch(branch)
+        } else if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+            RefName::Tag(tag)
+        } else {
+            RefName::Other(git_ref)
+        }
+    }
+
+    fn short(&self) -> &'a str {
+        match self {
+            RefName::Branch(name) | RefName::Tag(name) | RefName::Other(name) => name,
+        }
+    }
+
+    fn unwatched(&self) -> String {
+        match self {
+            RefName::Branch(name) => format!("branch {name} is not watched"),
+            RefName::Tag(name) => {
+                format!("tag {name} is not watched (a refs/tags/ pattern builds tags)")
+            }
+            RefName::Other(name) => format!("ref {name} is not watched"),
+        }
+    }
+}
+
+impl std::fmt::Display for RefName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefName::Branch(name) => write!(f, "branch {name}"),
+            RefName::Tag(name) => write!(f, "tag {name}"),
+            RefName::Other(name) => write!(f, "ref {name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hook::event::Provider;
+    use crate::hook::{fixtures, parse};
+
+    fn strings(patterns: &[&str]) -> Vec<String> {
+        patterns.iter().map(|p| (*p).to_owned()).collect()
+    }
+
+    fn push(git_ref: Option<&str>) -> PushEvent {
+        PushEvent {
+            provider: Provider::GitHub,
+            event: "push".into(),
+            delivery_id: None,
+            repo_url: None,
+            git_ref: git_ref.map(str::to_owned),
+            commit: Some("abc".into()),
+            before: None,
+            deleted: false,
+            head_message: Some("fix things".into()),
+        }
+    }
+
+    fn decide_with(push: PushEvent, patterns: &[&str]) -> Decision {
+        let patterns = strings(patterns);
+        decide(
+            &Delivery::Push(push),
+            &WatchRules {
+                patterns: &patterns,
+            },
+        )
+    }
+
+    const FEED: [&str; 5] = ["main", "master", "develop", "renovate-all", "fdsafdsa"];
+
+    #[test]
+    fn every_fixture_is_decided_as_the_manifest_expects() {
+        let with_tags = [&FEED[..], &["refs/tags/*"]].concat();
+        for case in fixtures::cases() {
+            let delivery = parse(&case.headers, None, &case.body).unwrap();
+            let decision = decide_with_delivery(&delivery, &with_tags);
+            let expect = case.field("expect").unwrap();
+            match decision {
+                Decision::Build {
+                    git_ref, commit, ..
+                } => {
+                    assert!(expect.starts_with("build"), "{}: {expect}", case.id());
+                    assert_eq!(Some(git_ref.as_str()), case.field("ref"), "{}", case.id());
+                    let want = case.field("checkout_sha").or(case.field("after"));
+                    assert_eq!(commit.as_deref(), want, "{}", case.id());
+                }
+                Decision::Pong => assert!(expect.starts_with("acknowledge"), "{}", case.id()),
+                Decision::Ignore(reason) => {
+                    assert!(expect.starts_with("ignore"), "{}: {reason}", case.id())
+                }
+            }
+        }
+    }
+
+    fn decide_with_delivery(delivery: &Delivery, patterns: &[&str]) -> Decision {
+        let patterns = strings(patterns);
+        decide(
+            delivery,
+            &WatchRules {
+                patterns: &patterns,
+            },
+        )
+    }
+
+    #[test]
+    fn fixture_tags_are_ignored_without_a_tag_pattern() {
+        for case in fixtures::cases() {
+            if !case
+                .field("ref")
+                .is_some_and(|r| r.starts_with("refs/tags/"))
+            {
+                continue;
+            }
+            let delivery = parse(&case.headers, None, &case.body).unwrap();
+            let Decision::Ignore(reason) = decide_with_delivery(&delivery, &FEED) else {
+                panic!("{}: tag built without a tag pattern", case.id());
+            };
+            assert!(reason.starts_with("tag "), "{reason}");
+        }
+    }
+
+    #[test]
+    fn fixture_reasons() {
+        let reasons: Vec<(String, String)> = fixtures::cases()
+            .into_iter()
+            .filter_map(|case| {
+                let delivery = parse(&case.headers, None, &case.body).unwrap();
+                match decide_with_delivery(&delivery, &FEED) {
+                    Decision::Ignore(reason) => Some((case.id(), reason)),
+                    _ => None,
+                }
+            })
+            .collect();
+        let find = |id: &str| &reasons.iter().find(|(case, _)| case == id).unwrap().1;
+        assert_eq!(
+            find("github/push-branch-delete"),
+            "branch feature-branch was deleted"
+        );
+        assert_eq!(
+            find("gitlab/merge-request"),
+            "event Merge Request Hook ignored"
+        );
+        assert_eq!(find("gitlab/system-hook-push"), "event System Hook ignored");
+    }
+
+    #[test]
+    fn star_does_not_cross_slashes_but_double_star_does() {
+        let cases = [
+            ("release/*", "refs/heads/release/1.0", true),
+            ("release/*", "refs/heads/release/1.0/hotfix", false),
+            ("*", "refs/heads/feature/x", false),
+            ("*", "refs/heads/anything", true),
+            ("feature/**", "refs/heads/feature/a/b", true),
+            ("**", "refs/heads/feature/x", true),
+            ("main", "refs/heads/main-2", false),
+            ("main", "refs/tags/main", false),
+            ("refs/heads/x", "refs/heads/x", true),
+            ("refs/tags/v*", "refs/tags/v1.0", true),
+            ("refs/tags/v*", "refs/heads/v1.0", false),
+            ("Main", "refs/heads/main", false),
+        ];
+        for (pattern, git_ref, expected) in cases {
+            let patterns = strings(&[pattern]);
+            let rules = WatchRules {
+                patterns: &patterns,
+            };
+            assert_eq!(rules.watches(git_ref), expected, "{pattern} vs {git_ref}");
+        }
+    }
+
+    #[test]
+    fn unwatched_branch_reason() {
+        let decision = decide_with(push(Some("refs/heads/feature/x")), &["main"]);
+        assert_eq!(
+            decision,
+            Decision::Ignore("branch feature/x is not watched".into())
+        );
+    }
+
+    #[test]
+    fn tags_need_a_tag_pattern() {
+        let tag = || push(Some("refs/tags/v1.2"));
+        assert!(matches!(
+            decide_with(tag(), &["main", "*"]),
+            Decision::Ignore(_)
+        ));
+        let built = decide_with(tag(), &["main", "refs/tags/v*"]);
+        assert_eq!(
+            built,
+            Decision::Build {
+                git_ref: "refs/tags/v1.2".into(),
+                branch: "v1.2".into(),
+                commit: Some("abc".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn deletions_are_ignored_even_when_watched() {
+        let mut gone = push(Some("refs/heads/main"));
+        gone.deleted = true;
+        gone.commit = None;
+        assert_eq!(
+            decide_with(gone, &["main"]),
+            Decision::Ignore("branch main was deleted".into())
+        );
+    }
+
+    #[test]
+    fn skip_markers_are_case_insensitive() {
+        for message in ["wip [skip ci]", "WIP [CI Skip] now", "x\n\n[Skip CI]"] {
+            let mut skipped = push(Some("refs/heads/main"));
+            skipped.head_message = Some(message.into());
+            let decision = decide_with(skipped, &["main"]);
+            assert!(
+                matches!(decision, Decision::Ignore(ref r) if r.contains("skip")),
+                "{message}"
+            );
+        }
+        let mut close = push(Some("refs/heads/main"));
+        close.head_message = Some("skip ci later".into());
+        assert!(matches!(
+            decide_with(close, &["main"]),
+            Decision::Build { .. }
+        ));
+    }
+
+    #[test]
+    fn generic_trigger_builds_default_branch_or_the_named_one() {
+        let headers = http::HeaderMap::new();
+        let bare = parse(&headers, None, b"").unwrap();
+        let expected = Decision::Build {
+            git_ref: "refs/heads/develop".into(),
+            branch: "develop".into(),
+            commit: None,
+        };
+        assert_eq!(
+            decide_with_delivery(&bare, &["release/*", "develop"]),
+            expected
+        );
+        let named = parse(&headers, Some("branch=release%2F2"), b"").unwrap();
+        let decision = decide_with_delivery(&named, &["release/*", "develop"]);
+        assert!(matches!(decision, Decision::Build { ref branch, .. } if branch == "release/2"));
+        let unwatched = parse(&headers, Some("branch=wip"), b"").unwrap();
+        let decision = decide_with_delivery(&unwatched, &["main"]);
+        assert_eq!(
+            decision,
+            Decision::Ignore("branch wip is not watched".into())
+        );
+    }
+
+    #[test]
+    fn default_branch_choice() {
+        assert_eq!(
+            default_branch(&strings(&["release/*", "refs/heads/trunk"])),
+            "trunk"
+        );
+        assert_eq!(default_branch(&strings(&["refs/tags/v1", "dev"])), "dev");
+        assert_eq!(default_branch(&strings(&["feature/*"])), "main");
+        assert_eq!(default_branch(&[]), "main");
+    }
+
+    #[test]
+    fn pattern_checks() {
+        assert_eq!(check_pattern("release/*"), Ok(()));
+        assert!(check_pattern("[").is_err());
+        assert!(check_pattern(" ").is_err());
+        assert!(check_pattern("a***b").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! Operating the daemon: signals (drain, reload), systemd readiness, metrics.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use crate::support::{wait_for, GitRepo, TestDaemon};
+
+#[test]
+fn sigterm_drains_and_the_interrupted_build_reruns_after_restart() {
+    let mut d = TestDaemon::start_with("[builds]\nshutdown_grace_secs = 1\nkill_grace_secs = 1\n");
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let (record, gate) = (d.dir.path().join("record"), d.dir.path().join("gate"));
+    let cmd = format!(
+        "echo \"$HOOKD_BUILD_ID $HOOKD_TRIGGER\" >> '{}'; while [ ! -e '{}' ]; do sleep 0.02; done",
+        record.display(),
+        gate.display()
+    );
+    let hook = d.add_feed(
+        "drain",
+        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
+    );
+    let id = d.post(&hook, &[], b"").json()["build"].as_u64().unwrap();
+    wait_for(30, "build running", || {
+        std::fs::read_to_string(&record)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    d.signal(libc::SIGTERM);
+    assert_eq!(
+        d.wait_exit(20),
+        Some(0),
+        "clean exit after the grace:\n{}",
+        d.logs()
+    );
+    d.restart();
+    assert_eq!(d.build(id)["status"], "interrupted");
+    std::fs::write(&gate, "").unwrap();
+    let retry = wait_for(30, "retry build", || {
+        d.admin_json(&["builds", "drain"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["retry_of"] == id)
+            .cloned()
+    });
+    assert_eq!(
+        d.wait_build(retry["id"].as_u64().unwrap(), 60)["status"],
+        "succeeded"
+    );
+}
+
+#[test]
+fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
+    let mut d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
+    let hook = d.add_feed("hup", &["--repo", "/srv/x.git", "--command", "true"]);
+    d.admin_ok(&["feed", "pause", "hup"]);
+    let body = vec![b' '; 500];
+    assert_eq!(d.post(&hook, &[], &body).status, 202);
+
+    d.set_config("[http]\nmax_body_bytes = 100\n");
+    d.signal(libc::SIGHUP);
+    wait_for(20, "reload", || {
+        d.logs().contains("configuration reloaded").then_some(())
+    });
+    assert_eq!(d.post(&hook, &[], &body).status, 413);
+
+    d.set_config("[http]\nmax_body_bytes = 100000\nnot_a_key = 1\n");
+    d.signal(libc::SIGHUP);
+    wait_for(20, "refused reload", || {
+        d.logs().contains("reload refused").then_some(())
+    });
+    assert!(d.logs().contains("not_a_key"), "the reason names the key");
+    assert_eq!(d.post(&hook, &[], &body).status, 413, "old config kept");
+    assert_eq!(
+        d.post(&hook, &[], b"").status,
+        202,
+        "queue and daemon unharmed"
+    );
+}
+
+#[test]
+fn ready_is_sent_to_the_notify_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let d = TestDaemon::start_with_env("", &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let mut buf = [0u8; 1024];
+    let n = socket.recv(&mut buf).expect("a notification");
+    let message = String::from_utf8_lossy(&buf[..n]);
+    assert!(message.lines().any(|l| l == "READY=1"), "{message}");
+    drop(d);
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(' ').next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let hook = d.add_feed(
+        "m",
+        &[
+            "--repo",
+            &repo.url(),
+            "--command",
+            "true",
+            "--cooldown",
+            "0",
+        ],
+    );
+    let scrape = || crate::support::http(d.addr, "GET", "/metrics", &[], b"").body;
+    let before = scrape();
+    for line in before.lines().filter(|l| !l.is_empty()) {
+        if line.starts_with('#') {
+            assert!(
+                line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample {line}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line}");
+        assert!(name.starts_with("hookd_"), "{line}");
+    }
+    let id = d.post(&hook, &[], b"").json()["build"].as_u64().unwrap();
+    d.wait_build(id, 60);
+    d.post(
+        &hook,
+        &[
+            ("X-GitHub-Event", "ping"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    );
+    let after = wait_for(10, "build counted", || {
+        let text = scrape();
+        (metric(&text, "hookd_builds_total{status=\"succeeded\"}") == 1.0).then_some(text)
+    });
+    assert_eq!(
+        metric(
+            &after,
+            "hookd_deliveries_total{provider=\"generic\",outcome=\"queued\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "hookd_deliveries_total{provider=\"github\",outcome=\"pong\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(metric(&after, "hookd_build_duration_seconds_count"), 1.0);
+    assert_eq!(metric(&after, "hookd_up"), 1.0);
+}
