@@ -9,7 +9,6 @@
 //!
 //! `HOOKD_BENCH_SECS` sets the seconds per concurrency level (default 5).
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -173,18 +172,19 @@ fn start_webhook(dir: &Path) -> Option<(Child, Target)> {
         .arg(&hooks)
         .args(["-ip", "127.0.0.1", "-port", &port.to_string()])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    // webhook logs "serving hooks on …" once listening.
-    let stderr = child.stderr.take()?;
-    for line in std::io::BufReader::new(stderr).lines() {
-        if line.ok()?.contains("serving hooks") {
-            break;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
     let pid = child.id();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     Some((
         child,
         Target {

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::space::Writes;
 use super::{codec, keys, Store, StoreError};
 use crate::build::{Build, BuildId};
 
@@ -30,15 +31,14 @@ impl Store {
     pub fn update_build(
         &self,
         id: BuildId,
-        change: impl Fn(&mut Build),
+        change: impl FnOnce(&mut Build),
     ) -> Result<Build, StoreError> {
-        let updated = self.builds.transaction(|tx| {
-            let mut build = super::queue::get_build(tx, id)?;
-            change(&mut build);
-            super::queue::put_build(tx, &build)?;
-            Ok(build)
-        })?;
-        Ok(updated)
+        let _guard = self.lock();
+        let mut build = self.build_required(id)?;
+        change(&mut build);
+        self.builds
+            .insert(id.0.to_be_bytes(), codec::encode(&build)?)?;
+        Ok(build)
     }
 
     /// Newest builds, of one feed or of all, newest first, without a full scan.
@@ -47,18 +47,16 @@ impl Store {
             Some(feed) => self
                 .feed_builds
                 .scan_prefix(keys::feed_prefix(feed))
-                .keys()
                 .rev()
                 .take(limit)
-                .map(|k| self.build_required(BuildId(keys::read_u64(&k?)?)))
+                .map(|item| self.build_required(BuildId(keys::read_u64(&item?.0)?)))
                 .collect(),
             None => self
                 .builds
                 .iter()
-                .values()
                 .rev()
                 .take(limit)
-                .map(|v| codec::decode(&v?))
+                .map(|item| codec::decode(&item?.1))
                 .collect(),
         }
     }
@@ -66,29 +64,25 @@ impl Store {
     /// Drops a feed's oldest finished builds beyond `keep`; returns their ids so the
     /// caller can delete their logs.
     pub fn prune_builds(&self, feed: &str, keep: usize) -> Result<Vec<BuildId>, StoreError> {
-        let mut removed = Vec::new();
+        let _guard = self.lock();
         let ids: Vec<u64> = self
             .feed_builds
             .scan_prefix(keys::feed_prefix(feed))
-            .keys()
             .rev()
             .skip(keep)
-            .map(|k| k.map_err(StoreError::from).and_then(|k| keys::read_u64(&k)))
+            .map(|item| keys::read_u64(&item?.0))
             .collect::<Result<_, _>>()?;
-        for id in ids {
-            let id = BuildId(id);
+        let mut w = Writes::default();
+        let mut removed = Vec::new();
+        for id in ids.into_iter().map(BuildId) {
             if self.build(id)?.is_some_and(|b| !b.status.is_final()) {
                 continue;
             }
-            self.builds.remove(id.0.to_be_bytes())?;
-            self.feed_builds.remove(keys::feed_u64(feed, id.0))?;
+            w.remove(&self.builds, id.0.to_be_bytes());
+            w.remove(&self.feed_builds, keys::feed_u64(feed, id.0));
             removed.push(id);
         }
+        self.apply(w)?;
         Ok(removed)
-    }
-
-    /// How many build records exist (status output).
-    pub fn build_count(&self) -> usize {
-        self.builds.len()
     }
 }

@@ -18,31 +18,59 @@ type FlushResult = Result<(), Arc<std::io::Error>>;
 /// Hands write barriers to the flusher thread.
 #[derive(Clone, Debug)]
 pub(crate) struct Committer {
+    inner: Arc<Flusher>,
+}
+
+/// The flusher thread and the way to reach it; dropping the last handle stops and
+/// joins the thread, so the database is closed when the store is.
+#[derive(Debug)]
+struct Flusher {
     /// Each message is one writer waiting for its write to be durable.
-    waiters: mpsc::Sender<oneshot::Sender<FlushResult>>,
+    waiters: Option<mpsc::Sender<oneshot::Sender<FlushResult>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.waiters.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Committer {
     /// Starts the flusher thread for `db`, whose data file is `data_file`.
     pub(crate) fn start(db: sled::Db, data_file: File) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<oneshot::Sender<FlushResult>>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("hookd-flush".into())
             .spawn(move || flush_loop(db, data_file, rx))?;
-        Ok(Self { waiters: tx })
+        let inner = Flusher {
+            waiters: Some(tx),
+            thread: Some(thread),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn send(&self, waiter: oneshot::Sender<FlushResult>) -> Result<(), Arc<std::io::Error>> {
+        let waiters = self.inner.waiters.as_ref().ok_or_else(stopped)?;
+        waiters.send(waiter).map_err(|_| stopped())
     }
 
     /// Waits until everything written before this call is on disk.
     pub(crate) async fn durable(&self) -> FlushResult {
         let (tx, rx) = oneshot::channel();
-        self.waiters.send(tx).map_err(|_| stopped())?;
+        self.send(tx)?;
         rx.await.map_err(|_| stopped())?
     }
 
     /// [`Self::durable`] for blocking callers (admin commands on the blocking pool).
     pub(crate) fn durable_blocking(&self) -> FlushResult {
         let (tx, rx) = oneshot::channel();
-        self.waiters.send(tx).map_err(|_| stopped())?;
+        self.send(tx)?;
         rx.blocking_recv().map_err(|_| stopped())?
     }
 }

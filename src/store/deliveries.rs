@@ -2,11 +2,9 @@
 //! reply each got, so "why didn't my push build?" has an answer and a redelivered id
 //! gets its first reply again.
 
+use super::space::Writes;
+use super::{codec, keys, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
-use sled::Transactional;
-
-use super::{abort, codec, keys, Store, StoreError};
 
 /// A reply as sent, kept so a redelivery can be answered identically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -44,12 +42,10 @@ impl Store {
     /// Records a delivery that queued nothing (ignored, pong, refused). Only 2xx
     /// replies are remembered for redelivery: a bad signature must not stick to an id.
     pub fn record_delivery(&self, feed: &str, record: DeliveryRecord) -> Result<(), StoreError> {
-        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = self.keep_deliveries;
-        (&self.meta, &self.deliveries, &self.delivery_ids).transaction(
-            |(meta, deliveries, ids)| record_tx(feed, record.clone(), keep, meta, deliveries, ids),
-        )?;
-        Ok(())
+        let _guard = self.lock();
+        let mut w = Writes::default();
+        self.delivery_writes(feed, record, &mut w)?;
+        self.apply(w)
     }
 
     /// The earlier delivery with this id, if it is still remembered.
@@ -72,50 +68,58 @@ impl Store {
     pub fn deliveries(&self, feed: &str, limit: usize) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.deliveries
             .scan_prefix(keys::feed_prefix(feed))
-            .values()
             .rev()
             .take(limit)
-            .map(|v| codec::decode(&v?))
+            .map(|item| codec::decode(&item?.1))
             .collect()
     }
-}
 
-/// Appends a delivery record, maps its id (2xx only) and forgets the one that fell
-/// out of the window, all inside the caller's transaction.
-pub(super) fn record_tx(
-    feed: &str,
-    record: DeliveryRecord,
-    keep: usize,
-    meta: &TransactionalTree,
-    deliveries: &TransactionalTree,
-    ids: &TransactionalTree,
-) -> Result<(), sled::transaction::ConflictableTransactionError<StoreError>> {
-    let counter = keys::feed_text("\u{1}dseq", feed);
-    let n = match meta.get(&counter)? {
-        Some(v) => keys::read_u64(&v).or_else(abort)? + 1,
-        None => 1,
-    };
-    meta.insert(counter, &n.to_be_bytes())?;
-    if let (Some(id), true) = (
-        &record.delivery_id,
-        (200..300).contains(&record.reply.status),
-    ) {
-        ids.insert(keys::feed_text(feed, id), &n.to_be_bytes())?;
-    }
-    deliveries.insert(
-        keys::feed_u64(feed, n),
-        codec::encode(&record).or_else(abort)?,
-    )?;
-    if let Some(old_n) = n.checked_sub(keep as u64).filter(|o| *o > 0) {
-        if let Some(old) = deliveries.remove(keys::feed_u64(feed, old_n))? {
-            let old: DeliveryRecord = codec::decode(&old).or_else(abort)?;
+    /// Appends a delivery record, maps its id (2xx only) and forgets the one that fell
+    /// out of the window. The caller holds the write lock and applies `w`.
+    pub(super) fn delivery_writes(
+        &self,
+        feed: &str,
+        record: DeliveryRecord,
+        w: &mut Writes,
+    ) -> Result<(), StoreError> {
+        let counter = keys::feed_text("\u{1}dseq", feed);
+        let n = match self.meta.get(&counter)? {
+            Some(v) => keys::read_u64(&v)? + 1,
+            None => 1,
+        };
+        w.insert(&self.meta, counter, &n.to_be_bytes());
+        if let (Some(id), true) = (
+            &record.delivery_id,
+            (200..300).contains(&record.reply.status),
+        ) {
+            w.insert(
+                &self.delivery_ids,
+                keys::feed_text(feed, id),
+                &n.to_be_bytes(),
+            );
+        }
+        w.insert(
+            &self.deliveries,
+            keys::feed_u64(feed, n),
+            codec::encode(&record)?,
+        );
+        let Some(old_n) = n
+            .checked_sub(self.keep_deliveries as u64)
+            .filter(|o| *o > 0)
+        else {
+            return Ok(());
+        };
+        let old_key = keys::feed_u64(feed, old_n);
+        if let Some(old) = self.deliveries.get(&old_key)? {
+            w.remove(&self.deliveries, old_key);
+            let old: DeliveryRecord = codec::decode(&old)?;
             if let Some(old_id) = old.delivery_id {
                 let key = keys::feed_text(feed, &old_id);
-                if ids.get(&key)?.as_deref() == Some(&old_n.to_be_bytes()[..]) {
-                    ids.remove(key)?;
+                if self.delivery_ids.get(&key)?.as_deref() == Some(&old_n.to_be_bytes()[..]) {
+                    w.remove(&self.delivery_ids, key);
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -1,20 +1,19 @@
 //! Feed records: create, read, change and remove feeds (and all they own).
 
-use sled::transaction::Transactional;
-
-use super::{abort, codec, keys, Store, StoreError};
+use super::space::Writes;
+use super::{codec, keys, Store, StoreError};
 use crate::feed::{Feed, FeedName};
 
 impl Store {
     /// Adds a new feed; refuses a name that exists.
     pub fn add_feed(&self, feed: &Feed) -> Result<(), StoreError> {
-        let value = codec::encode(feed)?;
         let name = feed.name.as_str();
-        let prior = self
-            .feeds
-            .compare_and_swap(name, None as Option<&[u8]>, Some(value))?;
-        if prior.is_err() {
-            return Err(StoreError::FeedExists(name.to_owned()));
+        {
+            let _guard = self.lock();
+            if self.feeds.get(name)?.is_some() {
+                return Err(StoreError::FeedExists(name.to_owned()));
+            }
+            self.feeds.insert(name, codec::encode(feed)?)?;
         }
         self.durable_blocking()
     }
@@ -34,8 +33,7 @@ impl Store {
     pub fn feeds(&self) -> Result<Vec<Feed>, StoreError> {
         self.feeds
             .iter()
-            .values()
-            .map(|v| codec::decode(&v?))
+            .map(|item| codec::decode(&item?.1))
             .collect()
     }
 
@@ -43,51 +41,50 @@ impl Store {
     pub fn update_feed(
         &self,
         name: &str,
-        change: impl Fn(Feed) -> Feed,
+        change: impl FnOnce(Feed) -> Feed,
     ) -> Result<Feed, StoreError> {
-        let updated = self.feeds.transaction(|tx| {
-            let Some(old) = tx.get(name)? else {
-                return abort(StoreError::NoFeed(name.to_owned()));
-            };
-            let old: Feed = codec::decode(&old).or_else(abort)?;
-            let new = change(old);
-            tx.insert(name, codec::encode(&new).or_else(abort)?)?;
-            Ok(new)
-        })?;
+        let updated = {
+            let _guard = self.lock();
+            let new = change(self.feed_required(name)?);
+            self.feeds.insert(name, codec::encode(&new)?)?;
+            new
+        };
         self.durable_blocking()?;
         Ok(updated)
     }
 
-    /// Removes a feed with its tokens, queued builds, history and deliveries.
-    /// Returns the ids of the builds removed, so their logs can be deleted too.
+    /// Removes a feed with its tokens, queued builds, history and deliveries, in one
+    /// atomic batch. Returns the ids of the builds removed, so their logs can go too.
     pub fn remove_feed(&self, name: &FeedName) -> Result<Vec<u64>, StoreError> {
         let name = name.as_str();
-        if self.feeds.remove(name)?.is_none() {
-            return Err(StoreError::NoFeed(name.to_owned()));
-        }
-        self.remove_tokens_of(name)?;
-        self.remove_queued_of(name)?;
-        let prefix = keys::feed_prefix(name);
-        let mut removed = Vec::new();
-        for key in self.feed_builds.scan_prefix(&prefix).keys() {
-            let key = key?;
-            let id = keys::read_u64(&key)?;
-            (&self.builds, &self.feed_builds, &self.running).transaction(
-                |(builds, feed_builds, running)| {
-                    builds.remove(&id.to_be_bytes())?;
-                    running.remove(&id.to_be_bytes())?;
-                    feed_builds.remove(&*key)?;
-                    Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
-                },
-            )?;
-            removed.push(id);
-        }
-        for tree in [&self.deliveries, &self.delivery_ids, &self.pending] {
-            for key in tree.scan_prefix(&prefix).keys() {
-                tree.remove(key?)?;
+        let removed = {
+            let _guard = self.lock();
+            self.feed_required(name)?;
+            let mut w = Writes::default();
+            w.remove(&self.feeds, name);
+            for (id, _) in self.tokens_of(name)? {
+                w.remove(&self.tokens, id.as_bytes());
             }
-        }
-        self.cooldowns.remove(name)?;
+            self.remove_queued_of(name, &mut w)?;
+            let prefix = keys::feed_prefix(name);
+            let mut removed = Vec::new();
+            for item in self.feed_builds.scan_prefix(&prefix) {
+                let key = item?.0;
+                let id = keys::read_u64(&key)?;
+                w.remove(&self.builds, id.to_be_bytes());
+                w.remove(&self.running, id.to_be_bytes());
+                w.remove(&self.feed_builds, &key);
+                removed.push(id);
+            }
+            for space in [&self.deliveries, &self.delivery_ids, &self.pending] {
+                for item in space.scan_prefix(&prefix) {
+                    w.remove(space, item?.0);
+                }
+            }
+            w.remove(&self.cooldowns, name);
+            self.apply(w)?;
+            removed
+        };
         self.durable_blocking()?;
         Ok(removed)
     }

@@ -11,11 +11,12 @@ mod deliveries;
 mod feeds;
 mod keys;
 mod queue;
+mod space;
 mod tokens;
 
 use std::path::{Path, PathBuf};
 
-use sled::Tree;
+use space::{Space, Writes};
 
 pub use builds::BuildPage;
 pub use deliveries::{DeliveryRecord, StoredReply};
@@ -73,20 +74,6 @@ pub enum StoreError {
     },
 }
 
-impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
-    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
-        match e {
-            sled::transaction::TransactionError::Abort(inner) => inner,
-            sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
-        }
-    }
-}
-
-/// Aborts a sled transaction with a store error.
-fn abort<T>(e: StoreError) -> sled::transaction::ConflictableTransactionResult<T, StoreError> {
-    Err(sled::transaction::ConflictableTransactionError::Abort(e))
-}
-
 /// Handle to the open database; cheap to clone, shared by every task.
 #[derive(Clone)]
 pub struct Store {
@@ -95,29 +82,32 @@ pub struct Store {
     /// Group-commit barrier.
     committer: commit::Committer,
     /// name -> Feed
-    feeds: Tree,
+    feeds: Space,
     /// token id -> TokenRecord
-    tokens: Tree,
+    tokens: Space,
     /// build id -> Build
-    builds: Tree,
+    builds: Space,
     /// feed \0 build id -> (), for per-feed listings and retention
-    feed_builds: Tree,
+    feed_builds: Space,
     /// queue seq -> QueueEntry: the FIFO of builds not yet started
-    queue: Tree,
+    queue: Space,
     /// feed \0 ref -> build id of its not-yet-started build (coalescing)
-    pending: Tree,
+    pending: Space,
     /// build id -> (): builds that were running, for crash recovery without scans
-    running: Tree,
+    running: Space,
     /// feed -> last build start (ms), for cooldowns
-    cooldowns: Tree,
+    cooldowns: Space,
     /// feed \0 n -> DeliveryRecord
-    deliveries: Tree,
+    deliveries: Space,
     /// feed \0 delivery id -> n, for redelivery
-    delivery_ids: Tree,
+    delivery_ids: Space,
     /// counters and schema version
-    meta: Tree,
-    /// Serialises admissions and claims, so racing deliveries never double-queue.
-    admit_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    meta: Space,
+    /// The one tree all spaces live in.
+    records: sled::Tree,
+    /// Serialises every multi-record change (read, then one atomic batch), so racing
+    /// deliveries never double-queue and no update is lost.
+    write_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Deliveries remembered per feed.
     keep_deliveries: usize,
 }
@@ -153,21 +143,24 @@ impl Store {
             .open()?;
         let data_file = std::fs::File::open(path.join("db")).map_err(open_err)?;
         let committer = commit::Committer::start(db.clone(), data_file).map_err(open_err)?;
+        let records = db.open_tree("records")?;
+        let space = |tag| Space::new(&records, tag);
         let store = Self {
-            feeds: db.open_tree("feeds")?,
-            tokens: db.open_tree("tokens")?,
-            builds: db.open_tree("builds")?,
-            feed_builds: db.open_tree("feed_builds")?,
-            queue: db.open_tree("queue")?,
-            pending: db.open_tree("pending")?,
-            running: db.open_tree("running")?,
-            cooldowns: db.open_tree("cooldowns")?,
-            deliveries: db.open_tree("deliveries")?,
-            delivery_ids: db.open_tree("delivery_ids")?,
-            meta: db.open_tree("meta")?,
+            meta: space(b'm'),
+            feeds: space(b'f'),
+            tokens: space(b't'),
+            builds: space(b'b'),
+            feed_builds: space(b'i'),
+            queue: space(b'q'),
+            pending: space(b'p'),
+            running: space(b'r'),
+            cooldowns: space(b'c'),
+            deliveries: space(b'd'),
+            delivery_ids: space(b'u'),
+            records,
             db,
             committer,
-            admit_lock: Default::default(),
+            write_lock: Default::default(),
             keep_deliveries: options.keep_deliveries.max(1),
         };
         store.check_schema()?;
@@ -204,6 +197,17 @@ impl Store {
         self.committer
             .durable_blocking()
             .map_err(|e| StoreError::Durability(e.to_string()))
+    }
+
+    /// Holds the write lock: every read-then-write of several records goes under it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a set of writes atomically (all survive a crash, or none).
+    fn apply(&self, writes: Writes) -> Result<(), StoreError> {
+        self.records.apply_batch(writes.into_batch())?;
+        Ok(())
     }
 
     /// Whether the store answers a write (for `/healthz`).

@@ -1,22 +1,19 @@
 //! The persistent build queue: admission (coalesce, defer, reject), claiming the next
 //! startable build in FIFO order, finishing, and crash recovery.
 //!
-//! Admission and claims run under one lock and inside sled transactions, so a crash
-//! leaves either all or none of a trigger's records, and two racing deliveries can
-//! never both create a build for the same (feed, ref).
+//! Every change here reads under the store's write lock and lands as one atomic batch,
+//! so a crash leaves either all or none of a trigger's records, and two racing
+//! deliveries can never both create a build for the same (feed, ref).
 
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
-use sled::Transactional;
 
 use super::deliveries::{DeliveryRecord, StoredReply};
-use super::{abort, codec, keys, Store, StoreError};
+use super::space::Writes;
+use super::{codec, keys, Store, StoreError};
 use crate::build::{Build, BuildId, BuildStatus, Trigger, TriggerKind, TriggerList};
 use crate::feed::{CooldownPolicy, Feed, FeedName};
-
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// One not-yet-started build's place in the FIFO; carries what the scheduler needs
 /// to decide eligibility without loading the build.
@@ -114,68 +111,125 @@ pub fn cooling_until(feed: &Feed, last_start_ms: Option<i64>, now_ms: i64) -> Op
 
 impl Store {
     /// Admits a trigger: coalesces, defers, rejects or queues it, and records the
-    /// delivery (when given) in the same transaction. Durable only after [`Store::durable`].
+    /// delivery (when given) in the same atomic batch. Durable only after [`Store::durable`].
     pub fn admit(
         &self,
         req: &AdmitRequest<'_>,
         delivery: Option<DeliveryRecord>,
         reply: fn(&Admission) -> StoredReply,
     ) -> Result<Admission, StoreError> {
-        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(record) = delivery
-            .as_ref()
-            .and_then(|d| self.seen(req.feed, d).transpose())
-        {
-            return Ok(Admission::Replayed(record?.reply));
+        let _guard = self.lock();
+        if let Some(seen) = delivery.as_ref().and_then(|d| d.delivery_id.as_deref()) {
+            if let Some(first) = self.delivery_by_id(req.feed.name.as_str(), seen)? {
+                return Ok(Admission::Replayed(first.reply));
+            }
         }
-        let trees = (
-            &self.meta,
-            &self.builds,
-            &self.feed_builds,
-            &self.queue,
-            &self.pending,
-            &self.cooldowns,
-            &self.deliveries,
-            &self.delivery_ids,
-        );
-        let admission = trees.transaction(
-            |(meta, builds, feed_builds, queue, pending, cooldowns, deliveries, ids)| {
-                let admission =
-                    admit_tx(req, meta, builds, feed_builds, queue, pending, cooldowns)?;
-                if let Some(record) = &delivery {
-                    let mut record = record.clone();
-                    record.reply = reply(&admission);
-                    record.outcome = admission.word().to_owned();
-                    super::deliveries::record_tx(
-                        req.feed.name.as_str(),
-                        record,
-                        self.keep_deliveries,
-                        meta,
-                        deliveries,
-                        ids,
-                    )?;
-                }
-                Ok(admission)
-            },
-        )?;
+        let mut w = Writes::default();
+        let admission = self.admit_writes(req, &mut w)?;
+        if let Some(mut record) = delivery {
+            record.reply = reply(&admission);
+            record.outcome = admission.word().to_owned();
+            self.delivery_writes(req.feed.name.as_str(), record, &mut w)?;
+        }
+        self.apply(w)?;
         Ok(admission)
     }
 
-    fn seen(
+    /// The admission rules: join the pending build of the ref, or reject, defer or
+    /// queue a new one.
+    fn admit_writes(
         &self,
-        feed: &Feed,
-        delivery: &DeliveryRecord,
-    ) -> Result<Option<DeliveryRecord>, StoreError> {
-        match &delivery.delivery_id {
-            Some(id) => self.delivery_by_id(feed.name.as_str(), id),
-            None => Ok(None),
+        req: &AdmitRequest<'_>,
+        w: &mut Writes,
+    ) -> Result<Admission, StoreError> {
+        let feed = req.feed;
+        let pkey = keys::feed_text(feed.name.as_str(), &req.git_ref);
+        if let Some(id) = self.pending.get(&pkey)? {
+            return self.join_pending(req, BuildId(keys::read_u64(&id)?), w);
         }
+        let last_start = self.last_start(feed.name.as_str())?;
+        let cooling = cooling_until(feed, last_start, req.now_ms).filter(|_| !req.force);
+        let (kind, run_at_ms) = match (cooling, feed.on_cooldown) {
+            (Some(until), CooldownPolicy::Reject) => {
+                let secs = (until - req.now_ms + 999) / 1000;
+                return Ok(Admission::Rejected {
+                    retry_after_secs: secs.max(1) as u64,
+                });
+            }
+            (Some(until), CooldownPolicy::Defer) => (TriggerKind::Deferred, Some(until)),
+            (None, _) => (req.trigger.kind, None),
+        };
+        let id = self.next_build_id(w)?;
+        let mut triggers = TriggerList::default();
+        triggers.push(req.trigger.clone());
+        let build = Build {
+            id,
+            feed: feed.name.clone(),
+            git_ref: req.git_ref.clone(),
+            branch: req.branch.clone(),
+            status: BuildStatus::Queued,
+            kind,
+            triggers,
+            queue_seq: id.0,
+            queued_ms: req.now_ms,
+            started_ms: None,
+            finished_ms: None,
+            commit: None,
+            subject: None,
+            pgid: None,
+            retry_of: None,
+        };
+        let entry = QueueEntry {
+            build: id,
+            feed: feed.name.clone(),
+            run_at_ms,
+            force: req.force,
+        };
+        self.enqueue_writes(&build, &entry, w)?;
+        Ok(match run_at_ms {
+            Some(run_at_ms) => Admission::Deferred {
+                build: id,
+                run_at_ms,
+            },
+            None => Admission::Queued(id),
+        })
+    }
+
+    fn join_pending(
+        &self,
+        req: &AdmitRequest<'_>,
+        id: BuildId,
+        w: &mut Writes,
+    ) -> Result<Admission, StoreError> {
+        let mut build = self.build_required(id)?;
+        build.triggers.push(req.trigger.clone());
+        self.put_build(&build, w)?;
+        let seq = build.queue_seq.to_be_bytes();
+        let raw = self
+            .queue
+            .get(seq)?
+            .ok_or_else(|| StoreError::Corrupt(format!("pending build {id} has no queue entry")))?;
+        let mut entry: QueueEntry = codec::decode(&raw)?;
+        if req.force && !entry.force {
+            entry.force = true;
+            entry.run_at_ms = None;
+            w.insert(&self.queue, seq, codec::encode(&entry)?);
+        }
+        Ok(
+            match entry.run_at_ms.filter(|t| *t > req.now_ms && !entry.force) {
+                Some(run_at_ms) => Admission::Deferred {
+                    build: id,
+                    run_at_ms,
+                },
+                None => Admission::Coalesced(id),
+            },
+        )
     }
 
     /// Claims the first startable build in FIFO order: its feed is not running, not
     /// paused, not cooling down and not deferred, unless forced.
     pub fn claim_next(&self, busy: &HashSet<FeedName>, now_ms: i64) -> Result<Pick, StoreError> {
-        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.lock();
         let mut feeds: HashMap<FeedName, Option<(Feed, Option<i64>)>> = HashMap::new();
         let mut wake: Option<i64> = None;
         for item in self.queue.iter() {
@@ -222,28 +276,26 @@ impl Store {
     }
 
     fn claim(&self, seq: &[u8], entry: &QueueEntry, now_ms: i64) -> Result<Build, StoreError> {
-        let trees = (
-            &self.builds,
-            &self.queue,
-            &self.pending,
-            &self.running,
-            &self.cooldowns,
-        );
-        let build = trees.transaction(|(builds, queue, pending, running, cooldowns)| {
-            let mut build = get_build(builds, entry.build)?;
-            queue.remove(seq)?;
-            let pkey = keys::feed_text(build.feed.as_str(), &build.git_ref);
-            if pending.get(&pkey)?.as_deref() == Some(&build.id.0.to_be_bytes()[..]) {
-                pending.remove(pkey)?;
-            }
-            build.status = BuildStatus::Running;
-            build.started_ms = Some(now_ms);
-            put_build(builds, &build)?;
-            running.insert(&build.id.0.to_be_bytes(), &[])?;
-            cooldowns.insert(build.feed.as_str(), &now_ms.to_be_bytes())?;
-            Ok(build)
-        })?;
+        let mut w = Writes::default();
+        let mut build = self.build_required(entry.build)?;
+        w.remove(&self.queue, seq);
+        self.unpend(&build, &mut w)?;
+        build.status = BuildStatus::Running;
+        build.started_ms = Some(now_ms);
+        self.put_build(&build, &mut w)?;
+        w.insert(&self.running, build.id.0.to_be_bytes(), &[]);
+        w.insert(&self.cooldowns, build.feed.as_str(), &now_ms.to_be_bytes());
+        self.apply(w)?;
         Ok(build)
+    }
+
+    /// Drops the (feed, ref) → build link if it still points at this build.
+    fn unpend(&self, build: &Build, w: &mut Writes) -> Result<(), StoreError> {
+        let pkey = keys::feed_text(build.feed.as_str(), &build.git_ref);
+        if self.pending.get(&pkey)?.as_deref() == Some(&build.id.0.to_be_bytes()[..]) {
+            w.remove(&self.pending, pkey);
+        }
+        Ok(())
     }
 
     /// When the feed's last build started, Unix ms.
@@ -261,49 +313,42 @@ impl Store {
         status: BuildStatus,
         now_ms: i64,
     ) -> Result<Build, StoreError> {
-        let build = (&self.builds, &self.running).transaction(|(builds, running)| {
-            let mut build = get_build(builds, id)?;
-            build.status = status.clone();
-            build.finished_ms = Some(now_ms);
-            build.pgid = None;
-            put_build(builds, &build)?;
-            running.remove(&id.0.to_be_bytes())?;
-            Ok(build)
-        })?;
+        let _guard = self.lock();
+        let mut w = Writes::default();
+        let mut build = self.build_required(id)?;
+        build.status = status;
+        build.finished_ms = Some(now_ms);
+        build.pgid = None;
+        self.put_build(&build, &mut w)?;
+        w.remove(&self.running, id.0.to_be_bytes());
+        self.apply(w)?;
         Ok(build)
     }
 
     /// Cancels a build that has not started; `None` if it is not queued (running or over).
     pub fn cancel_queued(&self, id: BuildId, now_ms: i64) -> Result<Option<Build>, StoreError> {
-        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let build = (&self.builds, &self.queue, &self.pending).transaction(
-            |(builds, queue, pending)| {
-                let mut build = get_build(builds, id)?;
-                if build.status != BuildStatus::Queued {
-                    return Ok(None);
-                }
-                queue.remove(&build.queue_seq.to_be_bytes())?;
-                let pkey = keys::feed_text(build.feed.as_str(), &build.git_ref);
-                if pending.get(&pkey)?.as_deref() == Some(&id.0.to_be_bytes()[..]) {
-                    pending.remove(pkey)?;
-                }
-                build.status = BuildStatus::Cancelled;
-                build.finished_ms = Some(now_ms);
-                put_build(builds, &build)?;
-                Ok(Some(build))
-            },
-        )?;
-        Ok(build)
+        let _guard = self.lock();
+        let mut build = self.build_required(id)?;
+        if build.status != BuildStatus::Queued {
+            return Ok(None);
+        }
+        let mut w = Writes::default();
+        w.remove(&self.queue, build.queue_seq.to_be_bytes());
+        self.unpend(&build, &mut w)?;
+        build.status = BuildStatus::Cancelled;
+        build.finished_ms = Some(now_ms);
+        self.put_build(&build, &mut w)?;
+        self.apply(w)?;
+        Ok(Some(build))
     }
 
-    /// Drops every queued build of a feed (feed removal).
-    pub(super) fn remove_queued_of(&self, feed: &str) -> Result<(), StoreError> {
-        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
+    /// Drops every queued build of a feed (feed removal; the caller holds the lock).
+    pub(super) fn remove_queued_of(&self, feed: &str, w: &mut Writes) -> Result<(), StoreError> {
         for item in self.queue.iter() {
             let (seq, value) = item?;
             let entry: QueueEntry = codec::decode(&value)?;
             if entry.feed.as_str() == feed {
-                self.queue.remove(seq)?;
+                w.remove(&self.queue, seq);
             }
         }
         Ok(())
@@ -316,8 +361,7 @@ impl Store {
         let ids = self
             .running
             .iter()
-            .keys()
-            .map(|k| Ok(BuildId(keys::read_u64(&k?)?)))
+            .map(|item| Ok(BuildId(keys::read_u64(&item?.0)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let interrupted = ids
             .into_iter()
@@ -332,41 +376,109 @@ impl Store {
     /// Marks one running build `interrupted` and queues its rerun (once) in its old
     /// FIFO place. The returned record still carries the pgid it ran under.
     pub fn interrupt(&self, id: BuildId, now_ms: i64) -> Result<Build, StoreError> {
-        let _guard = self.admit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let trees = (
-            &self.meta,
-            &self.builds,
-            &self.feed_builds,
-            &self.queue,
-            &self.pending,
-            &self.running,
-        );
-        let old = trees.transaction(|(meta, builds, feed_builds, queue, pending, running)| {
-            running.remove(&id.0.to_be_bytes())?;
-            let mut old = get_build(builds, id)?;
-            let pgid = old.pgid.take();
-            old.status = BuildStatus::Interrupted;
-            old.finished_ms = Some(now_ms);
-            put_build(builds, &old)?;
-            if old.retry_of.is_none() {
-                requeue_tx(&old, now_ms, meta, builds, feed_builds, queue, pending)?;
-            }
-            old.pgid = pgid;
-            Ok(old)
-        })?;
+        let _guard = self.lock();
+        let mut w = Writes::default();
+        w.remove(&self.running, id.0.to_be_bytes());
+        let mut old = self.build_required(id)?;
+        let pgid = old.pgid.take();
+        old.status = BuildStatus::Interrupted;
+        old.finished_ms = Some(now_ms);
+        self.put_build(&old, &mut w)?;
+        if old.retry_of.is_none() {
+            self.requeue_writes(&old, now_ms, &mut w)?;
+        }
+        self.apply(w)?;
+        old.pgid = pgid;
         Ok(old)
+    }
+
+    /// Queues a rerun of an interrupted build in its old FIFO place, or folds its
+    /// triggers into a build already pending for the same ref.
+    fn requeue_writes(&self, old: &Build, now_ms: i64, w: &mut Writes) -> Result<(), StoreError> {
+        let pkey = keys::feed_text(old.feed.as_str(), &old.git_ref);
+        if let Some(id) = self.pending.get(&pkey)? {
+            let mut build = self.build_required(BuildId(keys::read_u64(&id)?))?;
+            let mut merged = old.triggers.clone();
+            merged.extend(std::mem::take(&mut build.triggers));
+            build.triggers = merged;
+            return self.put_build(&build, w);
+        }
+        let id = self.next_build_id(w)?;
+        let retry = Build {
+            id,
+            status: BuildStatus::Queued,
+            kind: TriggerKind::Retry,
+            queued_ms: now_ms,
+            started_ms: None,
+            finished_ms: None,
+            commit: None,
+            subject: None,
+            pgid: None,
+            retry_of: Some(old.id),
+            ..old.clone()
+        };
+        let entry = QueueEntry {
+            build: id,
+            feed: old.feed.clone(),
+            run_at_ms: None,
+            force: true,
+        };
+        self.enqueue_writes(&retry, &entry, w)
+    }
+
+    fn enqueue_writes(
+        &self,
+        build: &Build,
+        entry: &QueueEntry,
+        w: &mut Writes,
+    ) -> Result<(), StoreError> {
+        self.put_build(build, w)?;
+        w.insert(
+            &self.feed_builds,
+            keys::feed_u64(build.feed.as_str(), build.id.0),
+            &[],
+        );
+        w.insert(
+            &self.queue,
+            build.queue_seq.to_be_bytes(),
+            codec::encode(entry)?,
+        );
+        let pkey = keys::feed_text(build.feed.as_str(), &build.git_ref);
+        w.insert(&self.pending, pkey, &build.id.0.to_be_bytes());
+        Ok(())
+    }
+
+    /// Takes the next build id. Only called under the write lock, and the counter is
+    /// written in the same batch as the build, so ids never repeat across crashes.
+    fn next_build_id(&self, w: &mut Writes) -> Result<BuildId, StoreError> {
+        let next = match self.meta.get(keys::NEXT_BUILD)? {
+            Some(v) => keys::read_u64(&v)?,
+            None => 1,
+        };
+        w.insert(&self.meta, keys::NEXT_BUILD, &(next + 1).to_be_bytes());
+        Ok(BuildId(next))
+    }
+
+    /// Queues the write of a build record.
+    pub(super) fn put_build(&self, build: &Build, w: &mut Writes) -> Result<(), StoreError> {
+        w.insert(
+            &self.builds,
+            build.id.0.to_be_bytes(),
+            codec::encode(build)?,
+        );
+        Ok(())
     }
 
     /// Running and waiting builds, for `hookd admin queue`.
     pub fn queue_view(&self, now_ms: i64, limit: usize) -> Result<QueueView, StoreError> {
         let mut running = Vec::new();
-        for key in self.running.iter().keys() {
-            let id = keys::read_u64(&key?)?;
+        for item in self.running.iter() {
+            let id = keys::read_u64(&item?.0)?;
             running.push(self.build_required(BuildId(id))?);
         }
         let mut waiting = Vec::new();
-        for item in self.queue.iter().values().take(limit) {
-            let entry: QueueEntry = codec::decode(&item?)?;
+        for item in self.queue.iter().take(limit) {
+            let entry: QueueEntry = codec::decode(&item?.1)?;
             let build = self.build_required(entry.build)?;
             let not_before = if entry.force {
                 None
@@ -387,187 +499,10 @@ impl Store {
         Ok(QueueView { running, waiting })
     }
 
-    /// Builds waiting in the queue.
+    /// Builds waiting in the queue (a scan: status output only).
     pub fn queue_depth(&self) -> usize {
-        self.queue.len()
+        self.queue.count()
     }
-}
-
-/// The admission rules, inside the transaction.
-fn admit_tx(
-    req: &AdmitRequest<'_>,
-    meta: &TransactionalTree,
-    builds: &TransactionalTree,
-    feed_builds: &TransactionalTree,
-    queue: &TransactionalTree,
-    pending: &TransactionalTree,
-    cooldowns: &TransactionalTree,
-) -> TxResult<Admission> {
-    let feed = req.feed;
-    let pkey = keys::feed_text(feed.name.as_str(), &req.git_ref);
-    if let Some(id) = pending.get(&pkey)? {
-        let id = BuildId(keys::read_u64(&id).or_else(abort)?);
-        let mut build = get_build(builds, id)?;
-        build.triggers.push(req.trigger.clone());
-        put_build(builds, &build)?;
-        let seq = build.queue_seq.to_be_bytes();
-        let Some(raw) = queue.get(seq)? else {
-            return abort(StoreError::Corrupt(format!(
-                "pending build {id} has no queue entry"
-            )));
-        };
-        let mut entry: QueueEntry = codec::decode(&raw).or_else(abort)?;
-        if req.force && !entry.force {
-            entry.force = true;
-            entry.run_at_ms = None;
-            queue.insert(&seq, codec::encode(&entry).or_else(abort)?)?;
-        }
-        return Ok(
-            match entry.run_at_ms.filter(|t| *t > req.now_ms && !entry.force) {
-                Some(run_at_ms) => Admission::Deferred {
-                    build: id,
-                    run_at_ms,
-                },
-                None => Admission::Coalesced(id),
-            },
-        );
-    }
-    let last_start = match cooldowns.get(feed.name.as_str())? {
-        Some(v) => Some(keys::read_i64(&v).or_else(abort)?),
-        None => None,
-    };
-    let cooling = cooling_until(feed, last_start, req.now_ms).filter(|_| !req.force);
-    let (kind, run_at_ms) = match (cooling, feed.on_cooldown) {
-        (Some(until), CooldownPolicy::Reject) => {
-            let secs = (until - req.now_ms + 999) / 1000;
-            return Ok(Admission::Rejected {
-                retry_after_secs: secs.max(1) as u64,
-            });
-        }
-        (Some(until), CooldownPolicy::Defer) => (TriggerKind::Deferred, Some(until)),
-        (None, _) => (req.trigger.kind, None),
-    };
-    let id = next_build_id(meta)?;
-    let mut triggers = TriggerList::default();
-    triggers.push(req.trigger.clone());
-    let build = Build {
-        id,
-        feed: feed.name.clone(),
-        git_ref: req.git_ref.clone(),
-        branch: req.branch.clone(),
-        status: BuildStatus::Queued,
-        kind,
-        triggers,
-        queue_seq: id.0,
-        queued_ms: req.now_ms,
-        started_ms: None,
-        finished_ms: None,
-        commit: None,
-        subject: None,
-        pgid: None,
-        retry_of: None,
-    };
-    let entry = QueueEntry {
-        build: id,
-        feed: feed.name.clone(),
-        run_at_ms,
-        force: req.force,
-    };
-    enqueue_tx(&build, &entry, builds, feed_builds, queue, pending)?;
-    Ok(match run_at_ms {
-        Some(run_at_ms) => Admission::Deferred {
-            build: id,
-            run_at_ms,
-        },
-        None => Admission::Queued(id),
-    })
-}
-
-/// Queues a rerun of an interrupted build in its old FIFO place, or folds its triggers
-/// into a build already pending for the same ref.
-fn requeue_tx(
-    old: &Build,
-    now_ms: i64,
-    meta: &TransactionalTree,
-    builds: &TransactionalTree,
-    feed_builds: &TransactionalTree,
-    queue: &TransactionalTree,
-    pending: &TransactionalTree,
-) -> TxResult<()> {
-    let pkey = keys::feed_text(old.feed.as_str(), &old.git_ref);
-    if let Some(id) = pending.get(&pkey)? {
-        let mut build = get_build(builds, BuildId(keys::read_u64(&id).or_else(abort)?))?;
-        let mut merged = old.triggers.clone();
-        merged.extend(std::mem::take(&mut build.triggers));
-        build.triggers = merged;
-        return put_build(builds, &build);
-    }
-    let id = next_build_id(meta)?;
-    let retry = Build {
-        id,
-        status: BuildStatus::Queued,
-        kind: TriggerKind::Retry,
-        queued_ms: now_ms,
-        started_ms: None,
-        finished_ms: None,
-        commit: None,
-        subject: None,
-        pgid: None,
-        retry_of: Some(old.id),
-        ..old.clone()
-    };
-    let entry = QueueEntry {
-        build: id,
-        feed: old.feed.clone(),
-        run_at_ms: None,
-        force: true,
-    };
-    enqueue_tx(&retry, &entry, builds, feed_builds, queue, pending)
-}
-
-fn enqueue_tx(
-    build: &Build,
-    entry: &QueueEntry,
-    builds: &TransactionalTree,
-    feed_builds: &TransactionalTree,
-    queue: &TransactionalTree,
-    pending: &TransactionalTree,
-) -> TxResult<()> {
-    put_build(builds, build)?;
-    feed_builds.insert(keys::feed_u64(build.feed.as_str(), build.id.0), &[])?;
-    queue.insert(
-        &build.queue_seq.to_be_bytes(),
-        codec::encode(entry).or_else(abort)?,
-    )?;
-    pending.insert(
-        keys::feed_text(build.feed.as_str(), &build.git_ref),
-        &build.id.0.to_be_bytes(),
-    )?;
-    Ok(())
-}
-
-fn next_build_id(meta: &TransactionalTree) -> TxResult<BuildId> {
-    let next = match meta.get(keys::NEXT_BUILD)? {
-        Some(v) => keys::read_u64(&v).or_else(abort)?,
-        None => 1,
-    };
-    meta.insert(keys::NEXT_BUILD, &(next + 1).to_be_bytes())?;
-    Ok(BuildId(next))
-}
-
-pub(super) fn get_build(builds: &TransactionalTree, id: BuildId) -> TxResult<Build> {
-    match builds.get(id.0.to_be_bytes())? {
-        Some(v) => codec::decode(&v).or_else(abort),
-        None => abort(StoreError::NoBuild(id.0)),
-    }
-}
-
-pub(super) fn put_build(builds: &TransactionalTree, build: &Build) -> TxResult<()> {
-    builds.insert(
-        &build.id.0.to_be_bytes(),
-        codec::encode(build).or_else(abort)?,
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

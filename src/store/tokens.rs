@@ -56,6 +56,7 @@ impl Store {
 
     /// Revokes one token of a feed; the feed's other tokens keep working.
     pub fn revoke_token(&self, feed: &str, id: TokenId, now_ms: i64) -> Result<(), StoreError> {
+        let guard = self.lock();
         let missing = || StoreError::NoToken {
             feed: feed.to_owned(),
             token_id: id.to_string(),
@@ -66,14 +67,7 @@ impl Store {
         }
         record.revoked_ms.get_or_insert(now_ms);
         self.tokens.insert(id.as_bytes(), codec::encode(&record)?)?;
+        drop(guard);
         self.durable_blocking()
-    }
-
-    /// Forgets every token of a feed (feed removal).
-    pub(super) fn remove_tokens_of(&self, feed: &str) -> Result<(), StoreError> {
-        for (id, _) in self.tokens_of(feed)? {
-            self.tokens.remove(id.as_bytes())?;
-        }
-        Ok(())
     }
 }

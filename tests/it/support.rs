@@ -115,7 +115,10 @@ impl TestDaemon {
     /// Starts with a config and extra environment for the daemon.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut d = TestDaemon {
             dir,
             addr: "127.0.0.1:0".parse().unwrap(),
