@@ -249,7 +249,10 @@ fn the_build_sees_its_environment_and_nothing_else() {
     let d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let env_file = d.dir.path().join("env");
-    let cmd = format!("env | sort > '{}'; cat > /dev/null", env_file.display());
+    let cmd = format!(
+        "env | sort > '{}'; cat > /dev/null; echo on-stderr >&2",
+        env_file.display()
+    );
     let hook = d.add_feed(
         "envy",
         &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
@@ -279,6 +282,7 @@ fn the_build_sees_its_environment_and_nothing_else() {
         !env.contains("RUST_LOG"),
         "the daemon's environment leaked:\n{env}"
     );
+    assert!(d.log(id).contains("on-stderr"), "stderr goes to the log");
 }
 
 #[test]
@@ -427,10 +431,9 @@ fn failures_keep_their_exit_code_and_logs_are_kept() {
         ids.push(id);
     }
     let log = d.log(ids[2]);
-    assert!(
-        log.contains("to-stdout") && log.contains("to-stderr"),
-        "{log}"
-    );
+    // stdout and stderr are drained concurrently: which fills the cap first is a race,
+    // so only stdout's own order is asserted here (stderr is checked without a cap).
+    assert!(log.contains("to-stdout"), "{log}");
     assert!(log.contains("truncated"), "cap marker missing: {log}");
     assert!(log.len() < 2500, "log not capped: {} bytes", log.len());
     let listed: Vec<u64> = d
