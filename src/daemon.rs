@@ -86,21 +86,21 @@ async fn recover(store: &Store) -> anyhow::Result<()> {
     let store = store.clone();
     let interrupted =
         tokio::task::spawn_blocking(move || store.recover_interrupted(now_ms())).await??;
-    for build in interrupted {
+    for build in &interrupted {
         tracing::warn!(feed = %build.feed, build = build.id.0, "build was interrupted by a daemon stop; queued again once");
-        if let Some(pgid) = build.pgid {
+    }
+    // Reading /proc blocks: off the async threads.
+    tokio::task::spawn_blocking(move || {
+        for build in interrupted {
+            let Some(pgid) = build.pgid else { continue };
             let id = build.id.0.to_string();
             let killed = crate::runner::exec::reap_orphans(pgid, ("HOOKD_BUILD_ID", &id));
             if killed > 0 {
-                tracing::warn!(
-                    build = build.id.0,
-                    pgid,
-                    processes = killed,
-                    "killed the leftover process group"
-                );
+                tracing::warn!(build = build.id.0, pgid, processes = killed, "killed the leftover process group");
             }
         }
-    }
+    })
+    .await?;
     Ok(())
 }
 
