@@ -110,7 +110,7 @@ async fn handle(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>
             hook(&app, &token, req).await
         }
         Route::Health => health(&app).await,
-        Route::Metrics => text(StatusCode::OK, crate::metrics::render(&app)),
+        Route::Metrics => metrics(&app).await,
         Route::WrongMethod => json(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"status":"method_not_allowed"}"#,
@@ -176,6 +176,14 @@ fn hook_response(reply: HookReply) -> Response<Full<Bytes>> {
         }
     }
     response
+}
+
+async fn metrics(app: &App) -> Response<Full<Bytes>> {
+    let store = app.store.clone();
+    let counts =
+        tokio::task::spawn_blocking(move || store.queue_counts(crate::build::now_ms())).await;
+    let queue = counts.ok().and_then(Result::ok).unwrap_or_default();
+    text(StatusCode::OK, crate::metrics::render(app, queue))
 }
 
 async fn health(app: &App) -> Response<Full<Bytes>> {

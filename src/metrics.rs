@@ -30,21 +30,16 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one delivery and what became of it.
     pub fn delivery(&self, provider: &str, outcome: &str) {
-        let mut map = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.deliveries);
         *map.entry((provider.to_owned(), outcome.to_owned()))
             .or_default() += 1;
     }
 
     /// Counts one finished build.
     pub fn build_finished(&self, status: &str, duration_secs: Option<f64>) {
-        *self
-            .builds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(status.to_owned())
-            .or_default() += 1;
+        *lock(&self.builds).entry(status.to_owned()).or_default() += 1;
         if let Some(secs) = duration_secs {
-            let mut d = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+            let mut d = lock(&self.durations);
             for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
                 if secs <= *bound {
                     d.0[i] += 1;
@@ -62,61 +57,85 @@ impl Metrics {
     }
 }
 
-/// Renders every metric in Prometheus text format.
-pub fn render(app: &App) -> String {
+/// Renders every metric in Prometheus text format; `queue` is (due, deferred).
+pub fn render(app: &App, queue: (usize, usize)) -> String {
     let m = &app.metrics;
     let mut out = String::new();
-    let start = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-        - app.started.elapsed().as_secs_f64();
-    let _ = writeln!(
-        out,
-        "# HELP hookd_build_info hookd version.\n# TYPE hookd_build_info gauge"
-    );
+        .unwrap_or_default();
+    let start = now.as_secs_f64() - app.started.elapsed().as_secs_f64();
+    header(&mut out, "hookd_build_info", "gauge", "hookd version.");
     let _ = writeln!(
         out,
         "hookd_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    let _ = writeln!(
-        out,
-        "# HELP hookd_up Whether hookd is running.\n# TYPE hookd_up gauge\nhookd_up 1"
+    sample(
+        &mut out,
+        "hookd_up",
+        "gauge",
+        "Whether hookd is running.",
+        1.0,
     );
-    let _ = writeln!(out, "# HELP hookd_start_time_seconds Start time, Unix seconds.\n# TYPE hookd_start_time_seconds gauge");
-    let _ = writeln!(out, "hookd_start_time_seconds {start:.3}");
-    let _ = writeln!(out, "# HELP hookd_deliveries_total Hook deliveries by provider and outcome.\n# TYPE hookd_deliveries_total counter");
-    for ((provider, outcome), n) in m
-        .deliveries
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
+    sample(
+        &mut out,
+        "hookd_start_time_seconds",
+        "gauge",
+        "Start time, Unix seconds.",
+        start,
+    );
+    header(
+        &mut out,
+        "hookd_deliveries_total",
+        "counter",
+        "Hook deliveries by provider and outcome.",
+    );
+    for ((provider, outcome), n) in lock(&m.deliveries).iter() {
         let _ = writeln!(
             out,
             "hookd_deliveries_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP hookd_builds_total Finished builds by status.\n# TYPE hookd_builds_total counter"
+    header(
+        &mut out,
+        "hookd_builds_total",
+        "counter",
+        "Finished builds by status.",
     );
-    for (status, n) in m.builds.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for (status, n) in lock(&m.builds).iter() {
         let _ = writeln!(out, "hookd_builds_total{{status=\"{status}\"}} {n}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP hookd_builds_running Builds running now.\n# TYPE hookd_builds_running gauge"
+    sample(
+        &mut out,
+        "hookd_queue_depth",
+        "gauge",
+        "Builds waiting for a worker.",
+        queue.0 as f64,
     );
-    let _ = writeln!(
-        out,
-        "hookd_builds_running {}",
-        app.scheduler.running_count()
+    sample(
+        &mut out,
+        "hookd_queue_deferred",
+        "gauge",
+        "Builds held back by a cooldown.",
+        queue.1 as f64,
     );
-    let _ = writeln!(out, "# HELP hookd_build_duration_seconds Build run time.\n# TYPE hookd_build_duration_seconds histogram");
-    let d = m.durations.lock().unwrap_or_else(|e| e.into_inner());
-    for (bound, n) in DURATION_BUCKETS.iter().zip(d.0.iter()) {
+    let running = app.scheduler.running_count() as f64;
+    sample(
+        &mut out,
+        "hookd_builds_running",
+        "gauge",
+        "Builds running now.",
+        running,
+    );
+    header(
+        &mut out,
+        "hookd_build_duration_seconds",
+        "histogram",
+        "Build run time.",
+    );
+    let (buckets, sum, count) = *lock(&m.durations);
+    for (bound, n) in DURATION_BUCKETS.iter().zip(buckets.iter()) {
         let _ = writeln!(
             out,
             "hookd_build_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
@@ -124,25 +143,40 @@ pub fn render(app: &App) -> String {
     }
     let _ = writeln!(
         out,
-        "hookd_build_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        d.2
+        "hookd_build_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
     );
     let _ = writeln!(
         out,
-        "hookd_build_duration_seconds_sum {:.3}\nhookd_build_duration_seconds_count {}",
-        d.1, d.2
+        "hookd_build_duration_seconds_sum {sum:.3}\nhookd_build_duration_seconds_count {count}"
     );
-    let _ = writeln!(out, "# HELP hookd_admissions_total Triggers made durable (store write and flush).\n# TYPE hookd_admissions_total counter");
-    let _ = writeln!(
-        out,
-        "hookd_admissions_total {}",
-        m.admissions.load(Ordering::Relaxed)
+    let admissions = m.admissions.load(Ordering::Relaxed) as f64;
+    let seconds = m.admission_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    sample(
+        &mut out,
+        "hookd_admissions_total",
+        "counter",
+        "Triggers made durable (store write and fsync).",
+        admissions,
     );
-    let _ = writeln!(out, "# HELP hookd_admission_seconds_total Time spent making triggers durable.\n# TYPE hookd_admission_seconds_total counter");
-    let _ = writeln!(
-        out,
-        "hookd_admission_seconds_total {:.6}",
-        m.admission_micros.load(Ordering::Relaxed) as f64 / 1e6
+    sample(
+        &mut out,
+        "hookd_admission_seconds_total",
+        "counter",
+        "Time spent making triggers durable.",
+        seconds,
     );
     out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

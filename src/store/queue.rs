@@ -499,6 +499,20 @@ impl Store {
         Ok(QueueView { running, waiting })
     }
 
+    /// (due, deferred) counts of waiting builds; a scan of the queue entries only, for
+    /// status and metrics, never the hot path.
+    pub fn queue_counts(&self, now_ms: i64) -> Result<(usize, usize), StoreError> {
+        let (mut due, mut deferred) = (0, 0);
+        for item in self.queue.iter() {
+            let entry: QueueEntry = codec::decode(&item?.1)?;
+            match entry.run_at_ms {
+                Some(t) if t > now_ms && !entry.force => deferred += 1,
+                _ => due += 1,
+            }
+        }
+        Ok((due, deferred))
+    }
+
     /// Builds waiting in the queue (a scan: status output only).
     pub fn queue_depth(&self) -> usize {
         self.queue.count()
