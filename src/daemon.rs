@@ -96,7 +96,12 @@ async fn recover(store: &Store) -> anyhow::Result<()> {
             let id = build.id.0.to_string();
             let killed = crate::runner::exec::reap_orphans(pgid, ("HOOKD_BUILD_ID", &id));
             if killed > 0 {
-                tracing::warn!(build = build.id.0, pgid, processes = killed, "killed the leftover process group");
+                tracing::warn!(
+                    build = build.id.0,
+                    pgid,
+                    processes = killed,
+                    "killed the leftover process group"
+                );
             }
         }
     })

@@ -22,6 +22,9 @@ pub struct Metrics {
     builds: Mutex<BTreeMap<String, u64>>,
     /// Build durations: per-bucket counts, then sum and count.
     durations: Mutex<([u64; DURATION_BUCKETS.len()], f64, u64)>,
+    /// Source fetches (fetch + checkout) and their summed duration in microseconds.
+    fetches: AtomicU64,
+    fetch_micros: AtomicU64,
     /// Durable admissions (store write plus group-commit flush) and their summed latency.
     admissions: AtomicU64,
     admission_micros: AtomicU64,
@@ -48,6 +51,12 @@ impl Metrics {
             d.1 += secs;
             d.2 += 1;
         }
+    }
+
+    /// Records how long fetching and checking out a build's source took.
+    pub fn fetch(&self, micros: u64) {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        self.fetch_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Records how long admitting a trigger durably took (write + flush).
@@ -148,6 +157,22 @@ pub fn render(app: &App, queue: (usize, usize)) -> String {
     let _ = writeln!(
         out,
         "hookd_build_duration_seconds_sum {sum:.3}\nhookd_build_duration_seconds_count {count}"
+    );
+    let fetches = m.fetches.load(Ordering::Relaxed) as f64;
+    let fetch_secs = m.fetch_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    sample(
+        &mut out,
+        "hookd_fetches_total",
+        "counter",
+        "Source fetches and checkouts.",
+        fetches,
+    );
+    sample(
+        &mut out,
+        "hookd_fetch_seconds_total",
+        "counter",
+        "Time spent fetching and checking out source.",
+        fetch_secs,
     );
     let admissions = m.admissions.load(Ordering::Relaxed) as f64;
     let seconds = m.admission_micros.load(Ordering::Relaxed) as f64 / 1e6;

@@ -72,7 +72,11 @@ pub async fn run_build(app: &App, build: Build, cancel: CancellationToken) -> Bu
     if let Err(e) = prepare_dirs(&config, &feed, &log) {
         return error(&format!("cannot prepare build directories: {e}"));
     }
-    let commit = match fetch(app, &config, &feed, &build, &log, &cancel).await {
+    let fetch_started = std::time::Instant::now();
+    let fetched = fetch(app, &config, &feed, &build, &log, &cancel).await;
+    app.metrics
+        .fetch(fetch_started.elapsed().as_micros() as u64);
+    let commit = match fetched {
         Ok(commit) => commit,
         Err(status) => return status,
     };
