@@ -25,6 +25,8 @@ pub struct App {
     pub started: Instant,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Tokens, feeds and secrets in memory for the webhook path.
+    pub directory: crate::directory::Directory,
 }
 
 impl App {
@@ -37,6 +39,7 @@ impl App {
             scheduler,
             started: Instant::now(),
             metrics: Arc::default(),
+            directory: Default::default(),
         }
     }
 

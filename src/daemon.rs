@@ -48,6 +48,12 @@ pub async fn run(config: Config, args: ConfigArgs) -> anyhow::Result<()> {
     let config = config.with_bound_addr(bound);
     let scheduler = Scheduler::new(store.clone());
     let app = App::new(config, store, key, scheduler.clone());
+    let (directory, store, dir) = (
+        app.directory.clone(),
+        app.store.clone(),
+        app.config().data_dir.clone(),
+    );
+    tokio::task::spawn_blocking(move || directory.reload(&store, &dir)).await??;
 
     let shutdown = CancellationToken::new();
     let http = tokio::spawn(crate::http::serve(listener, app.clone(), shutdown.clone()));

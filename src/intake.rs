@@ -51,39 +51,10 @@ pub async fn handle(
     query: Option<&str>,
     body: Bytes,
 ) -> HookReply {
-    let presented = app.key.check(token);
-    let store = app.store.clone();
-    let data_dir = app.config().data_dir.clone();
-    let found =
-        tokio::task::spawn_blocking(move || -> Result<Option<(Feed, Option<Secret>)>, String> {
-            let record = store.token(presented.id).map_err(|e| e.to_string())?;
-            let Some(record) = record.filter(|r| presented.mac_ok && r.revoked_ms.is_none()) else {
-                return Ok(None);
-            };
-            let Some(feed) = store
-                .feed(record.feed.as_str())
-                .map_err(|e| e.to_string())?
-            else {
-                return Ok(None);
-            };
-            let secret = match feed.has_secret {
-                true => {
-                    crate::webhook_secret::load(&data_dir, &feed.name).map_err(|e| e.to_string())?
-                }
-                false => None,
-            };
-            Ok(Some((feed, secret)))
-        })
-        .await;
-    let (feed, secret) = match found {
-        Ok(Ok(Some(found))) => found,
-        Ok(Ok(None)) => return not_found(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "token lookup failed");
-            return HookReply::new(503, "unavailable", Some("store unavailable"));
-        }
-        Err(_) => return HookReply::new(503, "unavailable", Some("shutting down")),
+    let Some(entry) = app.directory.lookup(app.key.check(token)) else {
+        return not_found();
     };
+    let (feed, secret) = (entry.feed.clone(), entry.secret.clone());
     let intake = Intake {
         app,
         feed,
@@ -253,11 +224,13 @@ impl Intake<'_> {
         self.app.metrics.delivery(provider.as_str(), outcome);
         tracing::info!(feed = %self.feed.name, provider = provider.as_str(), status = reply.status, outcome, reason = reason.as_deref().unwrap_or(""), "delivery");
         record.reason = reason;
-        let store = self.app.store.clone();
         let feed = self.feed.name.clone();
-        let saved =
-            tokio::task::spawn_blocking(move || store.record_delivery(feed.as_str(), record)).await;
-        if !matches!(saved, Ok(Ok(()))) {
+        let saved = self
+            .app
+            .store
+            .write_durable(move |store| store.record_delivery(feed.as_str(), record))
+            .await;
+        if saved.is_err() {
             tracing::warn!(feed = %self.feed.name, "could not record a delivery in the history");
         }
     }

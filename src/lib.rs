@@ -13,6 +13,7 @@
 //! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries.
 //! - [`secret`], [`webhook_secret`]: secrets that never print, and their 0600 files.
 //! - [`hook`]: the intake's pure logic: provider detection, parsing, signatures, rules.
+//! - [`directory`]: tokens, feeds and secrets in memory for the webhook path.
 //! - [`intake`]: one hook request from token to reply.
 //! - [`http`]: hyper accept loop, limits, routes, responses.
 //! - [`scheduler`]: admission, FIFO dispatch to workers, cancel, shutdown grace.
@@ -28,6 +29,7 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod directory;
 pub mod feed;
 pub mod hook;
 pub mod http;

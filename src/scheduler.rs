@@ -102,21 +102,21 @@ impl Scheduler {
         sub: Submission,
         reply: fn(&Admission) -> StoredReply,
     ) -> Result<Admission, ScheduleError> {
-        let store = self.inner.store.clone();
-        let admission = tokio::task::spawn_blocking(move || {
-            let req = AdmitRequest {
-                feed: &sub.feed,
-                git_ref: sub.git_ref,
-                branch: sub.branch,
-                trigger: sub.trigger,
-                force: sub.force,
-                now_ms: now_ms(),
-            };
-            store.admit(&req, sub.delivery, reply)
-        })
-        .await
-        .map_err(|_| ScheduleError::ShuttingDown)??;
-        self.inner.store.durable().await?;
+        let admission = self
+            .inner
+            .store
+            .write_durable(move |store| {
+                let req = AdmitRequest {
+                    feed: &sub.feed,
+                    git_ref: sub.git_ref,
+                    branch: sub.branch,
+                    trigger: sub.trigger,
+                    force: sub.force,
+                    now_ms: now_ms(),
+                };
+                store.admit(&req, sub.delivery, reply)
+            })
+            .await?;
         if matches!(admission, Admission::Queued(_) | Admission::Deferred { .. }) {
             self.inner.wake.notify_one();
         }

@@ -31,7 +31,16 @@ type Result<T> = std::result::Result<T, CommandError>;
 
 /// Runs one request (all but a followed log, which `server` streams).
 pub async fn execute(app: &App, req: Request) -> Reply {
-    let result = match req {
+    let changes_hooks = matches!(
+        req,
+        Request::FeedAdd { .. }
+            | Request::FeedEdit { .. }
+            | Request::FeedRemove { .. }
+            | Request::FeedPause { .. }
+            | Request::TokenAdd { .. }
+            | Request::TokenRevoke { .. }
+    );
+    let mut result = match req {
         Request::Trigger {
             name,
             branch,
@@ -46,6 +55,18 @@ pub async fn execute(app: &App, req: Request) -> Reply {
         }
         other => blocking(app, move |app| sync_command(app, other)).await,
     };
+    if changes_hooks {
+        // Even a failed change may have partly landed (e.g. a feed added, its token
+        // not): the webhook path must see what the store holds.
+        let reloaded = blocking(app, |app| {
+            app.directory.reload(&app.store, &app.config().data_dir)?;
+            Ok(Reply::Done(String::new()))
+        })
+        .await;
+        if let (Ok(_), Err(e)) = (&result, reloaded) {
+            result = Err(e);
+        }
+    }
     result.unwrap_or_else(|e| Reply::Error(e.to_string()))
 }
 

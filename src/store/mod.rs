@@ -74,6 +74,10 @@ pub enum StoreError {
     },
 }
 
+fn durability(e: std::sync::Arc<std::io::Error>) -> StoreError {
+    StoreError::Durability(e.to_string())
+}
+
 /// Handle to the open database; cheap to clone, shared by every task.
 #[derive(Clone)]
 pub struct Store {
@@ -186,17 +190,25 @@ impl Store {
 
     /// Resolves once every write made before the call is on disk (fsync'd).
     pub async fn durable(&self) -> Result<(), StoreError> {
+        self.committer.durable().await.map_err(durability)
+    }
+
+    /// Runs `write` on the store's writer thread and resolves once it is on disk: the
+    /// webhook path's one thread hop (group commit, see `commit`).
+    pub async fn write_durable<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
         self.committer
-            .durable()
+            .run(move || write(&store))
             .await
-            .map_err(|e| StoreError::Durability(e.to_string()))
+            .map_err(durability)?
     }
 
     /// [`Self::durable`] for code already on a blocking thread.
     pub fn durable_blocking(&self) -> Result<(), StoreError> {
-        self.committer
-            .durable_blocking()
-            .map_err(|e| StoreError::Durability(e.to_string()))
+        self.committer.durable_blocking().map_err(durability)
     }
 
     /// Holds the write lock: every read-then-write of several records goes under it.

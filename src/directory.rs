@@ -1,0 +1,77 @@
+//! The hook directory: which token opens which feed, with each feed's settings and
+//! webhook secret, held in memory so the webhook path reads no disk before admission.
+//!
+//! The store stays the source of truth; the directory is rebuilt from it (feeds and
+//! tokens only, a few records per feed) at start-up and after every admin change.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use crate::feed::{Feed, FeedName};
+use crate::secret::Secret;
+use crate::store::{Store, StoreError};
+use crate::token::{Presented, TokenId};
+
+/// What a hook request needs to know about its feed.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The feed's settings.
+    pub feed: Feed,
+    /// Its webhook secret, when it has one and the file is readable.
+    pub secret: Option<Secret>,
+}
+
+/// One consistent view of tokens and feeds.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// Active (not revoked) tokens.
+    tokens: HashMap<TokenId, FeedName>,
+    /// Every feed, by name.
+    feeds: HashMap<FeedName, Arc<Entry>>,
+}
+
+/// Shared, swappable view; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    current: Arc<RwLock<Arc<Snapshot>>>,
+}
+
+impl Directory {
+    /// Rebuilds the view from the store and the secret files (blocking I/O).
+    pub fn reload(&self, store: &Store, data_dir: &Path) -> Result<(), StoreError> {
+        let mut snapshot = Snapshot::default();
+        for feed in store.feeds()? {
+            let secret = match feed.has_secret {
+                true => crate::webhook_secret::load(data_dir, &feed.name).unwrap_or_else(|e| {
+                    tracing::error!(feed = %feed.name, error = %e, "cannot read the webhook secret; deliveries will be refused");
+                    None
+                }),
+                false => None,
+            };
+            for (id, record) in store.tokens_of(feed.name.as_str())? {
+                if record.revoked_ms.is_none() {
+                    snapshot.tokens.insert(id, feed.name.clone());
+                }
+            }
+            snapshot
+                .feeds
+                .insert(feed.name.clone(), Arc::new(Entry { feed, secret }));
+        }
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        Ok(())
+    }
+
+    /// The feed a presented token opens; `None` for unknown, revoked or forged tokens.
+    /// The MAC was already checked in constant time; the map lookup is on the public id.
+    pub fn lookup(&self, presented: Presented) -> Option<Arc<Entry>> {
+        let snapshot = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let name = snapshot.tokens.get(&presented.id)?;
+        let entry = snapshot.feeds.get(name)?;
+        presented.mac_ok.then(|| entry.clone())
+    }
+}
