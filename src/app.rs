@@ -17,8 +17,8 @@ pub struct App {
     config: Arc<RwLock<Arc<Config>>>,
     /// The database.
     pub store: Store,
-    /// Mints and checks hook tokens.
-    pub key: ServerKey,
+    /// Mints and checks hook tokens; replaced only by `admin import` into an empty daemon.
+    key: Arc<RwLock<ServerKey>>,
     /// Admits triggers and runs builds.
     pub scheduler: Scheduler,
     /// For uptime.
@@ -35,7 +35,7 @@ impl App {
         Self {
             config: Arc::new(RwLock::new(Arc::new(config))),
             store,
-            key,
+            key: Arc::new(RwLock::new(key)),
             scheduler,
             started: Instant::now(),
             metrics: Arc::default(),
@@ -56,12 +56,22 @@ impl App {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
+    /// The token key in force.
+    pub fn key(&self) -> ServerKey {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in an imported key (the file on disk is written by the caller first).
+    pub fn set_key(&self, key: ServerKey) {
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+
     /// The hook URL for a token.
     pub fn hook_url(&self, id: crate::token::TokenId) -> String {
         format!(
             "{}/hooks/{}",
             self.config().public_url,
-            self.key.token_for(id).expose()
+            self.key().token_for(id).expose()
         )
     }
 }

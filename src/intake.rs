@@ -51,7 +51,7 @@ pub async fn handle(
     query: Option<&str>,
     body: Bytes,
 ) -> HookReply {
-    let Some(entry) = app.directory.lookup(app.key.check(token)) else {
+    let Some(entry) = app.directory.lookup(app.key().check(token)) else {
         return not_found();
     };
     let (feed, secret) = (entry.feed.clone(), entry.secret.clone());

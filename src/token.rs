@@ -143,6 +143,40 @@ impl ServerKey {
         }
     }
 
+    /// The key's bytes, for `admin export` (a backup must carry it, or every hook URL
+    /// changes on restore).
+    pub fn to_base64(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Restores an exported key and writes it to `DATA_DIR/server.key` (0600), replacing
+    /// the current file atomically.
+    pub fn restore(data_dir: &Path, text: &str) -> Result<Self, KeyError> {
+        let path = data_dir.join(KEY_FILE);
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| KeyError::Malformed(path.clone()))?;
+        let key: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| KeyError::Malformed(path.clone()))?;
+        let tmp = data_dir.join(format!(".{KEY_FILE}.tmp"));
+        let io = |source| KeyError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        file.write_all(&key).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(Self(key))
+    }
+
     /// Mints a fresh token with a random id.
     pub fn mint(&self) -> Result<(TokenId, HookToken), KeyError> {
         let id = TokenId(random_bytes()?);
@@ -241,6 +275,20 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let other_key = ServerKey::load_or_create(other.path()).unwrap();
         assert!(!other_key.check(token.expose()).mac_ok);
+    }
+
+    #[test]
+    fn an_exported_key_restores_the_same_tokens() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let key = ServerKey::load_or_create(a.path()).unwrap();
+        let (id, token) = key.mint().unwrap();
+        let restored = ServerKey::restore(b.path(), &key.to_base64()).unwrap();
+        assert_eq!(restored.token_for(id), token);
+        assert_eq!(
+            ServerKey::load_or_create(b.path()).unwrap().token_for(id),
+            token
+        );
+        assert!(ServerKey::restore(b.path(), "not base64!").is_err());
     }
 
     #[test]

@@ -21,6 +21,10 @@ const PACKAGE_CONFIG: &str = "/etc/hookd/hookd.toml";
 /// Runs one admin command; an `Err` means exit code 1.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let socket = socket_path(&args)?;
+    let output = match &args.command {
+        AdminCommand::Export { output } => output.clone(),
+        _ => None,
+    };
     let request = request(args.command)?;
     let follow = matches!(request, Request::Log { follow: true, .. });
     let stream = UnixStream::connect(&socket)
@@ -52,6 +56,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             Reply::LogEnd(_) => return Ok(()),
+            Reply::Backup(backup) => return write_backup(&backup, output.as_deref()),
             other if args.json => {
                 println!("{}", serde_json::to_string_pretty(&json_payload(&other))?);
                 return Ok(());
@@ -63,6 +68,31 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
     }
     bail!("the daemon closed the connection without a reply")
+}
+
+/// Prints a backup, or writes it to a new 0600 file: it holds secrets.
+fn write_backup(backup: &crate::admin::proto::Backup, output: Option<&Path>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(backup)? + "\n";
+    let Some(path) = output else {
+        print!("{text}");
+        return Ok(());
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    eprintln!(
+        "backup of {} feeds written to {}",
+        backup.feeds.len(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// The `data` part of a reply: what `--json` prints.
@@ -139,6 +169,14 @@ fn request(command: AdminCommand) -> anyhow::Result<Request> {
         AdminCommand::Cancel { id } => Request::Cancel { id },
         AdminCommand::Deliveries { name, limit } => Request::Deliveries { name, limit },
         AdminCommand::Status => Request::Status,
+        AdminCommand::Export { .. } => Request::Export,
+        AdminCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let backup = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a hookd backup", file.display()))?;
+            Request::Import { backup }
+        }
     })
 }
 

@@ -39,6 +39,7 @@ pub async fn execute(app: &App, req: Request) -> Reply {
             | Request::FeedPause { .. }
             | Request::TokenAdd { .. }
             | Request::TokenRevoke { .. }
+            | Request::Import { .. }
     );
     let mut result = match req {
         Request::Trigger {
@@ -146,6 +147,8 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
             ))
         }
         Request::Status => status(app),
+        Request::Export => crate::admin::backup::export(app),
+        Request::Import { backup } => crate::admin::backup::import(app, backup),
         Request::Trigger { .. }
         | Request::Cancel { .. }
         | Request::FeedRemove { .. }
@@ -282,7 +285,7 @@ fn add_token(app: &App, name: &str, label: String) -> Result<TokenView> {
     }
     let feed = app.store.feed_required(name)?;
     let (id, _) = app
-        .key
+        .key()
         .mint()
         .map_err(|e| CommandError::Other(e.to_string()))?;
     let record = crate::store::TokenRecord {

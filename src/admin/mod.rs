@@ -1,6 +1,7 @@
 //! The operator's side: the protocol shared by the admin socket server (in the
 //! daemon) and the `hookd admin` client, plus text rendering for the client.
 
+pub mod backup;
 pub mod client;
 pub mod commands;
 pub mod proto;

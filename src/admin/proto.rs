@@ -135,6 +135,13 @@ pub enum Request {
     },
     /// Daemon status.
     Status,
+    /// A backup of feeds, tokens, secrets and the token key.
+    Export,
+    /// Restore a backup into a daemon that has no feeds.
+    Import {
+        /// The document `Export` produced.
+        backup: Backup,
+    },
 }
 
 /// Every reply; `Error` carries a message for stderr.
@@ -167,6 +174,49 @@ pub enum Reply {
     Deliveries(Vec<DeliveryView>),
     /// Daemon status.
     Status(StatusView),
+    /// A backup document.
+    Backup(Backup),
+}
+
+/// Version of the backup format.
+pub const BACKUP_FORMAT: u32 = 1;
+
+/// Everything needed to rebuild a daemon's feeds with the same hook URLs. It holds
+/// secrets (the token key, webhook secrets): keep it like the data dir itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backup {
+    /// [`BACKUP_FORMAT`].
+    pub format: u32,
+    /// When it was made (RFC 3339).
+    pub exported: String,
+    /// The token key, base64url: hook URLs are derived from it.
+    pub server_key: String,
+    /// Every feed with its secret and tokens.
+    pub feeds: Vec<BackupFeed>,
+}
+
+/// One feed in a backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupFeed {
+    /// The feed's settings.
+    pub feed: Feed,
+    /// Its webhook secret.
+    pub secret: Option<String>,
+    /// Its tokens, revoked ones included.
+    pub tokens: Vec<BackupToken>,
+}
+
+/// One token in a backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupToken {
+    /// Token id (hex).
+    pub id: String,
+    /// Label.
+    pub label: String,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+    /// Revoked, Unix ms.
+    pub revoked_ms: Option<i64>,
 }
 
 /// A feed as shown to operators.

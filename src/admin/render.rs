@@ -85,6 +85,10 @@ pub fn text(reply: &Reply) -> String {
                 );
             }
         }
+        Reply::Backup(b) => {
+            out.push_str(&serde_json::to_string_pretty(b).unwrap_or_default());
+            out.push('\n');
+        }
         Reply::Status(s) => {
             let _ = writeln!(out, "hookd {}\nuptime:   {} s\nlisten:   {}\ndata dir: {}\nworkers:  {}\nfeeds:    {}\nrunning:  {}\nqueued:   {}",
                 s.version, s.uptime_secs, s.listen, s.data_dir, s.workers, s.feeds, s.running, s.queued);

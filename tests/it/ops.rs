@@ -166,3 +166,61 @@ fn metrics_parse_as_prometheus_text_and_move() {
     assert_eq!(metric(&after, "hookd_build_duration_seconds_count"), 1.0);
     assert_eq!(metric(&after, "hookd_up"), 1.0);
 }
+
+#[test]
+fn export_then_import_into_an_empty_daemon_keeps_feeds_and_hook_urls() {
+    let a = TestDaemon::start();
+    let secret = a.dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let hook = a.add_feed(
+        "web",
+        &[
+            "--repo",
+            "/srv/web.git",
+            "--command",
+            "make test",
+            "--cooldown",
+            "7",
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    a.add_feed("api", &["--repo", "/srv/api.git", "--command", "true"]);
+    let extra = a.admin_json(&["token", "add", "web", "--label", "gitlab"]);
+    let revoked_id = extra[0]["id"].as_str().unwrap().to_owned();
+    a.admin_ok(&["token", "revoke", "web", &revoked_id]);
+    let backup = a.dir.path().join("backup.json");
+    a.admin_ok(&["export", "--output", backup.to_str().unwrap()]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&backup).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "a backup holds secrets");
+
+    let b = TestDaemon::start();
+    b.admin_ok(&["import", backup.to_str().unwrap()]);
+    let feeds = b.admin_json(&["feed", "list"]);
+    assert_eq!(feeds.as_array().unwrap().len(), 2);
+    let web = b.admin_json(&["feed", "show", "web"]);
+    assert_eq!(
+        (web["cooldown_secs"].as_u64(), web["has_secret"].as_bool()),
+        (Some(7), Some(true))
+    );
+    let urls = b.admin_json(&["hook-url", "web"]);
+    assert_eq!(
+        urls.as_array().unwrap().len(),
+        1,
+        "the revoked token stays revoked"
+    );
+    assert_eq!(
+        crate::support::hook_path(urls[0]["url"].as_str().unwrap()),
+        hook,
+        "same hook URL"
+    );
+    // The restored URL works and the restored secret is enforced.
+    b.admin_ok(&["feed", "pause", "web"]);
+    assert_eq!(b.post(&hook, &[], b"").status, 401);
+    let auth = [("Authorization", "Bearer s3cret")];
+    assert_eq!(b.post(&hook, &auth, b"").status, 202);
+    // Import refuses a daemon that already has feeds.
+    let (_, err) = b.admin_err(&["import", backup.to_str().unwrap()]);
+    assert!(err.contains("without feeds"), "{err}");
+}
