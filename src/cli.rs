@@ -16,7 +16,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The top-level verbs: the daemon, its config check, and the operator's client.
+/// The top-level verbs: the daemon, its config check, the operator's client, and the
+/// generators the package uses for its man page and shell completions.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: HTTP hook endpoint, build queue and admin socket.
@@ -25,6 +26,18 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Talk to the running daemon over its Unix socket.
     Admin(AdminArgs),
+    /// Print a shell completion script on stdout.
+    Completions {
+        /// Shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page hookd(1) (roff) on stdout.
+    Man {
+        /// Write hookd.1 and a page per subcommand (hookd-serve.1, …) into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// Where the config comes from; shared by `serve` and `check-config`.
@@ -126,6 +139,17 @@ pub enum AdminCommand {
     },
     /// Version, uptime, workers and queue depth.
     Status,
+    /// Back up feeds, tokens, webhook secrets and the token key as JSON (keep it secret).
+    Export {
+        /// Write here (mode 0600) instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Restore a backup made by `export` into a daemon that has no feeds.
+    Import {
+        /// The backup file.
+        file: PathBuf,
+    },
 }
 
 /// `hookd admin build …`.

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use clap_complete::Generator;
 use hookd::cli::{Cli, Command};
 use hookd::config::Config;
 
@@ -16,6 +17,8 @@ fn main() -> ExitCode {
         Command::Admin(args) => {
             runtime(false).and_then(|rt| rt.block_on(hookd::admin::client::run(args)))
         }
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out_dir } => man(out_dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,6 +49,31 @@ fn check_config(args: &hookd::cli::ConfigArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&config).context("printing the config")?
     );
     Ok(())
+}
+
+/// The completion script comes from the same clap definitions as the parser, so it
+/// cannot drift from the real flags.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut cmd = Cli::command();
+    cmd.set_bin_name("hookd");
+    cmd.build();
+    shell
+        .try_generate(&cmd, &mut std::io::stdout().lock())
+        .context("writing the completion script")
+}
+
+/// The man pages, generated from the clap definitions like the completions. hookd(1)
+/// names a page per subcommand, which `--out-dir` writes too.
+fn man(out_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    // `hookd help` needs no page of its own; leaving it out keeps hookd(1)'s list true.
+    let cmd = Cli::command().disable_help_subcommand(true);
+    match out_dir {
+        Some(dir) => clap_mangen::generate_to(cmd, dir)
+            .with_context(|| format!("writing man pages to {}", dir.display())),
+        None => clap_mangen::Man::new(cmd)
+            .render(&mut std::io::stdout().lock())
+            .context("writing the man page"),
+    }
 }
 
 fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
