@@ -5,4 +5,5 @@ mod builds;
 mod intake;
 mod limits;
 mod ops;
+mod packaging;
 mod support;
