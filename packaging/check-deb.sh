@@ -13,6 +13,7 @@ contents=$(dpkg-deb --contents "$deb")
 for path in \
   usr/bin/hookd \
   lib/systemd/system/hookd.service \
+  lib/systemd/system/hookd.socket \
   etc/hookd/hookd.toml \
   usr/lib/sysusers.d/hookd.conf \
   usr/share/man/man1/hookd.1.gz \
@@ -42,8 +43,9 @@ if command -v systemd-analyze >/dev/null; then
   mkdir "$root/unit"
   sed "s#^ExecStart=/usr/bin/hookd #ExecStart=$root/usr/bin/hookd #" \
     "$root/lib/systemd/system/hookd.service" >"$root/unit/hookd.service"
-  # Unknown keys are only warnings (exit 0), so any line about the unit fails too.
-  out=$(MANPATH="$root/usr/share/man" systemd-analyze verify "$root/unit/hookd.service" 2>&1) ||
+  cp "$root/lib/systemd/system/hookd.socket" "$root/unit/hookd.socket"
+  # Unknown keys are only warnings (exit 0), so any line about the units fails too.
+  out=$(MANPATH="$root/usr/share/man" systemd-analyze verify "$root/unit/hookd.service" "$root/unit/hookd.socket" 2>&1) ||
     fail "systemd-analyze verify: $out"
   ! grep -q hookd <<<"$out" || fail "systemd-analyze verify: $out"
 else

@@ -27,7 +27,12 @@ enum Signal {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; returns once everything is drained.
-pub async fn run(config: Config, args: ConfigArgs) -> anyhow::Result<()> {
+/// `inherited` is the hook listener systemd passed, if any (see `systemd::take_listener`).
+pub async fn run(
+    config: Config,
+    args: ConfigArgs,
+    inherited: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -42,7 +47,7 @@ pub async fn run(config: Config, args: ConfigArgs) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, options)).await??;
     recover(&store).await?;
 
-    let listener = bind(&config).await?;
+    let listener = bind(&config, inherited).await?;
     let bound = listener.local_addr().context("reading the bound address")?;
     let admin = crate::admin::server::bind(&config.admin_socket).await?;
     let config = config.with_bound_addr(bound);
@@ -115,7 +120,17 @@ async fn recover(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+/// The hook listener: the socket systemd passed (socket activation), else a new one
+/// bound to `listen`.
+async fn bind(
+    config: &Config,
+    inherited: Option<std::net::TcpListener>,
+) -> anyhow::Result<TcpListener> {
+    if let Some(listener) = inherited {
+        listener.set_nonblocking(true)?;
+        tracing::info!("using the listening socket passed by systemd");
+        return Ok(TcpListener::from_std(listener)?);
+    }
     TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))

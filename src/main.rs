@@ -31,8 +31,9 @@ fn main() -> ExitCode {
 
 fn serve(args: hookd::cli::ConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
+    let inherited = hookd::systemd::take_listener().context("using the socket systemd passed")?;
     hookd::logging::init(&config.log_level);
-    runtime(true)?.block_on(hookd::daemon::run(config, args))
+    runtime(true)?.block_on(hookd::daemon::run(config, args, inherited))
 }
 
 fn check_config(args: &hookd::cli::ConfigArgs) -> anyhow::Result<()> {

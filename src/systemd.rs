@@ -1,5 +1,6 @@
 //! systemd integration without a library: `sd_notify` is one datagram to the socket
-//! named by `$NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace).
+//! named by `$NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace), and
+//! socket activation is fd 3 when `$LISTEN_PID` is us and `$LISTEN_FDS` is 1.
 
 use std::os::unix::net::UnixDatagram;
 
@@ -24,4 +25,36 @@ fn send(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     };
     socket.send_to_addr(state.as_bytes(), &addr)?;
     Ok(())
+}
+
+/// First fd systemd passes (SD_LISTEN_FDS_START).
+const LISTEN_FDS_START: i32 = 3;
+
+/// Takes the TCP listener systemd passed, if any. Call it before any thread starts:
+/// it removes the variables so nothing later mistakes them for its own.
+pub fn take_listener() -> std::io::Result<Option<std::net::TcpListener>> {
+    use std::os::fd::FromRawFd;
+    let pid = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok());
+    let fds = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok());
+    if pid != Some(std::process::id()) || fds.is_none() {
+        return Ok(None);
+    }
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // SAFETY: called from main before any other thread exists (see the doc above).
+        unsafe { std::env::remove_var(name) };
+    }
+    if fds != Some(1) {
+        return Err(std::io::Error::other(format!(
+            "systemd passed {} sockets; hookd takes exactly one (its hook listener)",
+            fds.unwrap_or(0)
+        )));
+    }
+    // SAFETY: systemd hands fd 3 over to this process; nothing else owns it.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTEN_FDS_START) };
+    listener.local_addr()?; // fails unless fd 3 really is a bound socket
+    Ok(Some(listener))
 }

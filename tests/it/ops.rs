@@ -224,3 +224,52 @@ fn export_then_import_into_an_empty_daemon_keeps_feeds_and_hook_urls() {
     let (_, err) = b.admin_err(&["import", backup.to_str().unwrap()]);
     assert!(err.contains("without feeds"), "{err}");
 }
+
+#[test]
+fn socket_activation_uses_the_listener_systemd_passes() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let data = dir.path().join("data");
+    let mut cmd = std::process::Command::new("sh");
+    // `exec` keeps sh's pid, so $$ is the daemon's pid, as systemd sets it.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --data-dir \"$1\"")
+        .arg(crate::support::BIN)
+        .arg(&data)
+        .stderr(std::process::Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between fork
+    // and exec. When the listener already is fd 3, dup2 is a no-op that would leave
+    // close-on-exec set, so the flag is cleared explicitly.
+    unsafe {
+        cmd.pre_exec(move || {
+            if (fd != 3 && libc::dup2(fd, 3) == -1) || libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let socket = data.join("admin.sock");
+    let status = wait_for(30, "daemon ready", || {
+        let out = std::process::Command::new(crate::support::BIN)
+            .args(["admin", "--json", "--socket"])
+            .arg(&socket)
+            .arg("status")
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    });
+    assert_eq!(status["listen"].as_str(), Some(addr.to_string().as_str()));
+    assert_eq!(
+        crate::support::http(addr, "GET", "/healthz", &[], b"").status,
+        200
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
