@@ -178,7 +178,7 @@ fn cooldown_defers_then_builds_the_last_push() {
     );
     let hook = d.add_feed(
         "cool",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "2"],
+        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "4"],
     );
     let first = queued_id(&d.post(&hook, &[], b""));
     assert_eq!(d.wait_build(first, 60)["status"], "succeeded");
@@ -553,7 +553,7 @@ fn deferred_triggers_survive_kill_9_and_still_fire() {
             "--command",
             "true",
             "--cooldown",
-            "3",
+            "5",
         ],
     );
     let first = queued_id(&d.post(&hook, &[], b""));
