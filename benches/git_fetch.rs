@@ -128,6 +128,7 @@ fn checkout(mirror: &Path, ws: &Path, sha: &str) {
         mirror,
         ws,
         sha,
+        &Credentials::default(),
         &mut std::io::sink(),
         &AtomicBool::new(false),
     )

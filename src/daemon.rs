@@ -33,6 +33,8 @@ pub async fn run(
     args: ConfigArgs,
     inherited: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
+    // Bounded libgit2 network timeouts, so a silent server cannot wedge a worker.
+    crate::runner::git::init();
     let data_dir = config.data_dir.clone();
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -103,6 +103,31 @@ pub enum GitError {
     Mirror { path: PathBuf, reason: String },
 }
 
+/// How long connecting to a server may take before the fetch fails as unreachable.
+const CONNECT_TIMEOUT_MS: i32 = 15_000;
+/// How long a server may stay silent mid-transfer. A busy server sends progress or
+/// keep-alives (git's upload-pack does every 5 s), so a minute of silence is a hung
+/// one; without this, a fetch blocked in `recv` would ignore cancel and shutdown.
+const SERVER_TIMEOUT_MS: i32 = 60_000;
+
+/// Sets libgit2's process-wide network timeouts. Call it once at daemon start,
+/// before any fetch; later calls do nothing.
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: these options are plain integers in libgit2's global settings; they
+        // are written here once, before any fetch runs (and `Once` keeps two
+        // writers apart), so no transfer reads them while they change.
+        let set = unsafe {
+            git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS)
+                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(SERVER_TIMEOUT_MS))
+        };
+        if let Err(e) = set {
+            tracing::warn!(error = %e.message(), "cannot set libgit2's network timeouts");
+        }
+    });
+}
+
 /// Brings the feed's mirror up to date with `git_ref` on the remote and resolves the
 /// commit to build: the ref's newest commit now, not the one a push named, because
 /// a build that runs later should build what the branch holds when it runs. When the
@@ -120,15 +145,18 @@ pub fn fetch(
 
 /// Checks `commit` out, detached, into `workspace` (a normal working tree whose
 /// objects come from the mirror), removes every file the previous build left, and
-/// brings submodules to the commits it records.
+/// brings submodules to the commits it records. `credentials` are the feed's: they
+/// are offered to submodules on the feed's own host only, never to another host a
+/// `.gitmodules` names.
 pub fn checkout(
     mirror_dir: &Path,
     workspace: &Path,
     commit: &str,
+    credentials: &Credentials,
     progress: &mut dyn Write,
     cancel: &AtomicBool,
 ) -> Result<(), GitError> {
-    workspace::checkout(mirror_dir, workspace, commit, progress, cancel)
+    workspace::checkout(mirror_dir, workspace, commit, credentials, progress, cancel)
 }
 
 /// A URL fit for display: the user-info of `scheme://user:password@host/...` is
@@ -175,6 +203,28 @@ impl Location {
             _ => Location::Local(PathBuf::from(url)),
         }
     }
+}
+
+/// The host a network URL reaches, lower-cased, without user-info or port (an
+/// `ssh://` URL and its scp-like spelling name the same host); `None` for local
+/// repositories, whose access needs no credentials.
+fn host_of(url: &str) -> Option<String> {
+    if Location::of(url) != Location::Network {
+        return None;
+    }
+    let authority = match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())]
+        }
+        None => &url[..url.find(':')?],
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// The kind of a buildable ref, for messages; `None` for anything else.

@@ -161,7 +161,7 @@ async fn fetch(
             &flag,
         )
         .map_err(|e| e.to_string())?;
-        git::checkout(&mirror, &workspace, &commit.id, &mut out, &flag)
+        git::checkout(&mirror, &workspace, &commit.id, &creds, &mut out, &flag)
             .map_err(|e| e.to_string())?;
         Ok(commit)
     })

@@ -23,9 +23,6 @@ pub use deliveries::{DeliveryRecord, StoredReply};
 pub use queue::{cooling_until, Admission, AdmitRequest, Pick, QueueEntry, QueueView};
 pub use tokens::TokenRecord;
 
-/// sled operations between snapshots; bounds the log replayed at start-up.
-const SNAPSHOT_AFTER_OPS: u64 = 20_000;
-
 /// Version of the key layout; a store written by a newer layout is refused, not misread.
 const SCHEMA_VERSION: u32 = 1;
 
@@ -147,9 +144,6 @@ impl Store {
             .path(&path)
             .cache_capacity(options.cache_bytes)
             .mode(sled::Mode::LowSpace)
-            // Start-up replays the log written since the last snapshot: snapshot
-            // often enough that this stays short (sled's default is 1M operations).
-            .snapshot_after_ops(SNAPSHOT_AFTER_OPS)
             .open()?;
         let data_file = std::fs::File::open(path.join("db")).map_err(open_err)?;
         let committer = commit::Committer::start(db.clone(), data_file).map_err(open_err)?;

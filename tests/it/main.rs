@@ -6,4 +6,5 @@ mod intake;
 mod limits;
 mod ops;
 mod packaging;
+mod source;
 mod support;

@@ -177,8 +177,15 @@ fn fetch_main(
 
 fn checkout_into(mirror: &Path, ws: &Path, commit: &str) {
     let mut log = Vec::new();
-    checkout(mirror, ws, commit, &mut log, &AtomicBool::new(false))
-        .unwrap_or_else(|e| panic!("checkout: {e}; log: {}", String::from_utf8_lossy(&log)));
+    checkout(
+        mirror,
+        ws,
+        commit,
+        &no_creds(),
+        &mut log,
+        &AtomicBool::new(false),
+    )
+    .unwrap_or_else(|e| panic!("checkout: {e}; log: {}", String::from_utf8_lossy(&log)));
 }
 
 #[test]
@@ -545,6 +552,7 @@ fn cancel_stops_fetch_and_checkout() {
         &mirror,
         &data.path().join("ws"),
         &head,
+        &creds,
         &mut Vec::new(),
         &cancel,
     );
@@ -607,4 +615,61 @@ fn credentials_are_offered_once_then_reported_rejected() {
     let e = git2::Error::from_str("x");
     let e = transfer::transfer_error(&e, "ssh://h/x", &none, &auth, &AtomicBool::new(false));
     assert!(e.to_string().contains("asks for an SSH key"), "{e}");
+}
+
+#[test]
+fn hosts_compare_across_url_spellings() {
+    for (url, host) in [
+        ("https://TOKEN@GitHub.com/a/b.git", Some("github.com")),
+        ("https://user:pw@example.com:8443/a", Some("example.com")),
+        ("ssh://git@github.com:22/a/b", Some("github.com")),
+        ("git@github.com:a/b.git", Some("github.com")),
+        ("git://[::1]:9418/a", Some("::1")),
+        ("/srv/git/a.git", None),
+        ("file:///srv/git/a.git", None),
+        ("../sibling.git", None),
+    ] {
+        assert_eq!(host_of(url).as_deref(), host, "{url}");
+    }
+}
+
+#[test]
+fn submodules_get_the_feeds_credentials_on_the_feeds_host_only() {
+    let creds = Credentials {
+        https_token: Some("s3cret".into()),
+        ..Credentials::default()
+    };
+    let auth = workspace::SubmoduleAuth {
+        feed_host: host_of("https://git.example.com/org/app.git"),
+        creds: &creds,
+    };
+    let token = |url: &str| auth.for_url(url).https_token.clone();
+    assert_eq!(
+        token("https://git.example.com/org/lib.git").as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(token("https://evil.example.net/org/lib.git"), None);
+    assert_eq!(token("/srv/git/lib.git"), None);
+    let local = workspace::SubmoduleAuth {
+        feed_host: None,
+        creds: &creds,
+    };
+    assert!(local
+        .for_url("https://git.example.com/x")
+        .https_token
+        .is_none());
+}
+
+#[test]
+fn init_sets_the_network_timeouts_once() {
+    init();
+    init();
+    // SAFETY: reads of libgit2's global integer options.
+    let (connect, server) = unsafe {
+        (
+            git2::opts::get_server_connect_timeout_in_milliseconds().unwrap(),
+            git2::opts::get_server_timeout_in_milliseconds().unwrap(),
+        )
+    };
+    assert_eq!((connect, server), (CONNECT_TIMEOUT_MS, SERVER_TIMEOUT_MS));
 }

@@ -30,6 +30,7 @@ pub(super) fn checkout(
     mirror_dir: &Path,
     workspace: &Path,
     commit: &str,
+    creds: &Credentials,
     out: &mut dyn Write,
     cancel: &AtomicBool,
 ) -> Result<(), GitError> {
@@ -60,8 +61,12 @@ pub(super) fn checkout(
         repo.config()
             .and_then(|mut c| c.set_str("remote.origin.url", base))
             .map_err(|e| ws_err(e.message().to_owned()))?;
+        // The feed's credentials go only to submodules on the feed's own host: a
+        // `.gitmodules` may name any host, and an HTTPS token is sent in the clear.
+        let feed_host = super::host_of(base);
         let progress = RefCell::new(Progress::new(out));
-        submodules(&repo, &progress, cancel, 1)?;
+        let sub = SubmoduleAuth { feed_host, creds };
+        submodules(&repo, &sub, &progress, cancel, 1)?;
     }
     Ok(())
 }
@@ -212,6 +217,7 @@ fn has_gitmodules(commit: &Commit<'_>) -> bool {
 /// clean checkout is done here again, as for the workspace itself.
 fn submodules(
     repo: &Repository,
+    auth: &SubmoduleAuth<'_>,
     progress: &RefCell<Progress<'_>>,
     cancel: &AtomicBool,
     depth: usize,
@@ -226,8 +232,6 @@ fn submodules(
     let list = repo
         .submodules()
         .map_err(|e| fail(".gitmodules", e.message().to_owned()))?;
-    // The checkout API carries no credentials: submodules are fetched anonymously.
-    let creds = Credentials::default();
     for mut sm in list {
         if cancel.load(Ordering::Relaxed) {
             return Err(GitError::Cancelled);
@@ -243,13 +247,21 @@ fn submodules(
         sm.init(true)
             .and_then(|()| sm.sync())
             .map_err(|e| fail(&name, transfer::redact_text(e.message())))?;
-        let auth = Auth::default();
-        let url = sm.url().unwrap_or("").to_owned();
-        let fetch = transfer::fetch_options(&creds, &auth, progress, cancel);
+        // After init the parent's config holds the URL resolved (relative URLs
+        // against the parent's remote): that is the host the fetch goes to.
+        let url = repo
+            .config()
+            .and_then(|c| c.get_string(&format!("submodule.{name}.url")))
+            .ok()
+            .or_else(|| sm.url().map(str::to_owned))
+            .unwrap_or_default();
+        let creds = auth.for_url(&url);
+        let answered = Auth::default();
+        let fetch = transfer::fetch_options(creds, &answered, progress, cancel);
         let mut opts = SubmoduleUpdateOptions::new();
         opts.fetch(fetch);
         if let Err(e) = sm.update(true, Some(&mut opts)) {
-            let e = transfer::transfer_error(&e, &url, &creds, &auth, cancel);
+            let e = transfer::transfer_error(&e, &url, creds, &answered, cancel);
             return Err(match e {
                 GitError::Cancelled => e,
                 other => fail(&name, other.to_string()),
@@ -261,8 +273,31 @@ fn submodules(
             .map_err(|_| fail(&name, format!("commit {target} was not fetched")))?;
         clean_checkout(&sub, &commit).map_err(|reason| fail(&name, reason))?;
         if has_gitmodules(&commit) {
-            submodules(&sub, progress, cancel, depth + 1)?;
+            submodules(&sub, auth, progress, cancel, depth + 1)?;
         }
     }
     Ok(())
+}
+
+/// Which credentials a submodule's fetch may use.
+pub(super) struct SubmoduleAuth<'a> {
+    /// The host of the feed's URL; `None` for a local feed.
+    pub(super) feed_host: Option<String>,
+    /// The feed's credentials, configured for that host.
+    pub(super) creds: &'a Credentials,
+}
+
+impl SubmoduleAuth<'_> {
+    /// The feed's credentials for a URL on the feed's host, none elsewhere.
+    pub(super) fn for_url(&self, url: &str) -> &Credentials {
+        static NONE: Credentials = Credentials {
+            ssh_key: None,
+            https_token: None,
+            https_user: None,
+        };
+        match (&self.feed_host, super::host_of(url)) {
+            (Some(feed), Some(sub)) if *feed == sub => self.creds,
+            _ => &NONE,
+        }
+    }
 }
