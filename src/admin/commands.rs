@@ -164,12 +164,7 @@ fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         .repo
         .clone()
         .ok_or_else(|| CommandError::Other("--repo URL is required".into()))?;
-    let secret = spec
-        .secret
-        .clone()
-        .map(Secret::new)
-        .transpose()
-        .map_err(|_| empty_secret())?;
+    let secret = spec_secret(&spec)?;
     let feed = Feed {
         name: name.clone(),
         repo,
@@ -187,6 +182,10 @@ fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         created_ms: now_ms(),
     };
     validate(&feed)?;
+    // Refuse a taken name before touching its secret file.
+    if app.store.feed(name.as_str())?.is_some() {
+        return Err(StoreError::FeedExists(name.to_string()).into());
+    }
     if let Some(secret) = &secret {
         save_secret(app, &name, secret)?;
     }
@@ -198,12 +197,7 @@ fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
 
 fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
     let old = app.store.feed_required(name)?;
-    let secret = spec
-        .secret
-        .clone()
-        .map(Secret::new)
-        .transpose()
-        .map_err(|_| empty_secret())?;
+    let secret = spec_secret(&spec)?;
     let command = match spec.command.is_empty() {
         true => old.command.clone(),
         false => CommandSpec::from_words(spec.command.clone())?,
@@ -249,8 +243,16 @@ fn validate(feed: &Feed) -> Result<()> {
     Ok(())
 }
 
-fn empty_secret() -> CommandError {
-    CommandError::Other("the secret file is empty; a webhook secret must not be empty".into())
+/// The webhook secret a spec carries, refused when empty.
+fn spec_secret(spec: &FeedSpec) -> Result<Option<Secret>> {
+    let empty = || {
+        CommandError::Other("the secret file is empty; a webhook secret must not be empty".into())
+    };
+    spec.secret
+        .clone()
+        .map(Secret::new)
+        .transpose()
+        .map_err(|_| empty())
 }
 
 fn save_secret(app: &App, name: &FeedName, secret: &Secret) -> Result<()> {

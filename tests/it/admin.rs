@@ -368,3 +368,45 @@ fn healthz_answers_and_unknown_paths_do_not() {
         405
     );
 }
+
+#[test]
+fn a_refused_duplicate_add_leaves_the_existing_secret_alone() {
+    let d = TestDaemon::start();
+    let (a, b) = (d.dir.path().join("a"), d.dir.path().join("b"));
+    std::fs::write(&a, "first-secret").unwrap();
+    std::fs::write(&b, "second-secret").unwrap();
+    let hook = d.add_feed(
+        "sec",
+        &[
+            "--repo",
+            "/x",
+            "--command",
+            "true",
+            "--secret-file",
+            a.to_str().unwrap(),
+        ],
+    );
+    d.admin_ok(&["feed", "pause", "sec"]);
+    let (_, err) = d.admin_err(&[
+        "feed",
+        "add",
+        "sec",
+        "--repo",
+        "/x",
+        "--command",
+        "true",
+        "--secret-file",
+        b.to_str().unwrap(),
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        d.post(&hook, &[("Authorization", "Bearer first-secret")], b"")
+            .status,
+        202
+    );
+    assert_eq!(
+        d.post(&hook, &[("Authorization", "Bearer second-secret")], b"")
+            .status,
+        401
+    );
+}
