@@ -76,7 +76,7 @@ pub async fn run(
     let mut signals = signals()?;
     while let Some(signal) = signals.recv().await {
         match signal {
-            Signal::Reload => reload(&app, &args),
+            Signal::Reload => reload(&app, &args).await,
             Signal::Stop => break,
         }
     }
@@ -138,29 +138,45 @@ async fn bind(
         .with_context(|| format!("cannot listen on {}", config.listen))
 }
 
-/// SIGHUP: re-read the config file; a bad one is refused and the old one stays.
-fn reload(app: &App, args: &ConfigArgs) {
-    let current = app.config();
-    match Config::load(args) {
-        Ok(new) => {
-            if new.data_dir != current.data_dir || new.admin_socket != current.admin_socket {
-                tracing::warn!(
-                    "data_dir and admin_socket changes need a restart; keeping the current ones"
-                );
-            }
-            let new = Config {
-                data_dir: current.data_dir.clone(),
-                admin_socket: current.admin_socket.clone(),
-                ..new
-            }
-            .with_bound_addr(current.listen);
-            crate::logging::set_level(&new.log_level);
-            app.set_config(new);
-            app.scheduler.wake();
-            tracing::info!("configuration reloaded");
+/// SIGHUP: re-read the config file (a bad one is refused and the old one stays) and
+/// the webhook secrets, which an operator may have replaced on disk.
+async fn reload(app: &App, args: &ConfigArgs) {
+    let (app2, args) = (app.clone(), args.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let result = Config::load(&args).map(|new| apply_config(&app2, new));
+        let secrets = app2.directory.reload(&app2.store, &app2.config().data_dir);
+        (result, secrets)
+    })
+    .await;
+    match done {
+        Ok((Ok(()), Ok(()))) => tracing::info!("configuration reloaded"),
+        Ok((Err(e), _)) => {
+            tracing::error!(error = %e, "configuration reload refused; keeping the old one")
         }
-        Err(e) => tracing::error!(error = %e, "configuration reload refused; keeping the old one"),
+        Ok((Ok(()), Err(e))) => {
+            tracing::error!(error = %e, "configuration reloaded, but the feeds could not be re-read")
+        }
+        Err(e) => tracing::error!(error = %e, "configuration reload failed"),
     }
+}
+
+/// Swaps in a reloaded config, keeping what only a restart can change.
+fn apply_config(app: &App, new: Config) {
+    let current = app.config();
+    if new.data_dir != current.data_dir || new.admin_socket != current.admin_socket {
+        tracing::warn!(
+            "data_dir and admin_socket changes need a restart; keeping the current ones"
+        );
+    }
+    let new = Config {
+        data_dir: current.data_dir.clone(),
+        admin_socket: current.admin_socket.clone(),
+        ..new
+    }
+    .with_bound_addr(current.listen);
+    crate::logging::set_level(&new.log_level);
+    app.set_config(new);
+    app.scheduler.wake();
 }
 
 /// Forwards SIGTERM/SIGINT/SIGHUP from a signal-hook thread into the runtime.
