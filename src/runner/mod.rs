@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::build::{Build, BuildId, BuildStatus};
-use crate::config::Config;
+use crate::config::{Config, FeedCredentials};
 use crate::feed::{CommandSpec, Feed, FeedName};
 
 /// Where a build's log lives.
@@ -69,9 +69,6 @@ pub async fn run_build(app: &App, build: Build, cancel: CancellationToken) -> Bu
         _ => return error("cannot read the feed from the store"),
     };
     let log = log_path(&config.data_dir, build.id);
-    if let Err(e) = prepare_dirs(&config, &feed, &log) {
-        return error(&format!("cannot prepare build directories: {e}"));
-    }
     let fetch_started = std::time::Instant::now();
     let fetched = fetch(app, &config, &feed, &build, &log, &cancel).await;
     app.metrics
@@ -99,12 +96,15 @@ fn error(reason: &str) -> BuildStatus {
     }
 }
 
-fn prepare_dirs(config: &Config, feed: &Feed, log: &Path) -> std::io::Result<()> {
-    if let Some(dir) = log.parent() {
+/// Creates the log, mirror and workspace directories a build needs.
+fn prepare_dirs(log: &Path, mirror: &Path, workspace: &Path) -> std::io::Result<()> {
+    for dir in [log.parent(), mirror.parent(), Some(workspace)]
+        .into_iter()
+        .flatten()
+    {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::create_dir_all(config.data_dir.join("mirrors"))?;
-    std::fs::create_dir_all(workspace_dir(&config.data_dir, &feed.name))
+    Ok(())
 }
 
 /// What the fetch resolved, for the environment and the record.
@@ -129,7 +129,11 @@ async fn fetch(
             stop.store(true, Ordering::Relaxed);
         })
     };
-    let creds = credentials(config, &feed.name);
+    let creds = config
+        .credentials
+        .get(feed.name.as_str())
+        .cloned()
+        .unwrap_or_default();
     let (repo, mirror, workspace) = (
         feed.repo.clone(),
         mirror_dir(&config.data_dir, &feed.name),
@@ -142,41 +146,45 @@ async fn fetch(
     );
     let flag = stop.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<git::ResolvedCommit, String> {
+        prepare_dirs(&log, &mirror, &workspace)
+            .map_err(|e| format!("cannot prepare build directories: {e}"))?;
         let mut out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
+            .map_err(|e| format!("cannot open the build log: {e}"))?;
+        let fetched = (|| {
+            let creds = credentials(&creds)
+                .map_err(|e| format!("cannot read the feed's credentials: {e}"))?;
+            let remote = git::Remote {
+                url: &repo,
+                credentials: &creds,
+            };
+            let commit = git::fetch(
+                &remote,
+                &mirror,
+                &git_ref,
+                expected.as_deref(),
+                &mut out,
+                &flag,
+            )
             .map_err(|e| e.to_string())?;
-        let creds = creds.map_err(|e| e.to_string())?;
-        let remote = git::Remote {
-            url: &repo,
-            credentials: &creds,
-        };
-        let commit = git::fetch(
-            &remote,
-            &mirror,
-            &git_ref,
-            expected.as_deref(),
-            &mut out,
-            &flag,
-        )
-        .map_err(|e| e.to_string())?;
-        git::checkout(&mirror, &workspace, &commit.id, &creds, &mut out, &flag)
-            .map_err(|e| e.to_string())?;
-        Ok(commit)
+            git::checkout(&mirror, &workspace, &commit.id, &creds, &mut out, &flag)
+                .map_err(|e| e.to_string())?;
+            Ok(commit)
+        })();
+        if let Err(reason) = &fetched {
+            use std::io::Write;
+            let _ = writeln!(out, "[hookd] source error: {reason}");
+        }
+        fetched
     })
     .await;
     watcher.abort();
     let commit = match result {
         Ok(Ok(commit)) => commit,
         Ok(Err(_)) if cancel.is_cancelled() => return Err(BuildStatus::Cancelled),
-        Ok(Err(reason)) => {
-            append_note(
-                &log_path(&config.data_dir, build.id),
-                &format!("[hookd] source error: {reason}"),
-            );
-            return Err(error(&reason));
-        }
+        Ok(Err(reason)) => return Err(error(&reason)),
         Err(_) => return Err(error("the fetch task failed")),
     };
     let (store, id, sha, subject) = (
@@ -198,11 +206,8 @@ async fn fetch(
     Ok(Resolved { id: commit.id })
 }
 
-/// Credentials named in the config for a feed; file contents are read here, at use.
-fn credentials(config: &Config, feed: &FeedName) -> std::io::Result<git::Credentials> {
-    let Some(c) = config.credentials.get(feed.as_str()) else {
-        return Ok(git::Credentials::default());
-    };
+/// The feed's credentials from the config; file contents are read here, at use.
+fn credentials(c: &FeedCredentials) -> std::io::Result<git::Credentials> {
     let https_token = match &c.https_token_file {
         Some(path) => Some(std::fs::read_to_string(path)?.trim().to_owned()),
         None => None,
@@ -212,17 +217,6 @@ fn credentials(config: &Config, feed: &FeedName) -> std::io::Result<git::Credent
         https_token,
         https_user: c.https_user.clone(),
     })
-}
-
-fn append_note(log: &Path, note: &str) {
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-    {
-        let _ = writeln!(f, "{note}");
-    }
 }
 
 /// The command, its workspace and its whole environment: nothing else of the
