@@ -1,8 +1,10 @@
 //! The store: the only module that knows sled. Callers get typed methods over domain
 //! types (`Feed`, `Build`, `BuildId`), never keys or `IVec`s.
 //!
-//! All methods block; async callers run them on the blocking pool. A write is durable
-//! only after [`Store::durable`] resolves (group commit, see `commit`).
+//! Methods block; async callers run them on the blocking pool, or hand a write to the
+//! store's writer thread with [`Store::write_durable`], which resolves once it is on
+//! disk (group commit, see `commit`). Never call `durable_blocking` from inside such a
+//! write: it would wait for its own thread.
 
 mod builds;
 mod codec;
