@@ -75,3 +75,64 @@ impl Directory {
         presented.mac_ok.then(|| entry.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::{CommandSpec, CooldownPolicy};
+    use crate::store::TokenRecord;
+    use crate::token::ServerKey;
+
+    #[test]
+    fn only_active_genuine_tokens_open_their_feed() {
+        let (dir, store) = crate::store::test_support::temp_store();
+        let key = ServerKey::load_or_create(dir.path()).unwrap();
+        let feed = Feed {
+            name: FeedName::parse("web").unwrap(),
+            repo: "/srv/web.git".into(),
+            branches: vec!["main".into()],
+            command: CommandSpec::Shell("true".into()),
+            cooldown_secs: 0,
+            on_cooldown: CooldownPolicy::Defer,
+            timeout_secs: 60,
+            has_secret: false,
+            paused: false,
+            created_ms: 0,
+        };
+        store.add_feed(&feed).unwrap();
+        let (live, live_token) = key.mint().unwrap();
+        let (gone, gone_token) = key.mint().unwrap();
+        for id in [live, gone] {
+            let record = TokenRecord {
+                feed: feed.name.clone(),
+                label: "x".into(),
+                created_ms: 0,
+                revoked_ms: None,
+            };
+            store.add_token(id, &record).unwrap();
+        }
+        store.revoke_token("web", gone, 1).unwrap();
+        let directory = Directory::default();
+        assert!(
+            directory.lookup(key.check(live_token.expose())).is_none(),
+            "empty before the first load"
+        );
+        directory.reload(&store, dir.path()).unwrap();
+        let entry = directory
+            .lookup(key.check(live_token.expose()))
+            .expect("live token");
+        assert_eq!(entry.feed.name.as_str(), "web");
+        assert!(
+            directory.lookup(key.check(gone_token.expose())).is_none(),
+            "revoked"
+        );
+        let other = tempfile::tempdir().unwrap();
+        let forged = ServerKey::load_or_create(other.path())
+            .unwrap()
+            .token_for(live);
+        assert!(
+            directory.lookup(key.check(forged.expose())).is_none(),
+            "right id, wrong MAC"
+        );
+    }
+}
