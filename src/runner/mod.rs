@@ -280,7 +280,12 @@ fn record_pgid(app: &App, id: BuildId, rx: tokio::sync::oneshot::Receiver<u32>) 
     tokio::spawn(async move {
         let Ok(pgid) = rx.await else { return };
         let saved = tokio::task::spawn_blocking(move || {
-            store.update_build(id, |b| b.pgid = i32::try_from(pgid).ok())?;
+            // A build that already ended (a fast command) has no group left to record.
+            store.update_build(id, |b| {
+                if b.status == BuildStatus::Running {
+                    b.pgid = i32::try_from(pgid).ok();
+                }
+            })?;
             store.durable_blocking()
         })
         .await;

@@ -62,9 +62,7 @@ impl Store {
             self.feed_required(name)?;
             let mut w = Writes::default();
             w.remove(&self.feeds, name);
-            for (id, _) in self.tokens_of(name)? {
-                w.remove(&self.tokens, id.as_bytes());
-            }
+            self.remove_tokens_writes(name, &mut w)?;
             self.remove_queued_of(name, &mut w)?;
             let prefix = keys::feed_prefix(name);
             let mut removed = Vec::new();
@@ -135,7 +133,27 @@ mod tests {
             .unwrap();
         assert!(edited.paused);
         assert!(store.feed("web").unwrap().unwrap().paused);
+        let token = |n: u8| crate::token::TokenId::from_bytes(&[n; 8]).unwrap();
+        let record = |feed: &str| crate::store::TokenRecord {
+            feed: FeedName::parse(feed).unwrap(),
+            label: "l".into(),
+            created_ms: 0,
+            revoked_ms: None,
+        };
+        store.add_token(token(1), &record("web")).unwrap();
+        store.add_token(token(2), &record("api")).unwrap();
+        assert_eq!(store.tokens_of("web").unwrap().len(), 1);
         store.remove_feed(&FeedName::parse("web").unwrap()).unwrap();
+        assert!(store.tokens_of("web").unwrap().is_empty());
+        assert!(
+            store.token(token(1)).unwrap().is_none(),
+            "the removed feed's token is gone"
+        );
+        assert_eq!(
+            store.tokens_of("api").unwrap()[0].0,
+            token(2),
+            "other feeds keep theirs"
+        );
         assert!(store.feed("web").unwrap().is_none());
         assert!(matches!(
             store.update_feed("web", |f| f),

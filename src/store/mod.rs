@@ -91,6 +91,8 @@ pub struct Store {
     feeds: Space,
     /// token id -> TokenRecord
     tokens: Space,
+    /// feed \0 token id -> (), so a feed's tokens are one prefix scan
+    feed_tokens: Space,
     /// build id -> Build
     builds: Space,
     /// feed \0 build id -> (), for per-feed listings and retention
@@ -155,6 +157,7 @@ impl Store {
             meta: space(b'm'),
             feeds: space(b'f'),
             tokens: space(b't'),
+            feed_tokens: space(b'k'),
             builds: space(b'b'),
             feed_builds: space(b'i'),
             queue: space(b'q'),

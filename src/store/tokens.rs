@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{codec, Store, StoreError};
+use super::space::Writes;
+use super::{codec, keys, Store, StoreError};
 use crate::feed::FeedName;
 use crate::token::TokenId;
 
@@ -25,8 +26,15 @@ pub struct TokenRecord {
 impl Store {
     /// Records a new token for a feed.
     pub fn add_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
-        self.feed_required(record.feed.as_str())?;
-        self.tokens.insert(id.as_bytes(), codec::encode(record)?)?;
+        {
+            let _guard = self.lock();
+            let feed = record.feed.as_str();
+            self.feed_required(feed)?;
+            let mut w = Writes::default();
+            w.insert(&self.tokens, id.as_bytes(), codec::encode(record)?);
+            w.insert(&self.feed_tokens, feed_token_key(feed, id), &[]);
+            self.apply(w)?;
+        }
         self.durable_blocking()
     }
 
@@ -41,17 +49,32 @@ impl Store {
     /// Every token of a feed, revoked ones included, oldest first.
     pub fn tokens_of(&self, feed: &str) -> Result<Vec<(TokenId, TokenRecord)>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.tokens.iter() {
-            let (key, value) = entry?;
-            let record: TokenRecord = codec::decode(&value)?;
-            if record.feed.as_str() == feed {
-                let id = TokenId::from_bytes(&key)
-                    .ok_or_else(|| StoreError::Corrupt("bad token id key".into()))?;
-                out.push((id, record));
-            }
+        for entry in self.feed_tokens.scan_prefix(keys::feed_prefix(feed)) {
+            let key = entry?.0;
+            let id = key
+                .get(feed.len() + 1..)
+                .and_then(TokenId::from_bytes)
+                .ok_or_else(|| StoreError::Corrupt("bad feed token key".into()))?;
+            let record = self
+                .token(id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("token {id} is indexed but missing")))?;
+            out.push((id, record));
         }
         out.sort_by_key(|(_, r)| r.created_ms);
         Ok(out)
+    }
+
+    /// Queues the removal of every token of a feed (feed removal; caller holds the lock).
+    pub(super) fn remove_tokens_writes(
+        &self,
+        feed: &str,
+        w: &mut Writes,
+    ) -> Result<(), StoreError> {
+        for (id, _) in self.tokens_of(feed)? {
+            w.remove(&self.tokens, id.as_bytes());
+            w.remove(&self.feed_tokens, feed_token_key(feed, id));
+        }
+        Ok(())
     }
 
     /// Revokes one token of a feed; the feed's other tokens keep working.
@@ -70,4 +93,11 @@ impl Store {
         drop(guard);
         self.durable_blocking()
     }
+}
+
+/// `feed \0 token id`.
+fn feed_token_key(feed: &str, id: TokenId) -> Vec<u8> {
+    let mut key = keys::feed_prefix(feed);
+    key.extend_from_slice(id.as_bytes());
+    key
 }
