@@ -79,7 +79,6 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::{CommandSpec, CooldownPolicy};
     use crate::store::TokenRecord;
     use crate::token::ServerKey;
 
@@ -87,18 +86,7 @@ mod tests {
     fn only_active_genuine_tokens_open_their_feed() {
         let (dir, store) = crate::store::test_support::temp_store();
         let key = ServerKey::load_or_create(dir.path()).unwrap();
-        let feed = Feed {
-            name: FeedName::parse("web").unwrap(),
-            repo: "/srv/web.git".into(),
-            branches: vec!["main".into()],
-            command: CommandSpec::Shell("true".into()),
-            cooldown_secs: 0,
-            on_cooldown: CooldownPolicy::Defer,
-            timeout_secs: 60,
-            has_secret: false,
-            paused: false,
-            created_ms: 0,
-        };
+        let feed = crate::feed::sample("web");
         store.add_feed(&feed).unwrap();
         let (live, live_token) = key.mint().unwrap();
         let (gone, gone_token) = key.mint().unwrap();

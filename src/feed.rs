@@ -210,6 +210,23 @@ pub fn validate_patterns(patterns: &[String]) -> Result<(), FeedError> {
     Ok(())
 }
 
+/// A valid feed for unit tests: watches `main`, runs `true`, no cooldown.
+#[cfg(test)]
+pub(crate) fn sample(name: &str) -> Feed {
+    Feed {
+        name: FeedName::parse(name).expect("test feed name"),
+        repo: "/srv/x.git".into(),
+        branches: vec![DEFAULT_BRANCH.into()],
+        command: CommandSpec::Shell("true".into()),
+        cooldown_secs: 0,
+        on_cooldown: CooldownPolicy::Defer,
+        timeout_secs: 60,
+        has_secret: false,
+        paused: false,
+        created_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,16 +300,8 @@ mod tests {
     #[test]
     fn default_branch_is_the_first_literal_pattern() {
         let mut feed = Feed {
-            name: FeedName::parse("x").unwrap(),
-            repo: "/r".into(),
             branches: vec!["release/*".into(), "refs/heads/dev".into()],
-            command: CommandSpec::Shell("true".into()),
-            cooldown_secs: 0,
-            on_cooldown: CooldownPolicy::Defer,
-            timeout_secs: 1,
-            has_secret: false,
-            paused: false,
-            created_ms: 0,
+            ..sample("x")
         };
         assert_eq!(feed.default_branch(), "dev");
         feed.branches.clear();

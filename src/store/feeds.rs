@@ -90,23 +90,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::feed::{CommandSpec, CooldownPolicy, Feed, FeedName};
+    use crate::feed::{Feed, FeedName};
     use crate::store::test_support::temp_store;
     use crate::store::StoreError;
 
-    pub(crate) fn feed(name: &str) -> Feed {
-        Feed {
-            name: FeedName::parse(name).unwrap(),
-            repo: "/srv/x".into(),
-            branches: vec!["main".into()],
-            command: CommandSpec::Shell("true".into()),
-            cooldown_secs: 0,
-            on_cooldown: CooldownPolicy::Defer,
-            timeout_secs: 60,
-            has_secret: false,
-            paused: false,
-            created_ms: 1,
-        }
+    fn feed(name: &str) -> Feed {
+        crate::feed::sample(name)
     }
 
     #[test]

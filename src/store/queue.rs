@@ -526,18 +526,11 @@ mod tests {
     use super::*;
     use crate::store::test_support::temp_store;
 
-    fn feed(name: &str, cooldown_secs: u64, policy: CooldownPolicy) -> Feed {
+    fn feed(name: &str, cooldown_secs: u64, on_cooldown: CooldownPolicy) -> Feed {
         Feed {
-            name: FeedName::parse(name).unwrap(),
-            repo: "/srv/x".into(),
-            branches: vec!["main".into()],
-            command: crate::feed::CommandSpec::Shell("true".into()),
             cooldown_secs,
-            on_cooldown: policy,
-            timeout_secs: 60,
-            has_secret: false,
-            paused: false,
-            created_ms: 0,
+            on_cooldown,
+            ..crate::feed::sample(name)
         }
     }
 
