@@ -64,16 +64,8 @@ impl Store {
             w.remove(&self.feeds, name);
             self.remove_tokens_writes(name, &mut w)?;
             self.remove_queued_of(name, &mut w)?;
+            let removed = self.remove_builds_of(name, &mut w)?;
             let prefix = keys::feed_prefix(name);
-            let mut removed = Vec::new();
-            for item in self.feed_builds.scan_prefix(&prefix) {
-                let key = item?.0;
-                let id = keys::read_u64(&key)?;
-                w.remove(&self.builds, id.to_be_bytes());
-                w.remove(&self.running, id.to_be_bytes());
-                w.remove(&self.feed_builds, &key);
-                removed.push(id);
-            }
             for space in [&self.deliveries, &self.delivery_ids, &self.pending] {
                 for item in space.scan_prefix(&prefix) {
                     w.remove(space, item?.0);

@@ -12,6 +12,7 @@ mod commit;
 mod deliveries;
 mod feeds;
 mod keys;
+mod migrate;
 mod queue;
 mod space;
 mod tokens;
@@ -25,8 +26,9 @@ pub use deliveries::{DeliveryRecord, StoredReply};
 pub use queue::{cooling_until, Admission, AdmitRequest, Pick, QueueEntry, QueueView};
 pub use tokens::TokenRecord;
 
-/// Version of the key layout; a store written by a newer layout is refused, not misread.
-const SCHEMA_VERSION: u32 = 1;
+/// Version of the key layout; a store written by a newer layout is refused, not misread,
+/// and an older one is migrated when opened (see `migrate`).
+const SCHEMA_VERSION: u32 = 2;
 
 /// Everything that can go wrong below the domain layer.
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +95,11 @@ pub struct Store {
     tokens: Space,
     /// feed \0 token id -> (), so a feed's tokens are one prefix scan
     feed_tokens: Space,
-    /// build id -> Build
+    /// build id -> Build, until every build of its shelf range is final (see `builds`)
     builds: Space,
-    /// feed \0 build id -> (), for per-feed listings and retention
+    /// build id / SHELF_SPAN -> finished builds, in id order
+    shelves: Space,
+    /// feed \0 first build id -> up to BLOCK_IDS ids, for per-feed listings and retention
     feed_builds: Space,
     /// queue seq -> QueueEntry: the FIFO of builds not yet started
     queue: Space,
@@ -159,6 +163,7 @@ impl Store {
             tokens: space(b't'),
             feed_tokens: space(b'k'),
             builds: space(b'b'),
+            shelves: space(b's'),
             feed_builds: space(b'i'),
             queue: space(b'q'),
             pending: space(b'p'),
@@ -183,13 +188,15 @@ impl Store {
                     .insert(keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 self.durable_blocking()
             }
-            Some(v) => {
-                let found = keys::read_u32(&v)?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::Schema { found });
+            Some(v) => match keys::read_u32(&v)? {
+                SCHEMA_VERSION => Ok(()),
+                1 => {
+                    self.migrate_from_v1()?;
+                    self.durable_blocking()
                 }
-                Ok(())
-            }
+                found if found > SCHEMA_VERSION => Err(StoreError::Schema { found }),
+                found => Err(StoreError::Corrupt(format!("unknown store schema {found}"))),
+            },
         }
     }
 

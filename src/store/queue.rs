@@ -433,11 +433,7 @@ impl Store {
         w: &mut Writes,
     ) -> Result<(), StoreError> {
         self.put_build(build, w)?;
-        w.insert(
-            &self.feed_builds,
-            keys::feed_u64(build.feed.as_str(), build.id.0),
-            &[],
-        );
+        self.index_build(build.feed.as_str(), build.id, w)?;
         w.insert(
             &self.queue,
             build.queue_seq.to_be_bytes(),
@@ -451,22 +447,17 @@ impl Store {
     /// Takes the next build id. Only called under the write lock, and the counter is
     /// written in the same batch as the build, so ids never repeat across crashes.
     fn next_build_id(&self, w: &mut Writes) -> Result<BuildId, StoreError> {
-        let next = match self.meta.get(keys::NEXT_BUILD)? {
-            Some(v) => keys::read_u64(&v)?,
-            None => 1,
-        };
+        let next = self.next_build_staged(w)?;
         w.insert(&self.meta, keys::NEXT_BUILD, &(next + 1).to_be_bytes());
         Ok(BuildId(next))
     }
 
-    /// Queues the write of a build record.
-    pub(super) fn put_build(&self, build: &Build, w: &mut Writes) -> Result<(), StoreError> {
-        w.insert(
-            &self.builds,
-            build.id.0.to_be_bytes(),
-            codec::encode(build)?,
-        );
-        Ok(())
+    /// The id the next build will get, as this batch leaves the counter.
+    pub(super) fn next_build_staged(&self, w: &Writes) -> Result<u64, StoreError> {
+        match w.get(&self.meta, keys::NEXT_BUILD)? {
+            Some(v) => keys::read_u64(&v),
+            None => Ok(1),
+        }
     }
 
     /// Running and waiting builds, for `hookd admin queue`.

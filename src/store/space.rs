@@ -3,6 +3,8 @@
 //! of it or none). sled's multi-tree transactions gave the same guarantee at several
 //! times the cost; measured in `benches/queue.rs`.
 
+use std::collections::BTreeMap;
+
 use sled::{IVec, Tree};
 
 use super::StoreError;
@@ -69,23 +71,44 @@ impl Space {
     }
 }
 
-/// Changes to several spaces, applied at once by [`super::Store::apply`].
+/// Changes to several spaces, applied at once by [`super::Store::apply`]. Reads through
+/// [`Writes::get`] see what is staged already, so one batch may edit a record twice
+/// (two builds leaving the same shelf) without losing the first edit.
 #[derive(Default)]
-pub(super) struct Writes(sled::Batch);
+pub(super) struct Writes(BTreeMap<Vec<u8>, Option<IVec>>);
 
 impl Writes {
     /// Queues a write.
     pub(super) fn insert(&mut self, space: &Space, key: impl AsRef<[u8]>, value: impl Into<IVec>) {
-        self.0.insert(space.key(key.as_ref()), value);
+        self.0.insert(space.key(key.as_ref()), Some(value.into()));
     }
 
     /// Queues a removal.
     pub(super) fn remove(&mut self, space: &Space, key: impl AsRef<[u8]>) {
-        self.0.remove(space.key(key.as_ref()));
+        self.0.insert(space.key(key.as_ref()), None);
+    }
+
+    /// The value as it will be once this batch is applied.
+    pub(super) fn get(
+        &self,
+        space: &Space,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<IVec>, StoreError> {
+        match self.0.get(&space.key(key.as_ref())) {
+            Some(staged) => Ok(staged.clone()),
+            None => space.get(key),
+        }
     }
 
     /// The batch for sled.
     pub(super) fn into_batch(self) -> sled::Batch {
-        self.0
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.0 {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        batch
     }
 }

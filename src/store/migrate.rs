@@ -1,0 +1,116 @@
+//! Upgrades of the key layout, run once when an older store is opened. Each is one
+//! atomic batch together with the schema bump: a crash leaves the old layout or the
+//! new one, never a mix.
+
+use std::collections::BTreeMap;
+
+use super::builds::BLOCK_IDS;
+use super::space::Writes;
+use super::{codec, keys, Store, StoreError, SCHEMA_VERSION};
+use crate::build::Build;
+
+impl Store {
+    /// Schema 1 kept every build under its own key and one index key per build
+    /// (`feed \0 id` -> empty); schema 2 shelves finished builds and keeps each feed's
+    /// ids in blocks (see `builds`).
+    pub(super) fn migrate_from_v1(&self) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut w = Writes::default();
+        let mut ids_by_feed: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        for item in self.feed_builds.iter() {
+            let (key, _) = item?;
+            let id = keys::read_u64(&key)?;
+            let feed_prefix = key[..key.len() - 8].to_vec();
+            ids_by_feed.entry(feed_prefix).or_default().push(id);
+            w.remove(&self.feed_builds, &key);
+        }
+        for (feed_prefix, ids) in ids_by_feed {
+            for block in ids.chunks(BLOCK_IDS) {
+                let mut key = feed_prefix.clone();
+                key.extend_from_slice(&block[0].to_be_bytes());
+                w.insert(&self.feed_builds, key, codec::encode(&block)?);
+            }
+        }
+        for item in self.builds.iter() {
+            let build: Build = codec::decode(&item?.1)?;
+            if build.status.is_final() {
+                self.put_build(&build, &mut w)?;
+            }
+        }
+        w.insert(&self.meta, keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes());
+        self.apply(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::build::{Build, BuildId, BuildStatus, TriggerKind, TriggerList};
+    use crate::store::test_support::temp_store;
+    use crate::store::{codec, keys, SCHEMA_VERSION};
+
+    fn build(id: u64, status: BuildStatus) -> Build {
+        Build {
+            id: BuildId(id),
+            feed: crate::feed::FeedName::parse("a").unwrap(),
+            git_ref: "refs/heads/main".into(),
+            branch: "main".into(),
+            status,
+            kind: TriggerKind::Manual,
+            triggers: TriggerList::default(),
+            queue_seq: id,
+            queued_ms: 0,
+            started_ms: None,
+            finished_ms: None,
+            commit: None,
+            subject: None,
+            pgid: None,
+            retry_of: None,
+        }
+    }
+
+    #[test]
+    fn schema_1_builds_are_shelved_and_reindexed() {
+        let (_d, store) = temp_store();
+        store.add_feed(&crate::feed::sample("a")).unwrap();
+        // Lay the store out as schema 1 did.
+        store
+            .meta
+            .insert(keys::SCHEMA, &1u32.to_be_bytes())
+            .unwrap();
+        store
+            .meta
+            .insert(keys::NEXT_BUILD, &71u64.to_be_bytes())
+            .unwrap();
+        for id in 1..=70 {
+            let status = if id == 70 {
+                BuildStatus::Queued
+            } else {
+                BuildStatus::Succeeded
+            };
+            let raw = codec::encode(&build(id, status)).unwrap();
+            store.builds.insert(id.to_be_bytes(), raw).unwrap();
+            store
+                .feed_builds
+                .insert(keys::feed_u64("a", id), &[])
+                .unwrap();
+        }
+        store.check_schema().unwrap();
+        let listed = store.builds(Some("a"), 1000).unwrap();
+        let ids: Vec<u64> = listed.iter().map(|b| b.id.0).collect();
+        assert_eq!(ids, (1..=70).rev().collect::<Vec<_>>());
+        assert_eq!(
+            store.build_required(BuildId(5)).unwrap(),
+            build(5, BuildStatus::Succeeded)
+        );
+        // 0-15 … 48-63 are settled and shelved; 64-70 wait for the queued build 70
+        // and for ids still to come.
+        assert_eq!(store.shelves.count(), 4);
+        assert_eq!(store.builds.count(), 7);
+        assert_eq!(store.feed_builds.count(), 2);
+        let schema = store.meta.get(keys::SCHEMA).unwrap().unwrap();
+        assert_eq!(keys::read_u32(&schema).unwrap(), SCHEMA_VERSION);
+        // Opening again changes nothing.
+        store.check_schema().unwrap();
+        assert_eq!(store.builds(Some("a"), 1000).unwrap(), listed);
+    }
+}
