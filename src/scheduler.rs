@@ -288,6 +288,10 @@ impl Scheduler {
                 app.metrics.build_finished(word, secs);
                 tracing::info!(feed = %b.feed, build = id.0, status = word, "build finished")
             }
+            // `feed remove` cancelled it and deleted its records: nothing left to record.
+            Ok(Err(StoreError::NoBuild(_))) => {
+                tracing::info!(build = id.0, "build ended after its feed was removed")
+            }
             Ok(Err(e)) => tracing::error!(build = id.0, error = %e, "cannot record build end"),
             Err(e) => tracing::error!(build = id.0, error = %e, "build bookkeeping task failed"),
         }

@@ -368,6 +368,40 @@ fn timeout_and_cancel_kill_the_whole_process_group() {
 }
 
 #[test]
+fn removing_a_feed_stops_its_running_build_quietly() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let pidfile = d.dir.path().join("pid");
+    let cmd = format!("sleep 1000 & echo $! > '{}'; sleep 1000", pidfile.display());
+    let hook = d.add_feed(
+        "doomed",
+        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
+    );
+    let id = queued_id(&d.post(&hook, &[], b""));
+    let pid: i32 = wait_for(30, "build started", || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
+    d.admin_ok(&["feed", "remove", "doomed"]);
+    wait_for(10, "backgrounded child killed", || {
+        (!pid_alive(pid)).then_some(())
+    });
+    wait_for(10, "build end noted", || {
+        d.logs()
+            .contains("build ended after its feed was removed")
+            .then_some(())
+    });
+    assert!(
+        !d.logs().contains("cannot record build end"),
+        "{}",
+        d.logs()
+    );
+    let (_, err) = d.admin_err(&["build", "show", &id.to_string()]);
+    assert!(err.contains(&format!("no build {id}")), "{err}");
+}
+
+#[test]
 fn a_queued_build_can_be_cancelled() {
     let d = TestDaemon::start_with("workers = 1\n");
     let repo = GitRepo::new(d.dir.path().join("repo"));
