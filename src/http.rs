@@ -121,7 +121,8 @@ async fn handle(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>
     Ok(response)
 }
 
-/// `POST /hooks/{token}`: limit and read the body, then hand it to the intake.
+/// `POST /hooks/{token}`: check the declared size and the token, read the body within
+/// the limits, then hand it to the intake.
 async fn hook(app: &App, token: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let config = app.config();
     let declared = req
@@ -132,6 +133,10 @@ async fn hook(app: &App, token: &str, req: Request<Incoming>) -> Response<Full<B
     if declared.is_some_and(|len| len > config.max_body_bytes) {
         return too_large(config.max_body_bytes);
     }
+    let Some(target) = intake::target(app, token) else {
+        // The body is never read, so the connection cannot carry another request.
+        return close(hook_response(intake::not_found()));
+    };
     let (parts, body) = req.into_parts();
     let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     let read =
@@ -155,7 +160,7 @@ async fn hook(app: &App, token: &str, req: Request<Incoming>) -> Response<Full<B
             ));
         }
     };
-    let reply = intake::handle(app, token, &parts.headers, parts.uri.query(), body).await;
+    let reply = intake::handle(app, target, &parts.headers, parts.uri.query(), body).await;
     hook_response(reply)
 }
 

@@ -39,29 +39,41 @@ impl HookReply {
 }
 
 /// The same body and status for an unknown, malformed or revoked token.
-fn not_found() -> HookReply {
+pub fn not_found() -> HookReply {
     HookReply::new(404, "not_found", None)
+}
+
+/// The feed a live hook token opens, with its webhook secret.
+pub struct Target {
+    feed: Feed,
+    secret: Option<Secret>,
+}
+
+/// Resolves a hook token before its request body is read, so a request with an
+/// unknown, malformed or revoked token costs no body read.
+pub fn target(app: &App, token: &str) -> Option<Target> {
+    let entry = app.directory.lookup(app.key().check(token))?;
+    Some(Target {
+        feed: entry.feed.clone(),
+        secret: entry.secret.clone(),
+    })
 }
 
 /// Handles one hook request whose body has been read within the limits.
 pub async fn handle(
     app: &App,
-    token: &str,
+    target: Target,
     headers: &HeaderMap,
     query: Option<&str>,
     body: Bytes,
 ) -> HookReply {
-    let Some(entry) = app.directory.lookup(app.key().check(token)) else {
-        return not_found();
-    };
-    let (feed, secret) = (entry.feed.clone(), entry.secret.clone());
     let intake = Intake {
         app,
-        feed,
+        feed: target.feed,
         headers,
         body,
     };
-    intake.run(query, secret).await
+    intake.run(query, target.secret).await
 }
 
 /// One request after the token check.

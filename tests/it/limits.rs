@@ -26,6 +26,25 @@ fn oversized_body_is_refused_from_content_length_without_reading_it() {
 }
 
 #[test]
+fn an_unknown_token_is_answered_without_reading_the_body() {
+    let d = TestDaemon::start();
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Announce a body within the limit and send none of it: the 404 comes anyway,
+    // and the connection is closed since its body was never read.
+    write!(
+        s,
+        "POST /hooks/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let reply = parse_reply(&raw);
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert_eq!(reply.header("connection"), Some("close"));
+}
+
+#[test]
 fn oversized_chunked_body_is_cut_off_as_it_passes_the_limit() {
     let d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
     let hook = d.add_feed("lim", &["--repo", "/srv/x.git", "--command", "true"]);
