@@ -148,20 +148,23 @@ impl Store {
     /// caller can delete their logs.
     pub fn prune_builds(&self, feed: &str, keep: usize) -> Result<Vec<BuildId>, StoreError> {
         let _guard = self.lock();
-        let total = self.feed_build_ids(feed).count();
+        let blocks = self
+            .feed_builds
+            .scan_prefix(keys::feed_prefix(feed))
+            .map(|item| item.and_then(|(key, raw)| Ok((key, decode_block(&raw)?))))
+            .collect::<Result<Vec<_>, _>>()?;
         // Ids are oldest first: the first `cut` are beyond the newest `keep`.
+        let total: usize = blocks.iter().map(|(_, ids)| ids.len()).sum();
         let cut = total.saturating_sub(keep);
         let mut seen = 0;
         let mut w = Writes::default();
         let mut removed = Vec::new();
-        for item in self.feed_builds.scan_prefix(keys::feed_prefix(feed)) {
+        for (key, ids) in blocks {
             if seen >= cut {
                 break;
             }
-            let (key, raw) = item?;
-            let ids = decode_block(&raw)?;
             let mut kept = Vec::with_capacity(ids.len());
-            for id in ids.iter().copied() {
+            for &id in &ids {
                 let old = seen < cut;
                 seen += 1;
                 if old && self.drop_if_final(BuildId(id), &mut w)? {
