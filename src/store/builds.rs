@@ -9,7 +9,6 @@
 //! [`BLOCK_IDS`] in `feed_builds`. Readers look in `builds` first, then on the shelf:
 //! a build only ever moves that way, so it is never missed while it moves.
 
-use serde::{Deserialize, Serialize};
 use sled::IVec;
 
 use super::space::Writes;
@@ -20,13 +19,6 @@ use crate::build::{Build, BuildId};
 const SHELF_SPAN: u64 = 16;
 /// Ids per block of a feed's index.
 pub(super) const BLOCK_IDS: usize = 64;
-
-/// A page of builds, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BuildPage {
-    /// The builds.
-    pub builds: Vec<Build>,
-}
 
 /// The shelf key holding build `id` once it is finished.
 fn shelf_key(id: BuildId) -> [u8; 8] {

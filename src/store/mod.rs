@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 
 use space::{Space, Writes};
 
-pub use builds::BuildPage;
 pub use deliveries::{DeliveryRecord, StoredReply};
 pub use queue::{cooling_until, Admission, AdmitRequest, Pick, QueueEntry, QueueView};
 pub use tokens::TokenRecord;
