@@ -600,3 +600,44 @@ fn deferred_triggers_survive_kill_9_and_still_fire() {
     assert_eq!(d.admin_json(&["queue"])["deferred"][0]["id"], id);
     assert_eq!(d.wait_build(id, 60)["status"], "succeeded");
 }
+
+#[test]
+fn build_history_survives_kill_9_and_ids_carry_on() {
+    let mut d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let hook = d.add_feed(
+        "hist",
+        &[
+            "--repo",
+            &repo.url(),
+            "--command",
+            "echo built-$HOOKD_BUILD_ID",
+            "--cooldown",
+            "0",
+        ],
+    );
+    // More than one shelf's worth (16 ids), so finished builds are packed.
+    let ids: Vec<u64> = (0..20)
+        .map(|_| {
+            let id = queued_id(&d.post(&hook, &[], b""));
+            assert_eq!(d.wait_build(id, 60)["status"], "succeeded");
+            id
+        })
+        .collect();
+    d.restart(); // kill -9, then a fresh start on the same data dir
+    let listed: Vec<u64> = d
+        .admin_json(&["builds", "hist", "--limit", "100"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_u64().unwrap())
+        .collect();
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+    assert_eq!(d.build(ids[2])["status"], "succeeded");
+    assert!(d.log(ids[2]).contains(&format!("built-{}", ids[2])));
+    let next = queued_id(&d.post(&hook, &[], b""));
+    assert_eq!(next, ids[19] + 1, "ids are never handed out twice");
+    assert_eq!(d.wait_build(next, 60)["status"], "succeeded");
+}
