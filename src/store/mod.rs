@@ -191,7 +191,9 @@ impl Store {
                 SCHEMA_VERSION => Ok(()),
                 1 => {
                     self.migrate_from_v1()?;
-                    self.durable_blocking()
+                    self.durable_blocking()?;
+                    tracing::info!(from = 1, to = SCHEMA_VERSION, "store layout upgraded");
+                    Ok(())
                 }
                 found if found > SCHEMA_VERSION => Err(StoreError::Schema { found }),
                 found => Err(StoreError::Corrupt(format!("unknown store schema {found}"))),
