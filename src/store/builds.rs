@@ -56,7 +56,8 @@ impl Store {
         self.build(id)?.ok_or(StoreError::NoBuild(id.0))
     }
 
-    /// Changes a build record (commit resolved, pgid known, …).
+    /// Changes a build record (commit resolved, pgid known, …); a change that changes
+    /// nothing writes nothing (a pgid that arrives after a fast build ended).
     pub fn update_build(
         &self,
         id: BuildId,
@@ -64,7 +65,11 @@ impl Store {
     ) -> Result<Build, StoreError> {
         let _guard = self.lock();
         let mut build = self.build_required(id)?;
+        let before = build.clone();
         change(&mut build);
+        if build == before {
+            return Ok(build);
+        }
         let mut w = Writes::default();
         self.put_build(&build, &mut w)?;
         self.apply(w)?;
