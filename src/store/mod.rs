@@ -19,7 +19,7 @@ mod tokens;
 
 use std::path::{Path, PathBuf};
 
-use space::{Space, Writes};
+use space::{Parts, Space, Writes};
 
 pub use deliveries::{DeliveryRecord, StoredReply};
 pub use queue::{cooling_until, Admission, AdmitRequest, Pick, QueueEntry, QueueView};
@@ -229,9 +229,20 @@ impl Store {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies a set of writes atomically (all survive a crash, or none).
+    /// Applies a set of writes atomically (all survive a crash, or none). sled logs a
+    /// batch marker for every batch, so an empty set writes nothing and a single write
+    /// goes alone (atomic by itself).
     fn apply(&self, writes: Writes) -> Result<(), StoreError> {
-        self.records.apply_batch(writes.into_batch())?;
+        match writes.into_parts() {
+            Parts::None => {}
+            Parts::One(key, Some(value)) => {
+                self.records.insert(key, value)?;
+            }
+            Parts::One(key, None) => {
+                self.records.remove(key)?;
+            }
+            Parts::Many(batch) => self.records.apply_batch(batch)?,
+        }
         Ok(())
     }
 

@@ -100,8 +100,14 @@ impl Writes {
         }
     }
 
-    /// The batch for sled.
-    pub(super) fn into_batch(self) -> sled::Batch {
+    /// What sled has to do: nothing, one write, or an atomic batch.
+    pub(super) fn into_parts(self) -> Parts {
+        if self.0.len() <= 1 {
+            return match self.0.into_iter().next() {
+                Some((key, value)) => Parts::One(key, value),
+                None => Parts::None,
+            };
+        }
         let mut batch = sled::Batch::default();
         for (key, value) in self.0 {
             match value {
@@ -109,6 +115,16 @@ impl Writes {
                 None => batch.remove(key),
             }
         }
-        batch
+        Parts::Many(batch)
     }
+}
+
+/// Staged writes as sled applies them.
+pub(super) enum Parts {
+    /// Nothing staged.
+    None,
+    /// One key set (`Some`) or removed (`None`).
+    One(Vec<u8>, Option<IVec>),
+    /// Several, applied as one atomic batch.
+    Many(sled::Batch),
 }
