@@ -26,7 +26,7 @@ pub struct App {
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Tokens, feeds and secrets in memory for the webhook path.
-    pub directory: crate::directory::Directory,
+    pub routes: crate::intake::Routes,
 }
 
 impl App {
@@ -39,7 +39,7 @@ impl App {
             scheduler,
             started: Instant::now(),
             metrics: Arc::default(),
-            directory: Default::default(),
+            routes: Default::default(),
         }
     }
 

@@ -55,12 +55,12 @@ pub async fn run(
     let config = config.with_bound_addr(bound);
     let scheduler = Scheduler::new(store.clone());
     let app = App::new(config, store, key, scheduler.clone());
-    let (directory, store, dir) = (
-        app.directory.clone(),
+    let (routes, store, dir) = (
+        app.routes.clone(),
         app.store.clone(),
         app.config().data_dir.clone(),
     );
-    tokio::task::spawn_blocking(move || directory.reload(&store, &dir)).await??;
+    tokio::task::spawn_blocking(move || routes.reload(&store, &dir)).await??;
 
     let shutdown = CancellationToken::new();
     let http = tokio::spawn(crate::http::serve(listener, app.clone(), shutdown.clone()));
@@ -144,7 +144,7 @@ async fn reload(app: &App, args: &ConfigArgs) {
     let (app2, args) = (app.clone(), args.clone());
     let done = tokio::task::spawn_blocking(move || {
         let result = Config::load(&args).map(|new| apply_config(&app2, new));
-        let secrets = app2.directory.reload(&app2.store, &app2.config().data_dir);
+        let secrets = app2.routes.reload(&app2.store, &app2.config().data_dir);
         (result, secrets)
     })
     .await;

@@ -12,9 +12,9 @@
 //! - [`token`]: hook tokens, minted and checked with the server key.
 //! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries.
 //! - [`secret`], [`webhook_secret`]: secrets that never print, and their 0600 files.
-//! - [`hook`]: the intake's pure logic: provider detection, parsing, signatures, rules.
-//! - [`directory`]: tokens, feeds and secrets in memory for the webhook path.
-//! - [`intake`]: one hook request from token to reply.
+//! - [`hook`]: pure webhook logic (no I/O): provider detection, parsing, signatures, rules.
+//! - [`intake`]: the webhook path: the token → feed routing table in memory, and one
+//!   hook request from token to reply.
 //! - [`http`]: hyper accept loop, limits, routes, responses.
 //! - [`scheduler`]: admission, FIFO dispatch to workers, cancel, shutdown grace.
 //! - [`runner`]: one build: git fetch and checkout, the command, its log.
@@ -29,7 +29,6 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod directory;
 pub mod feed;
 pub mod hook;
 pub mod http;

@@ -60,7 +60,7 @@ pub async fn execute(app: &App, req: Request) -> Reply {
         // Even a failed change may have partly landed (e.g. a feed added, its token
         // not): the webhook path must see what the store holds.
         let reloaded = blocking(app, |app| {
-            app.directory.reload(&app.store, &app.config().data_dir)?;
+            app.routes.reload(&app.store, &app.config().data_dir)?;
             Ok(Reply::Done(String::new()))
         })
         .await;

@@ -1,7 +1,7 @@
-//! The hook directory: which token opens which feed, with each feed's settings and
+//! The routing table: which hook token opens which feed opens which feed, with each feed's settings and
 //! webhook secret, held in memory so the webhook path reads no disk before admission.
 //!
-//! The store stays the source of truth; the directory is rebuilt from it (feeds and
+//! The store stays the source of truth; the table is rebuilt from it (feeds and
 //! tokens only, a few records per feed) at start-up and after every admin change.
 
 use std::collections::HashMap;
@@ -33,11 +33,11 @@ struct Snapshot {
 
 /// Shared, swappable view; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Directory {
+pub struct Routes {
     current: Arc<RwLock<Arc<Snapshot>>>,
 }
 
-impl Directory {
+impl Routes {
     /// Rebuilds the view from the store and the secret files (blocking I/O).
     pub fn reload(&self, store: &Store, data_dir: &Path) -> Result<(), StoreError> {
         let mut snapshot = Snapshot::default();
@@ -100,18 +100,18 @@ mod tests {
             store.add_token(id, &record).unwrap();
         }
         store.revoke_token("web", gone, 1).unwrap();
-        let directory = Directory::default();
+        let routes = Routes::default();
         assert!(
-            directory.lookup(key.check(live_token.expose())).is_none(),
+            routes.lookup(key.check(live_token.expose())).is_none(),
             "empty before the first load"
         );
-        directory.reload(&store, dir.path()).unwrap();
-        let entry = directory
+        routes.reload(&store, dir.path()).unwrap();
+        let entry = routes
             .lookup(key.check(live_token.expose()))
             .expect("live token");
         assert_eq!(entry.feed.name.as_str(), "web");
         assert!(
-            directory.lookup(key.check(gone_token.expose())).is_none(),
+            routes.lookup(key.check(gone_token.expose())).is_none(),
             "revoked"
         );
         let other = tempfile::tempdir().unwrap();
@@ -119,7 +119,7 @@ mod tests {
             .unwrap()
             .token_for(live);
         assert!(
-            directory.lookup(key.check(forged.expose())).is_none(),
+            routes.lookup(key.check(forged.expose())).is_none(),
             "right id, wrong MAC"
         );
     }

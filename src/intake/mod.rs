@@ -1,6 +1,6 @@
-//! Intake: one hook request from token to reply. Checks the token, verifies the
-//! signature, parses the delivery, applies the feed's watch rules, admits the trigger
-//! durably, and says what to answer. Every outcome is recorded as a delivery.
+//! Intake: the webhook path, one hook request from token to reply. Resolves the token
+//! in the routing table ([`Routes`]), verifies the signature, parses the delivery,
+//! applies the feed's watch rules, admits the trigger durably, and says what to answer. Every outcome is recorded as a delivery.
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -12,6 +12,10 @@ use crate::hook::{self, Decision, Delivery, Provider, SignatureError, WatchRules
 use crate::scheduler::{ScheduleError, Submission};
 use crate::secret::Secret;
 use crate::store::{Admission, DeliveryRecord, StoredReply};
+
+mod routes;
+
+pub use routes::{Entry, Routes};
 
 /// What to send back to the forge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +56,7 @@ pub struct Target {
 /// Resolves a hook token before its request body is read, so a request with an
 /// unknown, malformed or revoked token costs no body read.
 pub fn target(app: &App, token: &str) -> Option<Target> {
-    let entry = app.directory.lookup(app.key().check(token))?;
+    let entry = app.routes.lookup(app.key().check(token))?;
     Some(Target {
         feed: entry.feed.clone(),
         secret: entry.secret.clone(),
