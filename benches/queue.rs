@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hookd::build::{now_ms, BuildId, BuildStatus, Trigger, TriggerKind};
+use hookd::build::{BuildId, BuildStatus, Trigger, TriggerKind};
+
+use hookd::clock::now_ms;
 use hookd::feed::{CommandSpec, CooldownPolicy, Feed, FeedName};
 use hookd::store::{AdmitRequest, DeliveryRecord, Pick, Store, StoreOptions, StoredReply};
 

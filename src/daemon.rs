@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::build::now_ms;
 use crate::cli::ConfigArgs;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreOptions};

@@ -87,7 +87,8 @@ impl fmt::Display for FeedName {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CommandSpec {
-    /// Run directly, no shell involved.
+    /// Run directly, no shell involved; a program without `/` is looked up in the
+    /// build's own `PATH` (or `/bin:/usr/bin` when it has none).
     Argv(Vec<String>),
     /// Run through `/bin/sh -c`.
     Shell(String),

@@ -186,7 +186,7 @@ fn hook_response(reply: HookReply) -> Response<Full<Bytes>> {
 async fn metrics(app: &App) -> Response<Full<Bytes>> {
     let store = app.store.clone();
     let counts =
-        tokio::task::spawn_blocking(move || store.queue_counts(crate::build::now_ms())).await;
+        tokio::task::spawn_blocking(move || store.queue_counts(crate::clock::now_ms())).await;
     let queue = counts.ok().and_then(Result::ok).unwrap_or_default();
     text(StatusCode::OK, crate::metrics::render(app, queue))
 }

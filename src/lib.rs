@@ -9,9 +9,10 @@
 //! - [`cli`]: clap types only.
 //! - [`config`]: TOML (unknown keys refused) → one validated [`config::Config`].
 //! - [`feed`], [`build`]: the domain records and their validation.
+//! - [`clock`]: wall time as Unix milliseconds, the records' one time base.
 //! - [`token`]: hook tokens, minted and checked with the server key.
 //! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries.
-//! - [`secret`], [`webhook_secret`]: secrets that never print, and their 0600 files.
+//! - [`secret`]: webhook secrets that never print, and their 0600 files.
 //! - [`hook`]: pure webhook logic (no I/O): provider detection, parsing, signatures, rules.
 //! - [`intake`]: the webhook path: the token → feed routing table in memory, and one
 //!   hook request from token to reply.
@@ -27,6 +28,7 @@ pub mod admin;
 pub mod app;
 pub mod build;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod feed;
@@ -41,4 +43,3 @@ pub mod secret;
 pub mod store;
 pub mod systemd;
 pub mod token;
-pub mod webhook_secret;

@@ -11,7 +11,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::build::{now_ms, Build, BuildId, BuildStatus, Trigger};
+use crate::build::{Build, BuildId, BuildStatus, Trigger};
+use crate::clock::now_ms;
 use crate::feed::{Feed, FeedName};
 use crate::store::{Admission, AdmitRequest, DeliveryRecord, Pick, Store, StoreError, StoredReply};
 

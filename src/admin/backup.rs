@@ -4,7 +4,7 @@
 use crate::admin::commands::CommandError;
 use crate::admin::proto::{Backup, BackupFeed, BackupToken, Reply, BACKUP_FORMAT};
 use crate::app::App;
-use crate::build::{now_ms, rfc3339};
+use crate::clock::{now_ms, rfc3339};
 use crate::feed::{self, FeedError};
 use crate::secret::Secret;
 use crate::store::TokenRecord;
@@ -15,7 +15,7 @@ pub fn export(app: &App) -> Result<Reply, CommandError> {
     let data_dir = app.config().data_dir.clone();
     let mut feeds = Vec::new();
     for feed in app.store.feeds()? {
-        let secret = crate::webhook_secret::load(&data_dir, &feed.name)
+        let secret = crate::secret::load(&data_dir, &feed.name)
             .map_err(|e| {
                 CommandError::Other(format!("cannot read the secret of feed {}: {e}", feed.name))
             })?
@@ -69,7 +69,7 @@ pub fn import(app: &App, backup: Backup) -> Result<Reply, CommandError> {
         if let Some(secret) = &item.secret {
             let secret = Secret::new(secret.clone())
                 .map_err(|_| CommandError::Other("empty webhook secret in backup".into()))?;
-            crate::webhook_secret::save(&data_dir, &item.feed.name, &secret).map_err(|e| {
+            crate::secret::save(&data_dir, &item.feed.name, &secret).map_err(|e| {
                 CommandError::Other(format!("cannot store the webhook secret: {e}"))
             })?;
         }

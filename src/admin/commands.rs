@@ -6,7 +6,8 @@ use crate::admin::proto::{
     TriggerView,
 };
 use crate::app::App;
-use crate::build::{now_ms, rfc3339, BuildId, Trigger, TriggerKind};
+use crate::build::{BuildId, Trigger, TriggerKind};
+use crate::clock::{now_ms, rfc3339};
 use crate::feed::{self, CommandSpec, Feed, FeedError, FeedName};
 use crate::scheduler::{CancelOutcome, Submission};
 use crate::secret::Secret;
@@ -224,7 +225,7 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
     validate(&new)?;
     match (&secret, spec.clear_secret) {
         (Some(secret), _) => save_secret(app, &new.name, secret)?,
-        (None, true) => crate::webhook_secret::remove(&app.config().data_dir, &new.name)
+        (None, true) => crate::secret::remove(&app.config().data_dir, &new.name)
             .map_err(|e| CommandError::Other(format!("cannot remove the secret file: {e}")))?,
         (None, false) => {}
     }
@@ -256,7 +257,7 @@ fn spec_secret(spec: &FeedSpec) -> Result<Option<Secret>> {
 }
 
 fn save_secret(app: &App, name: &FeedName, secret: &Secret) -> Result<()> {
-    crate::webhook_secret::save(&app.config().data_dir, name, secret)
+    crate::secret::save(&app.config().data_dir, name, secret)
         .map_err(|e| CommandError::Other(format!("cannot store the webhook secret: {e}")))
 }
 
@@ -268,7 +269,7 @@ fn remove_feed(app: &App, name: &str) -> Result<Reply> {
         crate::runner::remove_log(&data_dir, BuildId(*id));
     }
     crate::runner::remove_feed_dirs(&data_dir, &feed);
-    if let Err(e) = crate::webhook_secret::remove(&data_dir, &feed) {
+    if let Err(e) = crate::secret::remove(&data_dir, &feed) {
         tracing::warn!(feed = %feed, error = %e, "cannot remove the feed's secret file");
     }
     tracing::info!(feed = %feed, "feed removed");

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::build::{rfc3339, Build, BuildStatus};
+use crate::build::{Build, BuildStatus};
+
+use crate::clock::rfc3339;
 use crate::feed::{CommandSpec, CooldownPolicy, Feed};
 use crate::runner::git::redact_url;
 

@@ -1,4 +1,4 @@
-//! Webhook intake: recognise the sender, parse its delivery, check its signature and
+//! Webhook logic: recognise the sender, parse its delivery, check its signature and
 //! decide what the delivery asks for. Pure logic: no I/O, no store, no HTTP server.
 //!
 //! The HTTP layer calls, in order: [`parse`] (which provider, what happened),

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::app::App;
-use crate::build::{now_ms, rfc3339, Trigger, TriggerKind};
+use crate::build::{Trigger, TriggerKind};
+use crate::clock::{now_ms, rfc3339};
 use crate::feed::Feed;
 use crate::hook::{self, Decision, Delivery, Provider, SignatureError, WatchRules};
 use crate::scheduler::{ScheduleError, Submission};

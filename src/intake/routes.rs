@@ -43,7 +43,7 @@ impl Routes {
         let mut snapshot = Snapshot::default();
         for feed in store.feeds()? {
             let secret = match feed.has_secret {
-                true => crate::webhook_secret::load(data_dir, &feed.name).unwrap_or_else(|e| {
+                true => crate::secret::load(data_dir, &feed.name).unwrap_or_else(|e| {
                     tracing::error!(feed = %feed.name, error = %e, "cannot read the webhook secret; deliveries will be refused");
                     None
                 }),

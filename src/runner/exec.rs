@@ -18,6 +18,7 @@ use tokio::process::{ChildStderr, ChildStdout, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::feed::CommandSpec;
 use crate::runner::log::{LogError, LogWriter};
 
 /// How long output is still read after the leader exited and the group was
@@ -28,20 +29,10 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// Size of each pipe's read buffer.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildCommand {
-    /// Program and arguments, run without a shell; a program without `/` is looked
-    /// up in the job's own `PATH` (or `/bin:/usr/bin` when it has none).
-    Argv(Vec<String>),
-    /// A script run by `/bin/sh -c`.
-    Shell(String),
-}
-
 /// One run of a build command.
 pub struct Job {
     /// What to run.
-    pub command: BuildCommand,
+    pub command: CommandSpec,
     /// The working directory; it must exist.
     pub workdir: PathBuf,
     /// The complete environment: nothing of the daemon's own leaks into a build.
@@ -105,7 +96,7 @@ pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)
     }
 
     let (mut cmd, program) = match &command {
-        BuildCommand::Argv(argv) => match argv.split_first() {
+        CommandSpec::Argv(argv) => match argv.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
                 cmd.args(args);
@@ -113,7 +104,7 @@ pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)
             }
             None => return spawn_failed(sink, "the command is empty".to_owned()).await,
         },
-        BuildCommand::Shell(script) => {
+        CommandSpec::Shell(script) => {
             let mut cmd = Command::new("/bin/sh");
             cmd.arg("-c").arg(script);
             (cmd, "/bin/sh")
@@ -479,7 +470,7 @@ mod tests {
     /// Upper bound for any single run in these tests, so a bug fails instead of hanging.
     const HANG: Duration = Duration::from_secs(90);
 
-    async fn job(dir: &Path, command: BuildCommand) -> Job {
+    async fn job(dir: &Path, command: CommandSpec) -> Job {
         Job {
             command,
             workdir: dir.to_owned(),
@@ -492,12 +483,12 @@ mod tests {
         }
     }
 
-    fn sh(script: &str) -> BuildCommand {
-        BuildCommand::Shell(script.to_owned())
+    fn sh(script: &str) -> CommandSpec {
+        CommandSpec::Shell(script.to_owned())
     }
 
-    fn argv(words: &[&str]) -> BuildCommand {
-        BuildCommand::Argv(words.iter().map(|w| w.to_string()).collect())
+    fn argv(words: &[&str]) -> CommandSpec {
+        CommandSpec::Argv(words.iter().map(|w| w.to_string()).collect())
     }
 
     fn log_of(dir: &Path) -> String {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::build::{Build, BuildId, BuildStatus};
 use crate::config::{Config, FeedCredentials};
-use crate::feed::{CommandSpec, Feed, FeedName};
+use crate::feed::{Feed, FeedName};
 
 /// Where a build's log lives.
 pub fn log_path(data_dir: &Path, id: BuildId) -> PathBuf {
@@ -260,12 +260,8 @@ async fn job(
         ("HOOKD_TRIGGER".into(), build.kind.word().into()),
         ("HOOKD_PROVIDER".into(), provider),
     ]);
-    let command = match &feed.command {
-        CommandSpec::Argv(words) => exec::BuildCommand::Argv(words.clone()),
-        CommandSpec::Shell(script) => exec::BuildCommand::Shell(script.clone()),
-    };
     Ok(exec::Job {
-        command,
+        command: feed.command.clone(),
         workdir: workspace,
         env,
         timeout: Duration::from_secs(feed.timeout_secs),

@@ -328,7 +328,8 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::build::{now_ms, BuildStatus, Trigger, TriggerKind};
+    use crate::build::{BuildStatus, Trigger, TriggerKind};
+    use crate::clock::now_ms;
     use crate::feed::Feed;
     use crate::store::queue::{AdmitRequest, Pick};
     use crate::store::test_support::temp_store;

@@ -1,5 +1,5 @@
-//! Group commit on one writer thread: callers hand it a write (a job); it runs every
-//! job queued so far, one after another, flushes once, and only then answers each
+//! Group commit on one writer thread: callers hand it a write (a task); it runs every
+//! task queued so far, one after another, flushes once, and only then answers each
 //! caller. One thread hop per webhook, no lock contention between writers, and one
 //! fsync shared by every write that arrived before it.
 //!
@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-/// The outcome of one flush, shared by every job it covered.
+/// The outcome of one flush, shared by every task it covered.
 pub(crate) type FlushResult = Result<(), Arc<std::io::Error>>;
 
-/// Called once the flush covering a job is over, with the flush's outcome.
+/// Called once the flush covering a task is over, with the flush's outcome.
 type Completion = Box<dyn FnOnce(FlushResult) + Send>;
 
 /// A write to run on the writer thread; returns what to do once it is durable.
-type Job = Box<dyn FnOnce() -> Completion + Send>;
+type Task = Box<dyn FnOnce() -> Completion + Send>;
 
 /// Handle to the writer thread.
 #[derive(Clone, Debug)]
@@ -34,13 +34,13 @@ pub(crate) struct Committer {
 #[derive(Debug)]
 struct Writer {
     /// Jobs waiting for the thread.
-    jobs: Option<mpsc::Sender<Job>>,
+    tasks: Option<mpsc::Sender<Task>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        drop(self.jobs.take());
+        drop(self.tasks.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -50,12 +50,12 @@ impl Drop for Writer {
 impl Committer {
     /// Starts the writer thread for `db`, whose data file is `data_file`.
     pub(crate) fn start(db: sled::Db, data_file: File) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Task>();
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
             .spawn(move || write_loop(db, data_file, rx))?;
         let inner = Writer {
-            jobs: Some(tx),
+            tasks: Some(tx),
             thread: Some(thread),
         };
         Ok(Self {
@@ -95,9 +95,9 @@ impl Committer {
         rx.blocking_recv().map_err(|_| stopped())?
     }
 
-    fn send(&self, job: Job) -> Result<(), Arc<std::io::Error>> {
-        let jobs = self.inner.jobs.as_ref().ok_or_else(stopped)?;
-        jobs.send(job).map_err(|_| stopped())
+    fn send(&self, task: Task) -> Result<(), Arc<std::io::Error>> {
+        let tasks = self.inner.tasks.as_ref().ok_or_else(stopped)?;
+        tasks.send(task).map_err(|_| stopped())
     }
 }
 
@@ -105,12 +105,12 @@ fn stopped() -> Arc<std::io::Error> {
     Arc::new(std::io::Error::other("store writer has stopped"))
 }
 
-/// Takes every job queued so far, runs them, flushes once, completes them all; repeats.
-fn write_loop(db: sled::Db, data_file: File, rx: mpsc::Receiver<Job>) {
+/// Takes every task queued so far, runs them, flushes once, completes them all; repeats.
+fn write_loop(db: sled::Db, data_file: File, rx: mpsc::Receiver<Task>) {
     while let Ok(first) = rx.recv() {
         let completions: Vec<Completion> = std::iter::once(first)
             .chain(rx.try_iter())
-            .map(|job| job())
+            .map(|task| task())
             .collect();
         let result = db
             .flush()

@@ -249,7 +249,7 @@ impl Store {
     /// Whether the store answers a write (for `/healthz`).
     pub fn check_writable(&self) -> Result<(), StoreError> {
         self.meta
-            .insert(keys::HEALTH, &crate::build::now_ms().to_be_bytes())?;
+            .insert(keys::HEALTH, &crate::clock::now_ms().to_be_bytes())?;
         Ok(())
     }
 
