@@ -9,7 +9,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// hookd: turns "somebody pushed" into "the build ran", with nothing lost.
 #[derive(Debug, Parser)]
-#[command(name = "hookd", version, about, propagate_version = true)]
+#[command(
+    name = "hookd",
+    version,
+    about,
+    propagate_version = true,
+    term_width = 80
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -61,17 +67,28 @@ pub struct ServeArgs {
     pub config: ConfigArgs,
 }
 
+/// The heading `hookd admin`'s global flags are listed under in every subcommand's
+/// help, so they are not mistaken for the subcommand's own flags.
+const GLOBAL: &str = "Global options";
+
 /// `hookd admin`: global flags plus one operator command.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// Admin socket (default: $HOOKD_SOCKET, the config's admin_socket, or DATA_DIR/admin.sock).
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Admin socket [default: $HOOKD_SOCKET, the config's admin_socket, or
+    /// ./hookd-data/admin.sock].
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub socket: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// Config file used only to find the socket.
-    #[arg(long, global = true, value_name = "PATH", env = "HOOKD_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "HOOKD_CONFIG",
+        help_heading = GLOBAL
+    )]
     pub config: Option<PathBuf>,
     /// The operator command.
     #[command(subcommand)]
@@ -170,7 +187,7 @@ pub enum FeedCommand {
         /// Feed name: [a-z0-9][a-z0-9._-]{0,62}.
         name: String,
         #[command(flatten)]
-        spec: FeedSpecArgs,
+        spec: FeedAddArgs,
     },
     /// List feeds.
     List,
@@ -206,13 +223,45 @@ pub enum FeedCommand {
     },
 }
 
-/// The settings of a feed, as flags; all optional so `edit` can reuse them.
+/// `feed add`'s settings: what a feed cannot do without is required, the rest shows
+/// the default it gets.
+#[derive(Debug, Args, Clone)]
+pub struct FeedAddArgs {
+    /// Git repository URL (https://, ssh://, git://, file:// or a local path).
+    #[arg(long, value_name = "URL")]
+    pub repo: String,
+    /// Build command: once = a /bin/sh -c string; repeated = argv words.
+    #[arg(long = "command", value_name = "CMD", required = true)]
+    pub command: Vec<String>,
+    /// Branch pattern to watch (glob; repeatable; `refs/tags/*` watches tags).
+    #[arg(long = "branch", value_name = "PATTERN", default_value = crate::feed::DEFAULT_BRANCH)]
+    pub branches: Vec<String>,
+    /// Least seconds between two build starts (0 = off).
+    #[arg(long, value_name = "SECS", default_value_t = crate::feed::DEFAULT_COOLDOWN_SECS)]
+    pub cooldown: u64,
+    /// What to do with a trigger during the cooldown.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = CooldownArg::Defer)]
+    pub on_cooldown: CooldownArg,
+    /// Build timeout in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = crate::feed::DEFAULT_TIMEOUT_SECS,
+        value_parser = at_least_one
+    )]
+    pub timeout: u64,
+    /// File holding the webhook secret (signatures/tokens are then required).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// `feed edit`'s settings: all optional, a flag not given keeps the feed's value.
 #[derive(Debug, Args, Clone, Default)]
 pub struct FeedSpecArgs {
     /// Git repository URL (https://, ssh://, git://, file:// or a local path).
     #[arg(long, value_name = "URL")]
     pub repo: Option<String>,
-    /// Branch pattern to watch (glob; repeatable; `refs/tags/*` watches tags).
+    /// Branch pattern to watch (glob; repeatable; replaces the list).
     #[arg(long = "branch", value_name = "PATTERN")]
     pub branches: Vec<String>,
     /// Build command: once = a /bin/sh -c string; repeated = argv words.
@@ -225,11 +274,20 @@ pub struct FeedSpecArgs {
     #[arg(long, value_enum, value_name = "POLICY")]
     pub on_cooldown: Option<CooldownArg>,
     /// Build timeout in seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = at_least_one)]
     pub timeout: Option<u64>,
     /// File holding the webhook secret (signatures/tokens are then required).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
+}
+
+/// A count or duration that must not be 0 (a 0 s timeout would kill every build).
+fn at_least_one(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Cooldown policy as typed on the command line.

@@ -22,11 +22,22 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `hookd … | head`: the reader has all it wanted; say nothing, as ripgrep does.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hookd: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether the error is a write to a pipe whose reader has gone.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn serve(args: hookd::cli::ConfigArgs) -> anyhow::Result<()> {
@@ -44,12 +55,8 @@ fn check_config(args: &hookd::cli::ConfigArgs) -> anyhow::Result<()> {
         .map_or("(embedded defaults)".to_owned(), |p| {
             p.display().to_string()
         });
-    println!("config OK: {source}");
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&config).context("printing the config")?
-    );
-    Ok(())
+    let doc = serde_json::to_string_pretty(&config).context("printing the config")?;
+    hookd::admin::client::print_out(&format!("config OK: {source}\n{doc}\n"))
 }
 
 /// The completion script comes from the same clap definitions as the parser, so it

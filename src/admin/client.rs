@@ -11,7 +11,8 @@ use tokio::net::UnixStream;
 use crate::admin::proto::{FeedSpec, Reply, Request};
 use crate::admin::render;
 use crate::cli::{
-    AdminArgs, AdminCommand, BuildCommand, CooldownArg, FeedCommand, FeedSpecArgs, TokenCommand,
+    AdminArgs, AdminCommand, BuildCommand, CooldownArg, FeedAddArgs, FeedCommand, FeedSpecArgs,
+    TokenCommand,
 };
 use crate::feed::CooldownPolicy;
 
@@ -27,9 +28,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     };
     let request = request(args.command)?;
     let follow = matches!(request, Request::Log { follow: true, .. });
-    let stream = UnixStream::connect(&socket)
-        .await
-        .map_err(|e| not_running(&socket, e))?;
+    let stream = connect(&socket).await?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(&request)?;
     line.push(b'\n');
@@ -40,7 +39,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let mut lines = BufReader::new(read).lines();
     let mut log = String::new();
     while let Some(line) = lines.next_line().await.context("reading the reply")? {
-        let reply: Reply = serde_json::from_str(&line).context("daemon sent a malformed reply")?;
+        let reply: Reply = serde_json::from_str(&line)
+            .map_err(|_| not_hookd(&socket, "answered something else"))?;
         match reply {
             Reply::Error(message) => bail!(message),
             Reply::LogChunk(text) if args.json => log.push_str(&text),
@@ -52,30 +52,35 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             }
             Reply::LogEnd(status) if args.json => {
-                println!("{}", serde_json::json!({"log": log, "status": status}));
-                return Ok(());
+                let doc = serde_json::json!({"log": log, "status": status});
+                return print_out(&format!("{doc}\n"));
             }
             Reply::LogEnd(_) => return Ok(()),
             Reply::Backup(backup) => return write_backup(&backup, output.as_deref()),
             other if args.json => {
-                println!("{}", serde_json::to_string_pretty(&json_payload(&other))?);
-                return Ok(());
+                let doc = serde_json::to_string_pretty(&json_payload(&other))?;
+                return print_out(&format!("{doc}\n"));
             }
-            other => {
-                print!("{}", render::text(&other));
-                return Ok(());
-            }
+            other => return print_out(&render::text(&other)),
         }
     }
-    bail!("the daemon closed the connection without a reply")
+    Err(not_hookd(&socket, "closed the connection without a reply"))
+}
+
+/// Writes to stdout and flushes, returning the error instead of panicking as
+/// `print!` does: `main` treats a closed pipe (`| head`) as a quiet end.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Prints a backup, or writes it to a new 0600 file: it holds secrets.
 fn write_backup(backup: &crate::admin::proto::Backup, output: Option<&Path>) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(backup)? + "\n";
     let Some(path) = output else {
-        print!("{text}");
-        return Ok(());
+        return print_out(&text);
     };
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -105,20 +110,55 @@ fn json_payload(reply: &Reply) -> serde_json::Value {
     }
 }
 
-fn not_running(socket: &Path, e: std::io::Error) -> anyhow::Error {
-    let why = match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            "the daemon is not running there"
+/// Connects to the admin socket, telling apart the ways that fails: nothing there,
+/// a daemon that is gone, a socket the user may not open, and a path that is no socket.
+async fn connect(socket: &Path) -> anyhow::Result<UnixStream> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::metadata(socket) {
+        if !meta.file_type().is_socket() {
+            return Err(not_hookd(socket, "is not a socket"));
         }
-        std::io::ErrorKind::PermissionDenied => {
-            "permission denied (be root, the daemon's user, or in its group)"
+    }
+    UnixStream::connect(socket)
+        .await
+        .map_err(|e| connect_error(socket, &e))
+}
+
+/// The message for a failed connect; the path is shown absolute, once.
+fn connect_error(socket: &Path, e: &std::io::Error) -> anyhow::Error {
+    let path = shown(socket);
+    let hint = "Start it with `hookd serve` (or `systemctl start hookd`), or name its \
+                socket with --socket PATH or HOOKD_SOCKET.";
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            anyhow::anyhow!("hookd is not running: no socket at {path}.\n{hint}")
         }
-        _ => "cannot connect",
-    };
+        std::io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
+            "hookd is not running: nothing listens on {path} (left by a stopped daemon).\n{hint}"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "permission denied on {path}: you must be root, the daemon's user, or in its group"
+        ),
+        _ => anyhow::anyhow!("cannot connect to {path}: {e}"),
+    }
+}
+
+/// Something at the socket path that does not speak the admin protocol.
+fn not_hookd(socket: &Path, what: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "daemon not running at {} ({why}: {e}).\nStart it with `hookd serve` (or `systemctl start hookd`), or name its socket with --socket PATH / HOOKD_SOCKET.",
-        socket.display()
+        "{} is not a hookd socket (it {what}); name the daemon's socket with --socket PATH \
+         or HOOKD_SOCKET",
+        shown(socket)
     )
+}
+
+/// The path as the operator should read it: absolute, so it means the same from any
+/// directory.
+fn shown(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
 }
 
 /// `--socket`, `HOOKD_SOCKET`, the config's `admin_socket`, else the default location.
@@ -184,7 +224,7 @@ fn feed_request(cmd: FeedCommand) -> anyhow::Result<Request> {
     Ok(match cmd {
         FeedCommand::Add { name, spec } => Request::FeedAdd {
             name,
-            spec: feed_spec(spec, false)?,
+            spec: feed_spec(add_spec(spec), false)?,
         },
         FeedCommand::List => Request::FeedList,
         FeedCommand::Show { name } => Request::FeedShow { name },
@@ -203,6 +243,19 @@ fn feed_request(cmd: FeedCommand) -> anyhow::Result<Request> {
             paused: false,
         },
     })
+}
+
+/// `feed add`'s flags as a full spec: its defaults are explicit values.
+fn add_spec(args: FeedAddArgs) -> FeedSpecArgs {
+    FeedSpecArgs {
+        repo: Some(args.repo),
+        branches: args.branches,
+        command: args.command,
+        cooldown: Some(args.cooldown),
+        on_cooldown: Some(args.on_cooldown),
+        timeout: Some(args.timeout),
+        secret_file: args.secret_file,
+    }
 }
 
 fn feed_spec(args: FeedSpecArgs, clear_secret: bool) -> anyhow::Result<FeedSpec> {

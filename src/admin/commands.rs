@@ -273,9 +273,12 @@ fn remove_feed(app: &App, name: &str) -> Result<Reply> {
         tracing::warn!(feed = %feed, error = %e, "cannot remove the feed's secret file");
     }
     tracing::info!(feed = %feed, "feed removed");
+    let builds = match removed.len() {
+        1 => "1 build".to_owned(),
+        n => format!("{n} builds"),
+    };
     Ok(Reply::Done(format!(
-        "feed {name} removed ({} builds deleted)",
-        removed.len()
+        "feed {name} removed ({builds} deleted)"
     )))
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod builds;
+mod cli;
 mod intake;
 mod limits;
 mod ops;

@@ -1,0 +1,265 @@
+//! The command line as a new user meets it: help that reads in 80 columns, usage
+//! errors with exit 2, quiet ends on a closed pipe, and clear socket errors.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Output, Stdio};
+
+use crate::support::{GitRepo, TestDaemon, BIN};
+
+fn hookd(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("HOOKD_SOCKET")
+        .env_remove("HOOKD_CONFIG")
+        .output()
+        .expect("run hookd")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The subcommands a help page lists under "Commands:" (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        // A wrapped description continues deeper in; names sit two spaces in.
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every help page, short and long, of every subcommand: (command words, page).
+fn all_help_pages() -> Vec<(String, String)> {
+    let mut pages = Vec::new();
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    while let Some(words) = todo.pop() {
+        for flag in ["-h", "--help"] {
+            let mut args: Vec<&str> = words.iter().map(String::as_str).collect();
+            args.push(flag);
+            let out = hookd(&args);
+            assert!(out.status.success(), "hookd {args:?}: {}", stderr(&out));
+            let page = stdout(&out);
+            if flag == "--help" {
+                for sub in subcommands(&page) {
+                    let mut next = words.clone();
+                    next.push(sub);
+                    todo.push(next);
+                }
+            }
+            pages.push((args.join(" "), page));
+        }
+    }
+    pages
+}
+
+#[test]
+fn every_help_page_fits_80_columns() {
+    let pages = all_help_pages();
+    assert!(pages.len() > 50, "walked only {} pages", pages.len());
+    for (command, page) in &pages {
+        for line in page.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "hookd {command}: line of {} columns:\n{line}",
+                line.chars().count()
+            );
+        }
+    }
+}
+
+#[test]
+fn feed_add_help_shows_required_flags_defaults_and_globals_apart() {
+    let help = stdout(&hookd(&["admin", "feed", "add", "--help"]));
+    assert!(
+        help.contains("Usage: hookd admin feed add [OPTIONS] --repo <URL> --command <CMD> <NAME>"),
+        "{help}"
+    );
+    for default in [
+        "[default: main]",
+        "[default: 300]",
+        "[default: defer]",
+        "[default: 3600]",
+    ] {
+        assert!(help.contains(default), "{default} missing:\n{help}");
+    }
+    let (own, global) = help
+        .split_once("Global options:")
+        .unwrap_or_else(|| panic!("no global heading:\n{help}"));
+    for flag in ["--socket", "--json", "--config"] {
+        assert!(!own.contains(flag), "{flag} among the feed flags:\n{help}");
+        assert!(
+            global.contains(flag),
+            "{flag} not under its heading:\n{help}"
+        );
+    }
+    // Every admin subcommand keeps the globals under their heading.
+    let builds = stdout(&hookd(&["admin", "builds", "--help"]));
+    let (own, _) = builds.split_once("Global options:").expect("heading");
+    assert!(!own.contains("--socket"), "{builds}");
+    assert!(own.contains("[default: 20]"), "{builds}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let cases: &[&[&str]] = &[
+        &["admin", "feed", "add", "web", "--command", "true"],
+        &["admin", "feed", "add", "web", "--repo", "/r"],
+        &["admin", "feed", "add"],
+        &[
+            "admin",
+            "feed",
+            "add",
+            "web",
+            "--repo",
+            "/r",
+            "--command",
+            "true",
+            "--timeout",
+            "0",
+        ],
+        &["admin", "feed", "edit", "web", "--timeout", "0"],
+        &["admin", "builds", "--limit", "many"],
+        &["admin", "nope"],
+        &["completions", "tcsh"],
+    ];
+    for args in cases {
+        let out = hookd(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--help"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// A pipe whose reading end is already closed: every write to it fails with EPIPE,
+/// as `hookd … | head` does once head has read its lines.
+fn closed_pipe() -> Stdio {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two fresh descriptors; we own both.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] is ours and used nowhere else.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: fds[1] is a fresh descriptor owned by nothing else.
+    Stdio::from(unsafe { OwnedFd::from_raw_fd(fds[1]) })
+}
+
+fn into_closed_pipe(command: &mut Command) -> Output {
+    command
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .env_remove("HOOKD_SOCKET")
+        .output()
+        .expect("run hookd")
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    d.add_feed("web", &["--repo", &repo.url(), "--command", "true"]);
+    let socket = d.socket();
+    let socket = socket.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["completions", "bash"],
+        &["man"],
+        &["check-config"],
+        &["admin", "--socket", socket, "--json", "queue"],
+        &["admin", "--socket", socket, "feed", "list"],
+        &["admin", "--socket", socket, "--json", "feed", "list"],
+    ];
+    for args in cases {
+        let out = into_closed_pipe(Command::new(BIN).args(*args));
+        assert_eq!(
+            (out.status.code(), stderr(&out).as_str()),
+            (Some(0), ""),
+            "hookd {args:?}"
+        );
+    }
+}
+
+#[test]
+fn socket_errors_name_the_absolute_path_once_and_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |socket: &str| {
+        let out = Command::new(BIN)
+            .args(["admin", "--socket", socket, "status"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let absolute = |name: &str| dir.path().join(name).display().to_string();
+
+    let err = run("nothing.sock");
+    assert!(err.contains("hookd is not running"), "{err}");
+    assert_eq!(err.matches(&absolute("nothing.sock")).count(), 1, "{err}");
+    assert!(err.contains("hookd serve"), "{err}");
+
+    // A socket file left behind by a daemon that is gone.
+    drop(std::os::unix::net::UnixListener::bind(dir.path().join("stale.sock")).unwrap());
+    let err = run("stale.sock");
+    assert!(err.contains("hookd is not running"), "{err}");
+    assert_eq!(err.matches(&absolute("stale.sock")).count(), 1, "{err}");
+
+    std::fs::write(dir.path().join("file.sock"), "").unwrap();
+    let err = run("file.sock");
+    assert!(err.contains("is not a hookd socket"), "{err}");
+    assert_eq!(err.matches(&absolute("file.sock")).count(), 1, "{err}");
+
+    // Something listens but speaks another protocol.
+    let other = std::os::unix::net::UnixListener::bind(dir.path().join("other.sock")).unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (mut conn, _) = other.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&conn).read_line(&mut line).unwrap();
+        conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
+    });
+    let err = run("other.sock");
+    server.join().unwrap();
+    assert!(err.contains("is not a hookd socket"), "{err}");
+    assert!(!err.contains("not running"), "{err}");
+}
+
+#[test]
+fn feed_remove_counts_builds_in_english() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    d.add_feed("one", &["--repo", &repo.url(), "--command", "true"]);
+    let build = d.admin_json(&["trigger", "one"])["build"].as_u64().unwrap();
+    d.wait_build(build, 60);
+    assert_eq!(
+        d.admin_ok(&["feed", "remove", "one"]),
+        "feed one removed (1 build deleted)\n"
+    );
+    d.add_feed("none", &["--repo", &repo.url(), "--command", "true"]);
+    assert_eq!(
+        d.admin_ok(&["feed", "remove", "none"]),
+        "feed none removed (0 builds deleted)\n"
+    );
+}
+
+#[test]
+fn the_quick_start_leaves_nothing_for_git_to_track() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for path in ["web.secret", "hookd-data/admin.sock", "demo/README"] {
+        let out = Command::new("git")
+            .args(["check-ignore", "-q", "--no-index", path])
+            .current_dir(root)
+            .status()
+            .unwrap();
+        assert!(out.success(), "{path} is not ignored by .gitignore");
+    }
+}
