@@ -217,7 +217,7 @@ impl Config {
             admin_socket: raw
                 .admin_socket
                 .clone()
-                .unwrap_or_else(|| data_dir.join("admin.sock")),
+                .unwrap_or_else(|| crate::paths::admin_socket(&data_dir)),
             data_dir,
             log_level: raw.log_level.clone().unwrap_or_else(|| "info".into()),
             workers,

@@ -13,6 +13,7 @@
 //! - [`token`]: hook tokens, minted and checked with the server key.
 //! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries.
 //! - [`secret`]: webhook secrets that never print, and their 0600 files.
+//! - [`paths`]: every path under the data dir, and the 0600 atomic write.
 //! - [`hook`]: pure webhook logic (no I/O): provider detection, parsing, signatures, rules.
 //! - [`intake`]: the webhook path: the token → feed routing table in memory, and one
 //!   hook request from token to reply.
@@ -37,6 +38,7 @@ pub mod http;
 pub mod intake;
 pub mod logging;
 pub mod metrics;
+pub mod paths;
 pub mod runner;
 pub mod scheduler;
 pub mod secret;

@@ -274,7 +274,7 @@ impl Scheduler {
         let result = tokio::task::spawn_blocking(move || -> Result<Build, StoreError> {
             let build = store.finish(id, status, now_ms())?;
             for old in store.prune_builds(build.feed.as_str(), keep)? {
-                crate::runner::remove_log(&data_dir, old);
+                crate::paths::remove_log(&data_dir, old);
             }
             store.durable_blocking()?;
             Ok(build)

@@ -21,8 +21,6 @@ const ID_LEN: usize = 8;
 const MAC_LEN: usize = 16;
 /// Bytes of the server key.
 const KEY_LEN: usize = 32;
-/// File name of the server key inside the data dir.
-pub const KEY_FILE: &str = "server.key";
 
 /// Why the server key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +107,7 @@ impl fmt::Debug for ServerKey {
 impl ServerKey {
     /// Loads `DIR/server.key`, creating it (0600, random) on first start.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, KeyError> {
-        let path = data_dir.join(KEY_FILE);
+        let path = crate::paths::server_key(data_dir);
         let io = |source| KeyError::Io {
             path: path.clone(),
             source,
@@ -152,28 +150,17 @@ impl ServerKey {
     /// Restores an exported key and writes it to `DATA_DIR/server.key` (0600), replacing
     /// the current file atomically.
     pub fn restore(data_dir: &Path, text: &str) -> Result<Self, KeyError> {
-        let path = data_dir.join(KEY_FILE);
+        let path = crate::paths::server_key(data_dir);
         let bytes = URL_SAFE_NO_PAD
             .decode(text.trim())
             .map_err(|_| KeyError::Malformed(path.clone()))?;
         let key: [u8; KEY_LEN] = bytes
             .try_into()
             .map_err(|_| KeyError::Malformed(path.clone()))?;
-        let tmp = data_dir.join(format!(".{KEY_FILE}.tmp"));
-        let io = |source| KeyError::Io {
+        crate::paths::write_private(&path, &key).map_err(|source| KeyError::Io {
             path: path.clone(),
             source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(&key).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        })?;
         Ok(Self(key))
     }
 
@@ -235,7 +222,7 @@ mod tests {
     fn key_file_is_created_private_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
         let key = ServerKey::load_or_create(dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+        let mode = std::fs::metadata(crate::paths::server_key(dir.path()))
             .unwrap()
             .permissions()
             .mode();

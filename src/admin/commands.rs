@@ -266,9 +266,9 @@ fn remove_feed(app: &App, name: &str) -> Result<Reply> {
     let removed = app.store.remove_feed(&feed)?;
     let data_dir = app.config().data_dir.clone();
     for id in &removed {
-        crate::runner::remove_log(&data_dir, BuildId(*id));
+        crate::paths::remove_log(&data_dir, BuildId(*id));
     }
-    crate::runner::remove_feed_dirs(&data_dir, &feed);
+    crate::paths::remove_feed_dirs(&data_dir, &feed);
     if let Err(e) = crate::secret::remove(&data_dir, &feed) {
         tracing::warn!(feed = %feed, error = %e, "cannot remove the feed's secret file");
     }

@@ -136,7 +136,7 @@ async fn stream_log(
     write: &mut (impl AsyncWriteExt + Unpin),
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
-    let path = crate::runner::log_path(&app.config().data_dir, id);
+    let path = crate::paths::log(&app.config().data_dir, id);
     let mut offset = 0u64;
     loop {
         let store = app.store.clone();

@@ -7,7 +7,7 @@ pub mod exec;
 pub mod git;
 pub mod log;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,45 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::build::{Build, BuildId, BuildStatus};
 use crate::config::{Config, FeedCredentials};
-use crate::feed::{Feed, FeedName};
-
-/// Where a build's log lives.
-pub fn log_path(data_dir: &Path, id: BuildId) -> PathBuf {
-    data_dir.join("logs").join(format!("{}.log", id.0))
-}
-
-/// Where a feed's bare mirror lives.
-fn mirror_dir(data_dir: &Path, feed: &FeedName) -> PathBuf {
-    data_dir
-        .join("mirrors")
-        .join(format!("{}.git", feed.as_str()))
-}
-
-/// Where a feed's builds run.
-fn workspace_dir(data_dir: &Path, feed: &FeedName) -> PathBuf {
-    data_dir.join("workspaces").join(feed.as_str())
-}
-
-/// Deletes a pruned build's log.
-pub fn remove_log(data_dir: &Path, id: BuildId) {
-    let path = log_path(data_dir, id);
-    if let Err(e) = std::fs::remove_file(&path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(build = id.0, error = %e, "cannot delete build log");
-        }
-    }
-}
-
-/// Deletes a removed feed's mirror and workspace.
-pub fn remove_feed_dirs(data_dir: &Path, feed: &FeedName) {
-    for dir in [mirror_dir(data_dir, feed), workspace_dir(data_dir, feed)] {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(feed = %feed, dir = %dir.display(), error = %e, "cannot delete feed directory");
-            }
-        }
-    }
-}
+use crate::feed::Feed;
+use crate::paths;
 
 /// Runs one claimed build to its final status (`Cancelled` also when the daemon's
 /// shutdown stopped it; the scheduler tells the two apart).
@@ -68,7 +31,7 @@ pub async fn run_build(app: &App, build: Build, cancel: CancellationToken) -> Bu
         Ok(Ok(None)) => return error("the feed was removed"),
         _ => return error("cannot read the feed from the store"),
     };
-    let log = log_path(&config.data_dir, build.id);
+    let log = paths::log(&config.data_dir, build.id);
     let fetch_started = std::time::Instant::now();
     let fetched = fetch(app, &config, &feed, &build, &log, &cancel).await;
     app.metrics
@@ -136,8 +99,8 @@ async fn fetch(
         .unwrap_or_default();
     let (repo, mirror, workspace) = (
         feed.repo.clone(),
-        mirror_dir(&config.data_dir, &feed.name),
-        workspace_dir(&config.data_dir, &feed.name),
+        paths::mirror(&config.data_dir, &feed.name),
+        paths::workspace(&config.data_dir, &feed.name),
     );
     let (git_ref, expected, log) = (
         build.git_ref.clone(),
@@ -228,7 +191,7 @@ async fn job(
     commit: &Resolved,
     log: &Path,
 ) -> std::io::Result<exec::Job> {
-    let workspace = workspace_dir(&config.data_dir, &feed.name);
+    let workspace = paths::workspace(&config.data_dir, &feed.name);
     let mut env: Vec<(String, String)> = vec![
         (
             "PATH".into(),

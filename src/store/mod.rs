@@ -141,7 +141,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store under `dir` with a bounded page cache.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
-        let path = dir.join("db");
+        let path = crate::paths::db(dir);
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,

@@ -1,0 +1,131 @@
+//! The data directory's layout: every path under `DATA_DIR` is named here, and the one
+//! way hookd writes a private file (0600, atomic). Paths derive from feed names and
+//! build ids only, never from payload data.
+//!
+//! ```text
+//! DATA_DIR/db/                   the store (sled)
+//! DATA_DIR/server.key            the hook-token key (0600)
+//! DATA_DIR/admin.sock            the admin socket (default)
+//! DATA_DIR/secrets/FEED          a feed's webhook secret (0600, dir 0700)
+//! DATA_DIR/logs/ID.log           a build's log
+//! DATA_DIR/mirrors/FEED.git      a feed's bare mirror
+//! DATA_DIR/workspaces/FEED       where a feed's builds run
+//! ```
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::build::BuildId;
+use crate::feed::FeedName;
+
+/// The token key's file name.
+pub(crate) const SERVER_KEY: &str = "server.key";
+
+/// The store's directory.
+pub(crate) fn db(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// The token key.
+pub(crate) fn server_key(data_dir: &Path) -> PathBuf {
+    data_dir.join(SERVER_KEY)
+}
+
+/// The admin socket when the config names none.
+pub(crate) fn admin_socket(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.sock")
+}
+
+/// The webhook secrets' directory (0700).
+pub(crate) fn secrets_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("secrets")
+}
+
+/// A feed's webhook secret.
+pub(crate) fn secret(data_dir: &Path, feed: &FeedName) -> PathBuf {
+    secrets_dir(data_dir).join(feed.as_str())
+}
+
+/// Where a build's log lives.
+pub(crate) fn log(data_dir: &Path, id: BuildId) -> PathBuf {
+    data_dir.join("logs").join(format!("{}.log", id.0))
+}
+
+/// Where a feed's bare mirror lives.
+pub(crate) fn mirror(data_dir: &Path, feed: &FeedName) -> PathBuf {
+    data_dir
+        .join("mirrors")
+        .join(format!("{}.git", feed.as_str()))
+}
+
+/// Where a feed's builds run.
+pub(crate) fn workspace(data_dir: &Path, feed: &FeedName) -> PathBuf {
+    data_dir.join("workspaces").join(feed.as_str())
+}
+
+/// Creates a private directory (0700) and its parents.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes a file readable by the daemon's user only, atomically: a reader sees the old
+/// content or the new, never a torn file, and the content is on disk before the rename.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("a private file needs a file name"))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Deletes a pruned build's log.
+pub(crate) fn remove_log(data_dir: &Path, id: BuildId) {
+    let path = log(data_dir, id);
+    if let Err(e) = std::fs::remove_file(&path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(build = id.0, error = %e, "cannot delete build log");
+        }
+    }
+}
+
+/// Deletes a removed feed's mirror and workspace.
+pub(crate) fn remove_feed_dirs(data_dir: &Path, feed: &FeedName) {
+    for dir in [mirror(data_dir, feed), workspace(data_dir, feed)] {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(feed = %feed, dir = %dir.display(), error = %e, "cannot delete feed directory");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn private_file_is_0600_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        write_private(&path, b"old").unwrap();
+        write_private(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+}
