@@ -35,6 +35,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Bounded libgit2 network timeouts, so a silent server cannot wedge a worker.
     crate::runner::git::init();
+    crate::runner::exec::init().context("marking inherited descriptors close-on-exec")?;
     let data_dir = config.data_dir.clone();
     std::fs::DirBuilder::new()
         .recursive(true)

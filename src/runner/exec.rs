@@ -29,6 +29,36 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// Size of each pipe's read buffer.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Makes this process fit to start builds: every descriptor it inherited (beyond 0,
+/// 1 and 2) is marked close-on-exec, so a build sees nothing of its parent's, as it
+/// sees nothing of hookd's own (Rust opens everything close-on-exec). Call it once at
+/// start-up, after taking any descriptors meant for the daemon.
+pub fn init() -> io::Result<()> {
+    let inherited: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in inherited {
+        // The directory just read is closed by now; its number may be gone or reused.
+        match close_on_exec(fd) {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Marks descriptor `fd` close-on-exec.
+pub fn close_on_exec(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on a plain descriptor number touches no memory of ours.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    // SAFETY: as above.
+    if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One run of a build command.
 pub struct Job {
     /// What to run.

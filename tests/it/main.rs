@@ -4,6 +4,7 @@ mod admin;
 mod builds;
 mod cli;
 mod intake;
+mod isolation;
 mod limits;
 mod ops;
 mod packaging;

@@ -92,6 +92,18 @@ pub fn parse_reply(raw: &[u8]) -> HttpReply {
     }
 }
 
+/// How the daemon process is started, beyond its config and environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// The daemon's umask (the test process's own stays untouched).
+    pub umask: Option<u32>,
+    /// Started by `systemd-socket-activate` holding the hook port, instead of `--listen`.
+    pub socket_activated: bool,
+    /// Started by a parent that leaks a descriptor (fd 9, a copy of stderr), as
+    /// shells and some supervisors do.
+    pub leaked_fd: bool,
+}
+
 /// A running daemon with its own data dir.
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
@@ -99,6 +111,7 @@ pub struct TestDaemon {
     child: Option<Child>,
     config: String,
     env: Vec<(String, String)>,
+    how: Launch,
 }
 
 impl TestDaemon {
@@ -114,6 +127,12 @@ impl TestDaemon {
 
     /// Starts with a config and extra environment for the daemon.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_launched(config, env, Launch::default())
+    }
+
+    /// Starts with a config, extra environment, and the given way of launching
+    /// (kept for restarts).
+    pub fn start_launched(config: &str, env: &[(&str, &str)], how: Launch) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let env = env
             .iter()
@@ -125,6 +144,7 @@ impl TestDaemon {
             child: None,
             config: config.to_owned(),
             env,
+            how,
         };
         d.launch();
         d
@@ -158,8 +178,9 @@ impl TestDaemon {
             .append(true)
             .open(self.stderr_path())
             .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        let (mut cmd, port) = self.command();
+        let child = cmd
+            .arg("--config")
             .arg(self.config_path())
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -172,6 +193,15 @@ impl TestDaemon {
             .spawn()
             .expect("spawn hookd");
         self.child = Some(child);
+        if let Some(port) = port {
+            // systemd-socket-activate execs hookd on the first connection.
+            wait_for(30, "systemd-socket-activate listens", || {
+                if let Some(Ok(Some(exit))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    panic!("systemd-socket-activate exited ({exit}):\n{}", self.logs());
+                }
+                TcpStream::connect(("127.0.0.1", port)).ok()
+            });
+        }
         let status = wait_for(30, "daemon answers on its admin socket", || {
             if let Some(Ok(Some(exit))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("hookd exited early ({exit}):\n{}", self.logs());
@@ -182,6 +212,47 @@ impl TestDaemon {
                 .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
         });
         self.addr = status["listen"].as_str().unwrap().parse().unwrap();
+    }
+
+    /// `hookd serve` as this daemon is launched, and the port systemd-socket-activate
+    /// holds when socket-activated.
+    fn command(&self) -> (Command, Option<u16>) {
+        let (mut cmd, port) = if self.how.socket_activated {
+            let port = closed_port();
+            let mut cmd = Command::new("systemd-socket-activate");
+            // It passes on only the environment named with -E.
+            cmd.arg("-l").arg(format!("127.0.0.1:{port}"));
+            for name in ["PATH", "HOME", "RUST_LOG"] {
+                cmd.args(["-E", name]);
+            }
+            for (name, _) in &self.env {
+                cmd.args(["-E", name]);
+            }
+            cmd.args([BIN, "serve"]);
+            (cmd, Some(port))
+        } else {
+            let mut cmd = Command::new(BIN);
+            cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+            (cmd, None)
+        };
+        let Launch {
+            umask, leaked_fd, ..
+        } = self.how;
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask(2) and dup2(2) are async-signal-safe; they run between fork
+        // and exec. dup2 leaves the copy inheritable.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(mask) = umask {
+                    libc::umask(mask as libc::mode_t);
+                }
+                if leaked_fd && libc::dup2(2, 9) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        (cmd, port)
     }
 
     /// Runs `hookd admin --socket S ARGS…`.
