@@ -15,13 +15,14 @@ use crate::cli::ConfigArgs;
 /// Why a config could not be used; shown to the operator verbatim.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    /// The file could not be read. (The OS error is part of the message, not a
+    /// `source`, so `{:#}` does not print it twice.)
+    #[error("cannot read config {path}: {error}")]
     Read {
         /// The file named by --config.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// TOML syntax, type or unknown key; the message names the key and its line.
     #[error("invalid config {path}: {message}")]
@@ -31,9 +32,85 @@ pub enum ConfigError {
         /// toml's message, which includes line and column.
         message: String,
     },
-    /// A value that parses but cannot work.
-    #[error("invalid config: {0}")]
-    Invalid(String),
+    /// A value that parses but cannot work, named by its key (and, once located in
+    /// the file, by the file and line).
+    #[error("invalid config {}: {message}", where_(origin, key, *line))]
+    Invalid {
+        /// The file it came from, when there is one.
+        origin: Option<PathBuf>,
+        /// The key's path in the file (`["http", "max_body_bytes"]`), or the flag.
+        key: Vec<String>,
+        /// Line of the key in the file, 1-based.
+        line: Option<usize>,
+        /// What is wrong with the value.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &[&str], message: impl Into<String>) -> Self {
+        Self::Invalid {
+            origin: None,
+            key: key.iter().map(|k| k.to_string()).collect(),
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    /// Names the file and the key's line in it, so every message reads like toml's
+    /// own parse errors. Keys set by a command-line flag keep the flag's name.
+    fn located(self, path: &Path, text: &str) -> Self {
+        match self {
+            Self::Invalid {
+                key, message, line, ..
+            } if !key.iter().any(|k| k.starts_with("--")) => Self::Invalid {
+                line: line.or_else(|| key_line(text, &key)),
+                origin: Some(path.to_owned()),
+                key,
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
+fn where_(origin: &Option<PathBuf>, key: &[String], line: Option<usize>) -> String {
+    let plain = |k: &String| {
+        k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let key = key
+        .iter()
+        .map(|k| {
+            if plain(k) {
+                k.clone()
+            } else {
+                format!("{k:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".");
+    let origin = origin
+        .as_ref()
+        .map(|p| format!("{}, ", p.display()))
+        .unwrap_or_default();
+    match line {
+        Some(line) => format!("{origin}line {line}, {key}"),
+        None => format!("{origin}{key}"),
+    }
+}
+
+/// The 1-based line where a key (`["builds", "keep_builds"]`) is written, if it is in
+/// the text.
+fn key_line(text: &str, key: &[String]) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let (last, parents) = key.split_last()?;
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    for part in parents {
+        table = table.get(part)?.as_table_like()?;
+    }
+    let start = table.key(last)?.span()?.start;
+    Some(text[..start].matches('\n').count() + 1)
 }
 
 /// The settings file as written: every key optional, unknown keys refused.
@@ -59,6 +136,7 @@ pub struct RawConfig {
     /// Build execution settings.
     pub builds: RawBuilds,
     /// Per-feed credentials for private repositories, by feed name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub feeds: BTreeMap<String, FeedCredentials>,
 }
 
@@ -93,6 +171,7 @@ pub struct RawBuilds {
     /// Time running builds get to finish on shutdown.
     pub shutdown_grace_secs: Option<u64>,
     /// Extra environment variables given to every build.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
 }
 
@@ -167,13 +246,81 @@ pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_LOG_MAX: u64 = 50 * 1024 * 1024;
 
 impl Config {
-    /// Reads the file (if any), applies CLI overrides and validates the result.
+    /// Reads the file (if any), applies CLI overrides and validates the result,
+    /// including that the credential files it names can be read.
     pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
-        let raw = match &args.config {
-            Some(path) => read_raw(path)?,
-            None => RawConfig::default(),
+        let config = Self::load_settings(args)?;
+        let checked = config.check_credential_files();
+        match (&args.config, checked) {
+            (Some(path), Err(e)) => Err(e.located(path, &read_text(path)?)),
+            (_, result) => result.map(|()| config),
+        }
+    }
+
+    /// [`Config::load`] without opening the credential files: enough to find the
+    /// admin socket, for a user who may not read the daemon's keys.
+    pub fn load_settings(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let Some(path) = &args.config else {
+            return Self::from_raw(RawConfig::default(), args);
         };
-        Self::from_raw(raw, args)
+        let text = read_text(path)?;
+        let raw = parse_raw(path, &text)?;
+        Self::from_raw(raw, args).map_err(|e| e.located(path, &text))
+    }
+
+    /// Every `[feeds.NAME]` key file must exist and be readable by this process:
+    /// otherwise the first private fetch would fail, long after the config passed.
+    fn check_credential_files(&self) -> Result<(), ConfigError> {
+        for (name, credentials) in &self.credentials {
+            let files = [
+                ("ssh_key", &credentials.ssh_key),
+                ("https_token_file", &credentials.https_token_file),
+            ];
+            for (key, path) in files {
+                let Some(path) = path else { continue };
+                let readable = std::fs::File::open(path)
+                    .and_then(|mut f| std::io::Read::read(&mut f, &mut [0u8; 1]).map(|_| ()));
+                if let Err(e) = readable {
+                    return Err(ConfigError::invalid(
+                        &["feeds", name, key],
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective settings as a config file, with the documented keys and units,
+    /// so `check-config` output can be pasted back. `public_url` is left out when it
+    /// is derived from `listen`, so it keeps following it.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        let raw = RawConfig {
+            listen: Some(self.listen.to_string()),
+            public_url: self.public_url_explicit.then(|| self.public_url.clone()),
+            data_dir: Some(self.data_dir.clone()),
+            admin_socket: Some(self.admin_socket.clone()),
+            log_level: Some(self.log_level.clone()),
+            workers: Some(self.workers),
+            store_cache_mb: Some(self.store_cache_bytes / (1024 * 1024)),
+            http: RawHttp {
+                max_body_bytes: Some(self.max_body_bytes),
+                header_timeout_secs: Some(self.header_timeout.as_secs()),
+                request_timeout_secs: Some(self.request_timeout.as_secs()),
+                max_connections: Some(self.max_connections),
+                allow_sha1_signatures: Some(self.allow_sha1),
+            },
+            builds: RawBuilds {
+                log_max_bytes: Some(self.log_max_bytes),
+                keep_builds: Some(self.keep_builds),
+                keep_deliveries: Some(self.keep_deliveries),
+                kill_grace_secs: Some(self.kill_grace.as_secs()),
+                shutdown_grace_secs: Some(self.shutdown_grace.as_secs()),
+                env: self.build_env.clone(),
+            },
+            feeds: self.credentials.clone(),
+        };
+        toml::to_string(&raw)
     }
 
     /// Applies overrides and defaults to a parsed file.
@@ -185,10 +332,16 @@ impl Config {
             raw.data_dir = Some(dir.clone());
         }
         let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen_key = if args.listen.is_some() {
+            "--listen"
+        } else {
+            "listen"
+        };
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "listen = {listen_text:?} is not an IP:port address"
-            ))
+            ConfigError::invalid(
+                &[listen_key],
+                format!("{listen_text:?} is not an IP:port address (e.g. 127.0.0.1:8080)"),
+            )
         })?;
         let data_dir = raw.data_dir.clone().unwrap_or_else(default_data_dir);
         let public_url = match &raw.public_url {
@@ -197,19 +350,19 @@ impl Config {
         };
         let workers = raw.workers.unwrap_or(1);
         if workers == 0 {
-            return Err(ConfigError::Invalid("workers must be at least 1".into()));
+            return Err(ConfigError::invalid(&["workers"], "must be at least 1"));
         }
-        let positive = |name: &str, v: Option<u64>, default: u64| match v {
-            Some(0) => Err(ConfigError::Invalid(format!(
-                "{name} must be greater than 0"
-            ))),
+        let positive = |key: &[&str], v: Option<u64>, default: u64| match v {
+            Some(0) => Err(ConfigError::invalid(key, "must be greater than 0")),
             Some(v) => Ok(v),
             None => Ok(default),
         };
         for name in raw.feeds.keys() {
             crate::feed::FeedName::parse(name)
-                .map_err(|e| ConfigError::Invalid(format!("[feeds.{name}]: {e}")))?;
+                .map_err(|e| ConfigError::invalid(&["feeds", name], e.to_string()))?;
         }
+        let log_level = raw.log_level.clone().unwrap_or_else(|| "info".into());
+        validate_log_level(&log_level).map_err(|m| ConfigError::invalid(&["log_level"], m))?;
         Ok(Self {
             listen,
             public_url,
@@ -219,30 +372,30 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| crate::paths::admin_socket(&data_dir)),
             data_dir,
-            log_level: raw.log_level.clone().unwrap_or_else(|| "info".into()),
+            log_level,
             workers,
-            store_cache_bytes: positive("store_cache_mb", raw.store_cache_mb, DEFAULT_CACHE_MB)?
+            store_cache_bytes: positive(&["store_cache_mb"], raw.store_cache_mb, DEFAULT_CACHE_MB)?
                 * 1024
                 * 1024,
             max_body_bytes: positive(
-                "http.max_body_bytes",
+                &["http", "max_body_bytes"],
                 raw.http.max_body_bytes,
                 DEFAULT_MAX_BODY,
             )?,
             header_timeout: secs(positive(
-                "http.header_timeout_secs",
+                &["http", "header_timeout_secs"],
                 raw.http.header_timeout_secs,
                 10,
             )?),
             request_timeout: secs(positive(
-                "http.request_timeout_secs",
+                &["http", "request_timeout_secs"],
                 raw.http.request_timeout_secs,
                 30,
             )?),
             max_connections: raw.http.max_connections.unwrap_or(1024).max(1),
             allow_sha1: raw.http.allow_sha1_signatures.unwrap_or(false),
             log_max_bytes: positive(
-                "builds.log_max_bytes",
+                &["builds", "log_max_bytes"],
                 raw.builds.log_max_bytes,
                 DEFAULT_LOG_MAX,
             )?,
@@ -290,20 +443,43 @@ fn validate_public_url(url: &str) -> Result<String, ConfigError> {
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://"))
         || trimmed.len() <= "https://".len()
     {
-        return Err(ConfigError::Invalid(format!(
-            "public_url = {url:?} must start with http:// or https://"
-        )));
+        return Err(ConfigError::invalid(
+            &["public_url"],
+            format!("{url:?} must start with http:// or https://"),
+        ));
     }
     Ok(trimmed.to_owned())
 }
 
-/// Reads and parses a config file without applying defaults.
-pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// The level words `log_level` accepts, alone or after `target=`.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// `log_level` must be a level or `target=level` directives, comma-separated: a bare
+/// word like "verbose" is a valid tracing filter for a target named "verbose", which
+/// silently turns every hookd log line off.
+fn validate_log_level(filter: &str) -> Result<(), String> {
+    let accepted = "expected a level (off, error, warn, info, debug, trace) or \
+                    TARGET=LEVEL directives separated by commas, e.g. \"info,hookd=debug\"";
+    let is_level = |word: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim()));
+    let directives_ok = filter.split(',').all(|d| match d.rsplit_once('=') {
+        Some((target, level)) => !target.trim().is_empty() && is_level(level),
+        None => is_level(d),
+    });
+    if !directives_ok || tracing_subscriber::EnvFilter::try_new(filter).is_err() {
+        return Err(format!("{filter:?} is not a log filter: {accepted}"));
+    }
+    Ok(())
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        error,
+    })
+}
+
+fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
     })
@@ -314,11 +490,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "t.toml".into(),
-            message: e.to_string(),
-        })?;
-        Config::from_raw(raw, &ConfigArgs::default())
+        let path = Path::new("t.toml");
+        let raw = parse_raw(path, text)?;
+        Config::from_raw(raw, &ConfigArgs::default()).map_err(|e| e.located(path, text))
     }
 
     #[test]
@@ -344,10 +518,80 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert!(parse("workers = 0").is_err());
+        assert!(parse("log_level = \"verbose\"").is_err());
         assert!(parse("listen = \"nope\"").is_err());
         assert!(parse("public_url = \"ftp://x\"").is_err());
         assert!(parse("[feeds.\"../x\"]").is_err());
         assert!(parse("[http]\nmax_body_bytes = 0").is_err());
+    }
+
+    #[test]
+    fn validation_errors_name_file_key_and_line() {
+        let cases = [
+            (
+                "listen = \"0.0.0.0:1\"\nworkers = 0\n",
+                "t.toml, line 2, workers: must be at least 1",
+            ),
+            (
+                "\n[http]\n\nmax_body_bytes = 0\n",
+                "t.toml, line 4, http.max_body_bytes: must be",
+            ),
+            (
+                "[builds]\n[feeds.\"../x\"]\n",
+                "t.toml, line 2, feeds.\"../x\": ",
+            ),
+            (
+                "log_level = \"verbose\"",
+                "t.toml, line 1, log_level: \"verbose\" is not a log filter",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("invalid config {expected}")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_level_takes_levels_and_directives_only() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "hookd=debug,info",
+            "hookd::http=trace, warn",
+        ] {
+            validate_log_level(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["verbose", "hookd", "info,hookd", "hookd=loud", "=info", ""] {
+            let err = validate_log_level(bad).unwrap_err();
+            assert!(err.contains("TARGET=LEVEL"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_the_same_settings() {
+        let text = "listen = \"127.0.0.1:9000\"\npublic_url = \"https://ci.example.com/\"\n\
+                    store_cache_mb = 32\n[http]\nheader_timeout_secs = 5\n\
+                    [builds]\nkill_grace_secs = 3\nenv = { A = \"b\" }\n\
+                    [feeds.web]\nhttps_user = \"x\"\n";
+        let first = parse(text).unwrap();
+        let printed = first.to_toml().unwrap();
+        for key in [
+            "store_cache_mb = 32",
+            "kill_grace_secs = 3",
+            "header_timeout_secs = 5",
+        ] {
+            assert!(printed.contains(key), "{key} missing:\n{printed}");
+        }
+        let again = parse(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.to_toml().unwrap(), printed);
+        assert_eq!(again.public_url, "https://ci.example.com");
+        // A derived public_url stays derived.
+        let derived = parse("").unwrap().to_toml().unwrap();
+        assert!(!derived.contains("public_url"), "{derived}");
     }
 
     #[test]

@@ -47,6 +47,8 @@ fn serve(args: hookd::cli::ConfigArgs) -> anyhow::Result<()> {
     runtime(true)?.block_on(hookd::daemon::run(config, args, inherited))
 }
 
+/// Validates the config and prints the effective settings as a config file: a
+/// comment line, then TOML that can be pasted back.
 fn check_config(args: &hookd::cli::ConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(args)?;
     let source = config
@@ -55,8 +57,13 @@ fn check_config(args: &hookd::cli::ConfigArgs) -> anyhow::Result<()> {
         .map_or("(embedded defaults)".to_owned(), |p| {
             p.display().to_string()
         });
-    let doc = serde_json::to_string_pretty(&config).context("printing the config")?;
-    hookd::admin::client::print_out(&format!("config OK: {source}\n{doc}\n"))
+    let mut settings = config.to_toml().context("printing the config")?;
+    if !settings.ends_with('\n') {
+        settings.push('\n');
+    }
+    hookd::admin::client::print_out(&format!(
+        "# config OK: {source}\n# effective settings:\n{settings}"
+    ))
 }
 
 /// The completion script comes from the same clap definitions as the parser, so it

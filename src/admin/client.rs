@@ -170,9 +170,11 @@ fn socket_path(args: &AdminArgs) -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let from_config = |path: &Path| -> anyhow::Result<PathBuf> {
-        let raw = crate::config::read_raw(path)?;
-        let config = crate::config::Config::from_raw(raw, &Default::default())?;
-        Ok(config.admin_socket)
+        let args = crate::cli::ConfigArgs {
+            config: Some(path.to_owned()),
+            ..Default::default()
+        };
+        Ok(crate::config::Config::load_settings(&args)?.admin_socket)
     };
     if let Some(path) = &args.config {
         return from_config(path);

@@ -3,6 +3,7 @@
 mod admin;
 mod builds;
 mod cli;
+mod config;
 mod intake;
 mod isolation;
 mod limits;
