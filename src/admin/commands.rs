@@ -134,9 +134,9 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
             let builds = store.builds(name.as_deref(), limit)?;
             Ok(Reply::Builds(builds.iter().map(BuildView::new).collect()))
         }
-        Request::BuildShow { id } => Ok(Reply::Build(BuildView::new(
+        Request::BuildShow { id } => Ok(Reply::Build(Box::new(BuildView::new(
             &store.build_required(BuildId(id))?,
-        ))),
+        )))),
         Request::Deliveries { name, limit } => {
             store.feed_required(&name)?;
             Ok(Reply::Deliveries(

@@ -166,8 +166,8 @@ pub enum Reply {
     Queue(QueueOut),
     /// Builds.
     Builds(Vec<BuildView>),
-    /// One build.
-    Build(BuildView),
+    /// One build (boxed: it is the largest reply by far).
+    Build(Box<BuildView>),
     /// A piece of log text.
     LogChunk(String),
     /// The log is complete; the build's final status.
@@ -325,6 +325,9 @@ pub struct BuildView {
     pub finished_at: Option<String>,
     /// Run time in seconds.
     pub duration_secs: Option<f64>,
+    /// The commit the newest trigger that named one asked for (a forge that sends
+    /// only an annotated tag's object names that); `commit` is what was built.
+    pub requested: Option<String>,
     /// Commit built.
     pub commit: Option<String>,
     /// Its subject line.
@@ -368,6 +371,7 @@ impl BuildView {
                 .started_ms
                 .zip(b.finished_ms)
                 .map(|(s, f)| (f - s).max(0) as f64 / 1000.0),
+            requested: b.triggers.newest_commit().map(str::to_owned),
             commit: b.commit.clone(),
             subject: b.subject.clone(),
             retry_of: b.retry_of.map(|r| r.0),

@@ -183,6 +183,9 @@ fn build_block(out: &mut String, b: &BuildView) {
         "trigger:   {} ({} trigger(s))",
         b.trigger, b.trigger_count
     );
+    if let Some(requested) = &b.requested {
+        let _ = writeln!(out, "requested: {requested}");
+    }
     if let Some(commit) = &b.commit {
         let _ = writeln!(
             out,

@@ -69,8 +69,11 @@ pub struct PushEvent {
     /// Full ref ("refs/heads/main", "refs/tags/v1"); `None` only for a generic trigger
     /// without `?branch=`, which builds the feed's default branch.
     pub git_ref: Option<String>,
-    /// The commit to build; `None` for deletions and generic triggers (fetch decides).
-    /// For GitLab annotated tags this is `checkout_sha`, not the tag object.
+    /// The commit the push names; `None` for deletions and generic triggers (fetch
+    /// decides). For an annotated tag it is the tagged commit wherever the payload
+    /// carries it (GitHub and Gitea `head_commit.id`, GitLab `checkout_sha`, Bitbucket
+    /// Server `toCommit.id`, Bitbucket Cloud's `target`); else the tag object (Azure
+    /// DevOps, Gogs, older GitHub and Bitbucket Server), which the fetch peels.
     pub commit: Option<String>,
     /// The ref's previous commit, when the forge reports it.
     pub before: Option<String>,

@@ -45,6 +45,18 @@ pub(crate) fn cases() -> Vec<Case> {
     cases.into_iter().map(load).collect()
 }
 
+/// The case `provider/name`, its JSON body changed by `edit` (to name other ids).
+pub(crate) fn edited(provider: &str, name: &str, edit: impl FnOnce(&mut Value)) -> Case {
+    let mut case = cases()
+        .into_iter()
+        .find(|c| c.provider == provider && c.name == name)
+        .unwrap_or_else(|| panic!("no fixture {provider}/{name}"));
+    let mut body: Value = serde_json::from_slice(&case.body).unwrap();
+    edit(&mut body);
+    case.body = serde_json::to_vec(&body).unwrap();
+    case
+}
+
 fn load(entry: Value) -> Case {
     let body_file = entry["body_file"].as_str().unwrap();
     let headers_file = entry["headers_file"].as_str().unwrap();

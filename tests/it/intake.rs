@@ -1,9 +1,7 @@
 //! Every recorded forge delivery, posted byte for byte with its headers to the real
 //! daemon: the reply the fixture README says, redelivery, signatures, history.
 
-use std::path::PathBuf;
-
-use crate::support::TestDaemon;
+use crate::support::{fixture_headers, fixtures, TestDaemon};
 
 const WATCHED: &[&str] = &[
     "main",
@@ -23,10 +21,6 @@ struct Case {
     commit: Option<String>,
 }
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks")
-}
-
 fn cases() -> Vec<Case> {
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
@@ -36,14 +30,7 @@ fn cases() -> Vec<Case> {
         .unwrap()
         .iter()
         .map(|c| {
-            let text =
-                std::fs::read_to_string(fixtures().join(c["headers_file"].as_str().unwrap()))
-                    .unwrap();
-            let headers = text
-                .lines()
-                .filter_map(|l| l.split_once(": ").or_else(|| l.split_once(':')))
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                .collect();
+            let headers = fixture_headers(c["headers_file"].as_str().unwrap());
             let commit = c
                 .get("checkout_sha")
                 .or(c.get("after"))

@@ -11,3 +11,4 @@ mod ops;
 mod packaging;
 mod source;
 mod support;
+mod tags;

@@ -396,6 +396,20 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The recorded webhook deliveries (`tests/fixtures/webhooks`).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks")
+}
+
+/// A fixture's `.headers` file as (name, value) pairs.
+pub fn fixture_headers(file: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(fixtures().join(file)).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(": ").or_else(|| l.split_once(':')))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// A real git repository made by the test, driven with the git CLI.
 pub struct GitRepo {
     pub path: PathBuf,

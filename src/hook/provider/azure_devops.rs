@@ -1,5 +1,7 @@
 //! Azure DevOps service hooks: `git.push` (the event is `eventType` in the body, there
-//! is no event header); every other event type is ignorable.
+//! is no event header); every other event type is ignorable. For an annotated tag,
+//! `newObjectId` is the tag object and the payload names no commit: it is kept as
+//! the pushed id and the fetch peels it.
 
 use serde::Deserialize;
 

@@ -1,5 +1,6 @@
 //! Bitbucket Cloud: `repo:push` webhooks, and the retired "POST service" (form body,
 //! no event header). Neither payload has a clone URL, so it is derived from the web URL.
+//! A tag change's `target` is the tagged commit, annotated tag or not.
 
 use serde::Deserialize;
 

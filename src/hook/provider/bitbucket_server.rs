@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{buildable, is_zero_sha, Incoming};
+use super::{buildable, is_zero_sha, tag_commit, Incoming};
 use crate::hook::error::ParseError;
 use crate::hook::event::{Delivery, PushEvent};
 
@@ -11,6 +11,15 @@ use crate::hook::event::{Delivery, PushEvent};
 struct Body {
     repository: Repository,
     changes: Vec<Change>,
+    /// The pushed commit (Bitbucket Data Center 8 and later; older servers omit it).
+    /// For an annotated tag `toHash` is the tag object and this is its commit.
+    #[serde(rename = "toCommit")]
+    to_commit: Option<CommitRef>,
+}
+
+#[derive(Deserialize)]
+struct CommitRef {
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +73,12 @@ fn refs_changed(
     delivery_id: Option<String>,
 ) -> Result<Delivery, ParseError> {
     let body: Body = request.json()?;
+    // `toCommit` describes the push as a whole: it names a change's commit only when
+    // the push changed one ref.
+    let peeled = match body.changes.len() {
+        1 => body.to_commit.and_then(|commit| commit.id),
+        _ => None,
+    };
     // One push can change several refs; hookd builds one. Prefer a ref that still exists.
     let alive = body.changes.iter().position(|change| !change.is_delete());
     let change = body
@@ -76,13 +91,14 @@ fn refs_changed(
             problem: "is empty",
         })?;
     let deleted = change.is_delete();
+    let git_ref = request.git_ref("changes.refId", change.ref_id)?;
     Ok(Delivery::Push(PushEvent {
         provider: request.provider,
         event,
         delivery_id,
         repo_url: http_clone_url(body.repository),
-        git_ref: Some(request.git_ref("changes.refId", change.ref_id)?),
-        commit: buildable(change.to_hash, deleted),
+        commit: buildable(tag_commit(&git_ref, change.to_hash, peeled), deleted),
+        git_ref: Some(git_ref),
         before: change.from_hash,
         deleted,
         head_message: None,

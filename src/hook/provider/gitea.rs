@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{buildable, is_zero_sha, Incoming};
+use super::{buildable, is_zero_sha, tag_commit, Incoming};
 use crate::hook::error::ParseError;
 use crate::hook::event::{Delivery, Provider, PushEvent};
 
@@ -63,13 +63,17 @@ fn push(
     }
     let deleted = is_zero_sha(&push.after);
     let head_message = head_message(&push);
+    let git_ref = request.git_ref("ref", push.git_ref)?;
+    // Gitea and Forgejo send an annotated tag's commit as `head_commit` (Gitea 1.17+,
+    // go-gitea/gitea#18173); Gogs sends no `head_commit`, so its tag object is kept.
+    let head_id = push.head_commit.map(|commit| commit.id);
     Ok(Delivery::Push(PushEvent {
         provider: request.provider,
         event,
         delivery_id,
         repo_url: push.repository.clone_url,
-        git_ref: Some(request.git_ref("ref", push.git_ref)?),
-        commit: buildable(push.after, deleted),
+        commit: buildable(tag_commit(&git_ref, push.after, head_id), deleted),
+        git_ref: Some(git_ref),
         before: push.before,
         deleted,
         head_message,

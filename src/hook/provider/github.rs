@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{buildable, is_zero_sha, Incoming};
+use super::{buildable, is_zero_sha, tag_commit, Incoming};
 use crate::hook::error::ParseError;
 use crate::hook::event::{Delivery, PushEvent};
 
@@ -23,8 +23,11 @@ struct Repository {
     clone_url: Option<String>,
 }
 
+/// For a tag, the tagged commit (GitHub sends it since October 2021; before, tag
+/// pushes often had none), while `after` is the tag object of an annotated tag.
 #[derive(Deserialize)]
 struct HeadCommit {
+    id: Option<String>,
     message: Option<String>,
 }
 
@@ -45,16 +48,21 @@ fn push(
 ) -> Result<Delivery, ParseError> {
     let push: Push = request.json()?;
     let deleted = push.deleted || is_zero_sha(&push.after);
+    let git_ref = request.git_ref("ref", push.git_ref)?;
+    let (head_id, head_message) = match push.head_commit {
+        Some(head) => (head.id, head.message),
+        None => (None, None),
+    };
     Ok(Delivery::Push(PushEvent {
         provider: request.provider,
         event,
         delivery_id,
         repo_url: push.repository.clone_url,
-        git_ref: Some(request.git_ref("ref", push.git_ref)?),
-        commit: buildable(push.after, deleted),
+        commit: buildable(tag_commit(&git_ref, push.after, head_id), deleted),
+        git_ref: Some(git_ref),
         before: push.before,
         deleted,
-        head_message: push.head_commit.and_then(|commit| commit.message),
+        head_message,
     }))
 }
 

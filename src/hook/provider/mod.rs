@@ -108,6 +108,18 @@ fn buildable(sha: String, deleted: bool) -> Option<String> {
     (!deleted && !sha.is_empty() && !is_zero_sha(&sha)).then_some(sha)
 }
 
+/// The commit a push of `git_ref` names. For an annotated tag several forges send the
+/// tag object as the pushed id and the tagged commit in another field (`peeled`);
+/// hookd records the commit, so that every view of the push names what is built.
+/// Without a peeled id the pushed id is kept, and the fetch peels it.
+fn tag_commit(git_ref: &str, pushed: String, peeled: Option<String>) -> String {
+    let peeled = peeled.filter(|id| !id.is_empty() && !is_zero_sha(id));
+    match peeled {
+        Some(commit) if git_ref.starts_with("refs/tags/") => commit,
+        _ => pushed,
+    }
+}
+
 /// Keeps a ref only if it looks like one git would accept (a simplified
 /// `git check-ref-format`), since it ends up in `HOOKD_REF` and in fetch refspecs.
 fn checked_ref(
@@ -303,6 +315,110 @@ mod tests {
                 let _ = parse(&case.headers, None, &body);
             }
         }
+    }
+
+    const TAG: &str = "1111111111111111111111111111111111111111";
+    const COMMIT: &str = "2222222222222222222222222222222222222222";
+
+    fn pushed_commit(case: &Case) -> Option<String> {
+        match parse(&case.headers, None, &case.body).unwrap() {
+            Delivery::Push(push) => {
+                assert_eq!(push.git_ref.as_deref(), Some("refs/tags/v1.2"));
+                push.commit
+            }
+            other => panic!("{}: not a push: {other:?}", case.id()),
+        }
+    }
+
+    /// Issue 17: an annotated tag's push names the tagged commit wherever the
+    /// payload carries it, and the tag object only where it does not.
+    #[test]
+    fn annotated_tags_name_their_commit_where_the_payload_has_it() {
+        use serde_json::{json, Value};
+        let github = |head: Value| {
+            fixtures::edited("github", "push-tag", |b| {
+                b["ref"] = json!("refs/tags/v1.2");
+                b["after"] = json!(TAG);
+                b["head_commit"] = head;
+            })
+        };
+        let bitbucket_server = |to_commit: Value, changes: usize| {
+            fixtures::edited("bitbucket-server", "refs-changed", |b| {
+                let change = json!({"ref": {"id": "refs/tags/v1.2", "displayId": "v1.2",
+                    "type": "TAG"}, "refId": "refs/tags/v1.2",
+                    "fromHash": "0".repeat(40), "toHash": TAG, "type": "ADD"});
+                b["changes"] = Value::Array(vec![change; changes]);
+                b["toCommit"] = to_commit;
+            })
+        };
+        let gitea = |provider, name, head: Value| {
+            fixtures::edited(provider, name, |b| {
+                b["ref"] = json!("refs/tags/v1.2");
+                b["after"] = json!(TAG);
+                b["commits"] = json!([]);
+                b["head_commit"] = head;
+            })
+        };
+        let cases = [
+            (github(json!({"id": COMMIT, "message": "m"})), COMMIT),
+            (github(Value::Null), TAG),
+            (bitbucket_server(json!({"id": COMMIT}), 1), COMMIT),
+            (bitbucket_server(Value::Null, 1), TAG),
+            // With several changes, `toCommit` cannot be tied to one of them.
+            (bitbucket_server(json!({"id": COMMIT}), 2), TAG),
+            (
+                gitea("gitea", "push-new-branch", json!({"id": COMMIT})),
+                COMMIT,
+            ),
+            (gitea("gogs", "push", Value::Null), TAG),
+            (
+                fixtures::edited("bitbucket-cloud", "repo-push", |b| {
+                    let new = &mut b["push"]["changes"][0]["new"];
+                    new["type"] = json!("tag");
+                    new["name"] = json!("v1.2");
+                    new["target"]["hash"] = json!(COMMIT);
+                }),
+                COMMIT,
+            ),
+            (
+                fixtures::edited("gitlab", "tag-push", |b| {
+                    b["ref"] = json!("refs/tags/v1.2");
+                    b["after"] = json!(TAG);
+                    b["checkout_sha"] = json!(COMMIT);
+                }),
+                COMMIT,
+            ),
+            (
+                fixtures::edited("azure-devops", "git-push", |b| {
+                    let update = &mut b["resource"]["refUpdates"][0];
+                    update["name"] = json!("refs/tags/v1.2");
+                    update["newObjectId"] = json!(TAG);
+                }),
+                TAG,
+            ),
+        ];
+        for (case, expected) in cases {
+            assert_eq!(
+                pushed_commit(&case).as_deref(),
+                Some(expected),
+                "{}",
+                case.id()
+            );
+        }
+    }
+
+    #[test]
+    fn a_branch_push_keeps_after_whatever_head_commit_says() {
+        let case = fixtures::edited("github", "push", |b| {
+            b["head_commit"]["id"] = serde_json::json!(COMMIT);
+        });
+        let Delivery::Push(push) = parse(&case.headers, None, &case.body).unwrap() else {
+            panic!("not a push");
+        };
+        assert_eq!(
+            push.commit.as_deref(),
+            Some("366701fde727cb7a9e7f21eb88264f59f6f9b89c")
+        );
     }
 
     #[test]

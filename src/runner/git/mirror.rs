@@ -295,22 +295,39 @@ fn resolve(
     commit.tree().map_err(corrupt)?;
     let id = commit.id().to_string();
     if let Some(pushed) = expected.filter(|p| !p.eq_ignore_ascii_case(&id)) {
-        let present = Oid::from_str(pushed)
-            .ok()
-            .filter(|_| pushed.len() >= 40)
-            .is_some_and(|oid| repo.find_commit(oid).is_ok());
-        if present {
-            progress.note(&format!(
-                "the branch has moved on since the push of {pushed}; building {id}, its newest commit"
-            ));
-        } else {
-            progress.note(&format!(
-                "pushed commit {pushed} not found on the remote; building {id}, the branch's newest commit"
-            ));
-        }
+        progress.note(&pushed_note(repo, pushed, &id));
     }
     let subject = String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
     Ok(ResolvedCommit { id, subject })
+}
+
+/// What the log says when the push named `pushed` and the build runs `id`: a tag
+/// object (some forges send one for an annotated tag) is peeled, not "missing".
+fn pushed_note(repo: &Repository, pushed: &str, id: &str) -> String {
+    let object = Oid::from_str(pushed)
+        .ok()
+        .filter(|_| pushed.len() >= 40)
+        .and_then(|oid| repo.find_object(oid, None).ok());
+    let Some(object) = object else {
+        return format!(
+            "pushed commit {pushed} not found on the remote; building {id}, the branch's newest commit"
+        );
+    };
+    if object.kind() != Some(ObjectType::Tag) {
+        return format!(
+            "the branch has moved on since the push of {pushed}; building {id}, its newest commit"
+        );
+    }
+    match object.peel_to_commit() {
+        Ok(peeled) if peeled.id().to_string() == id => {
+            format!("tag object {pushed} peeled to commit {id}")
+        }
+        Ok(peeled) => format!(
+            "tag object {pushed} peeled to commit {}; the tag has moved on since, building {id}",
+            peeled.id()
+        ),
+        Err(_) => format!("tag object {pushed} names no commit; building {id}"),
+    }
 }
 
 /// libgit2 errors that mean the local mirror is damaged, as opposed to the

@@ -157,6 +157,16 @@ fn fetch_main(
     mirror: &Path,
     expected: Option<&str>,
 ) -> (Result<ResolvedCommit, GitError>, String) {
+    fetch_ref(url, mirror, "refs/heads/main", expected)
+}
+
+/// Fetches `git_ref` of `url` into the mirror `dir`; (result, log).
+fn fetch_ref(
+    url: &str,
+    dir: &Path,
+    git_ref: &str,
+    expected: Option<&str>,
+) -> (Result<ResolvedCommit, GitError>, String) {
     let creds = no_creds();
     let remote = Remote {
         url,
@@ -164,14 +174,7 @@ fn fetch_main(
     };
     let mut log = Vec::new();
     let cancel = AtomicBool::new(false);
-    let r = fetch(
-        &remote,
-        mirror,
-        "refs/heads/main",
-        expected,
-        &mut log,
-        &cancel,
-    );
+    let r = fetch(&remote, dir, git_ref, expected, &mut log, &cancel);
     (r, String::from_utf8_lossy(&log).into_owned())
 }
 
@@ -336,34 +339,63 @@ fn missing_pushed_commit_is_noted() {
     );
 }
 
-#[test]
-fn annotated_tags_peel_to_their_commit() {
+/// An origin whose `v1` is an annotated tag: (origin, tagged commit, tag object).
+fn tagged_origin() -> (Origin, String, String) {
     let origin = Origin::new();
     let head = origin.commit(&[("a", "a")], "tagged");
     git(&origin.work, &["tag", "-a", "-m", "release", "v1"]);
     git(&origin.work, &["push", "-q", "origin", "v1"]);
+    let tag_object = git(&origin.work, &["rev-parse", "v1"]);
+    assert_ne!(tag_object, head);
+    (origin, head, tag_object)
+}
+
+/// Fetches `refs/tags/v1` of `url` into a new mirror `dir`; (result, log).
+fn fetch_v1(
+    url: &str,
+    dir: &Path,
+    expected: Option<&str>,
+) -> (Result<ResolvedCommit, GitError>, String) {
+    fetch_ref(url, dir, "refs/tags/v1", expected)
+}
+
+#[test]
+fn annotated_tags_peel_to_their_commit() {
+    let (origin, head, _) = tagged_origin();
     let daemon = Daemon::serve(&origin.root);
     let data = tempfile::tempdir().unwrap();
-    let creds = no_creds();
     for (i, url) in [daemon.url("repo.git"), origin.file_url()]
         .iter()
         .enumerate()
     {
-        let remote = Remote {
-            url,
-            credentials: &creds,
-        };
-        let mirror = data.path().join(format!("m{i}.git"));
-        let r = fetch(
-            &remote,
-            &mirror,
-            "refs/tags/v1",
-            None,
-            &mut Vec::new(),
-            &AtomicBool::new(false),
-        );
+        let (r, _) = fetch_v1(url, &data.path().join(format!("m{i}.git")), None);
         assert_eq!(r.unwrap().id, head);
     }
+}
+
+/// Some forges name an annotated tag's object instead of its commit: the log says
+/// it was peeled, not that the pushed commit is missing (issue 17).
+#[test]
+fn a_pushed_tag_object_is_noted_as_peeled() {
+    let (origin, head, tag_object) = tagged_origin();
+    let data = tempfile::tempdir().unwrap();
+    let (r, log) = fetch_v1(
+        &origin.file_url(),
+        &data.path().join("a.git"),
+        Some(&tag_object),
+    );
+    assert_eq!(r.unwrap().id, head);
+    assert!(
+        log.contains(&format!("tag object {tag_object} peeled to commit {head}")),
+        "{log}"
+    );
+    assert!(!log.contains("not found"), "{log}");
+    let (r, log) = fetch_v1(&origin.file_url(), &data.path().join("b.git"), Some(&head));
+    assert_eq!(r.unwrap().id, head);
+    assert!(
+        !log.contains("peeled") && !log.contains("not found"),
+        "{log}"
+    );
 }
 
 #[test]
