@@ -9,6 +9,27 @@ use crate::feed::FeedName;
 /// Builds keep the newest few triggers in full; older ones only count.
 pub const TRIGGERS_KEPT: usize = 5;
 
+/// Appended to text cut to its limit, so readers know there was more.
+pub const TRUNCATED: &str = " [truncated]";
+
+/// Longest commit subject kept in a build record (it comes from the pushed repository).
+pub const MAX_SUBJECT_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary) plus [`TRUNCATED`]
+/// when it was longer: stored text from outside stays small (see `hook::Delivery::bounded`).
+pub fn truncate_marked(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    text.truncate(end);
+    text.push_str(TRUNCATED);
+    text
+}
+
 /// A build's id: increasing across the whole daemon, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BuildId(pub u64);

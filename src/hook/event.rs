@@ -1,6 +1,10 @@
-//! The normalised shape of a delivery, whatever forge sent it.
+//! The normalised shape of a delivery, whatever forge sent it, and the bounds every
+//! field must keep before it may reach the store.
 
 use std::fmt;
+
+use crate::build::truncate_marked;
+use crate::hook::error::ParseError;
 
 /// Which kind of sender a delivery came from; decides parsing and signature checking.
 ///
@@ -131,9 +135,129 @@ impl Delivery {
     }
 }
 
+/// Longest event name kept; forges' names are under 40 bytes.
+pub const MAX_EVENT_BYTES: usize = 100;
+/// Longest delivery id kept; forges send GUIDs (36 bytes) or numbers.
+pub const MAX_DELIVERY_ID_BYTES: usize = 128;
+/// Longest ref kept (git's own limit is the file system's name length).
+pub const MAX_REF_BYTES: usize = 255;
+/// Head commit messages are cut to this many bytes, with a marker appended.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+impl Delivery {
+    /// Refuses (400) a delivery whose fields exceed their bounds, and cuts messages.
+    ///
+    /// Every field here can reach a stored record. sled writes a value or tree node
+    /// over its blob threshold (128 KiB) to a file of its own, so bounding the fields
+    /// keeps every record, and every node of 17 records, far below it.
+    pub fn bounded(self) -> Result<Self, ParseError> {
+        let provider = self.provider();
+        let field = |field, problem| ParseError::Field {
+            provider,
+            field,
+            problem,
+        };
+        if self.event().len() > MAX_EVENT_BYTES {
+            return Err(field("event name", "is longer than 100 bytes"));
+        }
+        if self
+            .delivery_id()
+            .is_some_and(|id| id.len() > MAX_DELIVERY_ID_BYTES)
+        {
+            return Err(field("delivery id", "is longer than 128 bytes"));
+        }
+        let Delivery::Push(mut push) = self else {
+            return Ok(self);
+        };
+        if push
+            .git_ref
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_REF_BYTES)
+        {
+            return Err(field("ref", "is longer than 255 bytes"));
+        }
+        // `before` is never stored, only compared.
+        if push.commit.as_deref().is_some_and(|id| !is_object_id(id)) {
+            return Err(field("commit id", "is not 40 or 64 hex digits"));
+        }
+        if let Some(url) = &push.repo_url {
+            if url.len() > 2048 {
+                return Err(field("repository URL", "is longer than 2048 bytes"));
+            }
+        }
+        push.head_message = push
+            .head_message
+            .map(|m| truncate_marked(m, MAX_MESSAGE_BYTES));
+        Ok(Delivery::Push(push))
+    }
+}
+
+/// A SHA-1 (40) or SHA-256 (64) object id in hex.
+fn is_object_id(id: &str) -> bool {
+    matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::TRUNCATED;
+
+    fn push() -> PushEvent {
+        PushEvent {
+            provider: Provider::GitHub,
+            event: "push".to_owned(),
+            delivery_id: Some("d".repeat(MAX_DELIVERY_ID_BYTES)),
+            repo_url: None,
+            git_ref: Some(format!("refs/heads/{}", "b".repeat(MAX_REF_BYTES - 11))),
+            commit: Some("a".repeat(64)),
+            before: Some("0".repeat(40)),
+            deleted: false,
+            head_message: Some("é".repeat(MAX_MESSAGE_BYTES)),
+        }
+    }
+
+    fn refused(push: PushEvent) -> String {
+        Delivery::Push(push).bounded().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn fields_at_their_limits_pass_and_messages_are_cut_with_a_marker() {
+        let Delivery::Push(bounded) = Delivery::Push(push()).bounded().unwrap() else {
+            panic!("not a push");
+        };
+        let message = bounded.head_message.unwrap();
+        assert!(message.ends_with(TRUNCATED), "{message}");
+        assert_eq!(message.len(), MAX_MESSAGE_BYTES + TRUNCATED.len());
+        assert_eq!(bounded.commit, push().commit);
+    }
+
+    #[test]
+    fn over_long_or_non_hex_fields_are_refused() {
+        let mut p = push();
+        p.event = "e".repeat(MAX_EVENT_BYTES + 1);
+        assert!(refused(p).contains("event name"));
+        let mut p = push();
+        p.delivery_id = Some("d".repeat(MAX_DELIVERY_ID_BYTES + 1));
+        assert!(refused(p).contains("delivery id"));
+        let mut p = push();
+        p.git_ref = Some(format!("refs/heads/{}", "b".repeat(MAX_REF_BYTES)));
+        assert!(refused(p).contains("ref"));
+        for bad in [
+            "abc",
+            &"g".repeat(40),
+            &"a".repeat(41),
+            &"a".repeat(2_000_000),
+        ] {
+            let mut p = push();
+            p.commit = Some(bad.to_owned());
+            assert!(refused(p).contains("40 or 64 hex"), "{bad:.50}");
+        }
+        let other = Delivery::Other {
+            provider: Provider::AzureDevOps,
+            event: "x".repeat(50_000),
+            delivery_id: None,
+        };
+        assert!(other.bounded().is_err());
+    }
 
     #[test]
     fn serde_names_match_as_str() {

@@ -22,3 +22,21 @@ pub use event::{Delivery, Provider, PushEvent};
 pub use provider::parse;
 pub use rules::{check_pattern, decide, default_branch, BadPattern, Decision, WatchRules};
 pub use signature::verify;
+
+/// [`parse`], then [`Delivery::bounded`]: what the intake stores. A malformed or
+/// over-long delivery is a [`ParseError`] (400).
+pub fn parse_bounded(
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Delivery, ParseError> {
+    match provider::parse(headers, query, body) {
+        Ok(delivery) => delivery.bounded(),
+        // serde's messages may quote a payload value; keep the stored reason small.
+        Err(ParseError::Json { provider, reason }) => Err(ParseError::Json {
+            provider,
+            reason: crate::build::truncate_marked(reason, 200),
+        }),
+        Err(e) => Err(e),
+    }
+}

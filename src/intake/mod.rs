@@ -106,7 +106,7 @@ impl Intake<'_> {
                 return reply;
             }
         }
-        let delivery = match hook::parse(self.headers, query, &self.body) {
+        let delivery = match hook::parse_bounded(self.headers, query, &self.body) {
             Ok(d) => d,
             Err(e) => {
                 let reason = e.to_string();
@@ -171,7 +171,7 @@ impl Intake<'_> {
             kind: TriggerKind::Hook,
             provider: delivery.provider().as_str().to_owned(),
             event: delivery.event().to_owned(),
-            delivery_id: delivery.delivery_id().map(capped_id),
+            delivery_id: delivery.delivery_id().map(str::to_owned),
             commit: commit.clone(),
         };
         let mut record = delivery_record(delivery.provider(), Some(delivery), now);
@@ -253,16 +253,6 @@ impl Intake<'_> {
     }
 }
 
-/// Delivery ids become store keys: a sender cannot make them arbitrarily long.
-fn capped_id(id: &str) -> String {
-    const MAX: usize = 128;
-    let end = (0..=MAX.min(id.len()))
-        .rev()
-        .find(|i| id.is_char_boundary(*i))
-        .unwrap_or(0);
-    id[..end].to_owned()
-}
-
 /// Why a delivery failed verification.
 struct Refusal {
     /// For the 401 body and the delivery history.
@@ -275,7 +265,10 @@ struct Refusal {
 /// `diagnostics:ping` unsigned) is answered `pong`, since a ping builds nothing; a
 /// wrongly signed one still gets 401, so a wrong secret shows at setup time.
 fn is_ping(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> bool {
-    matches!(hook::parse(headers, query, body), Ok(Delivery::Ping { .. }))
+    matches!(
+        hook::parse_bounded(headers, query, body),
+        Ok(Delivery::Ping { .. })
+    )
 }
 
 fn delivery_record(provider: Provider, delivery: Option<&Delivery>, now: i64) -> DeliveryRecord {
@@ -283,7 +276,7 @@ fn delivery_record(provider: Provider, delivery: Option<&Delivery>, now: i64) ->
         at_ms: now,
         provider: provider.as_str().to_owned(),
         event: delivery.map(|d| d.event().to_owned()).unwrap_or_default(),
-        delivery_id: delivery.and_then(|d| d.delivery_id().map(capped_id)),
+        delivery_id: delivery.and_then(|d| d.delivery_id().map(str::to_owned)),
         git_ref: None,
         commit: None,
         reply: StoredReply::default(),

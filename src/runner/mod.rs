@@ -154,7 +154,7 @@ async fn fetch(
         app.store.clone(),
         build.id,
         commit.id.clone(),
-        commit.subject.clone(),
+        crate::build::truncate_marked(commit.subject.clone(), crate::build::MAX_SUBJECT_BYTES),
     );
     let saved = tokio::task::spawn_blocking(move || {
         store.update_build(id, |b| {

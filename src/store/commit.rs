@@ -6,9 +6,13 @@
 //! Two sled 0.34 facts shape this (measured for hookd, see issue 3): awaiting
 //! `flush_async` from many tasks at once deadlocks, and sled's flush ends in
 //! `sync_file_range`, which does not survive a power cut. So one thread owns flushing,
-//! and follows each sled flush with an `fdatasync` of the database file.
+//! and follows each sled flush with an `fsync` of every blob file sled wrote since the
+//! last one (see [`Blobs`]) and an `fdatasync` of the database file.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -48,12 +52,18 @@ impl Drop for Writer {
 }
 
 impl Committer {
-    /// Starts the writer thread for `db`, whose data file is `data_file`.
-    pub(crate) fn start(db: sled::Db, data_file: File) -> std::io::Result<Self> {
+    /// Starts the writer thread for `db`, whose data file is `data_file` and whose
+    /// blob files live in `blobs_dir`.
+    pub(crate) fn start(
+        db: sled::Db,
+        data_file: File,
+        blobs_dir: PathBuf,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Task>();
+        let blobs = Blobs::new(blobs_dir);
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
-            .spawn(move || write_loop(db, data_file, rx))?;
+            .spawn(move || write_loop(db, data_file, blobs, rx))?;
         let inner = Writer {
             tasks: Some(tx),
             thread: Some(thread),
@@ -106,7 +116,7 @@ fn stopped() -> Arc<std::io::Error> {
 }
 
 /// Takes every task queued so far, runs them, flushes once, completes them all; repeats.
-fn write_loop(db: sled::Db, data_file: File, rx: mpsc::Receiver<Task>) {
+fn write_loop(db: sled::Db, data_file: File, mut blobs: Blobs, rx: mpsc::Receiver<Task>) {
     while let Ok(first) = rx.recv() {
         let completions: Vec<Completion> = std::iter::once(first)
             .chain(rx.try_iter())
@@ -116,6 +126,7 @@ fn write_loop(db: sled::Db, data_file: File, rx: mpsc::Receiver<Task>) {
             .flush()
             .map(drop)
             .map_err(std::io::Error::other)
+            .and_then(|()| blobs.sync_new())
             .and_then(|()| data_file.sync_data())
             .map_err(Arc::new);
         if let Err(e) = &result {
@@ -124,5 +135,58 @@ fn write_loop(db: sled::Db, data_file: File, rx: mpsc::Receiver<Task>) {
         for complete in completions {
             complete(result.clone());
         }
+    }
+}
+
+/// sled writes any value or tree node over its blob threshold (128 KiB) to a file of
+/// its own under `db/blobs/`, outside the log its flush covers. hookd's records are
+/// bounded far below that, but shelves of builds and operator input (a feed's command)
+/// are not, so every group commit syncs the blob files it has not synced yet.
+struct Blobs {
+    /// `db/blobs`.
+    dir: PathBuf,
+    /// Names synced already (sled never rewrites a blob file; it writes a new one).
+    synced: HashSet<OsString>,
+}
+
+impl Blobs {
+    /// Treats the files already there as synced: sled's recovery at open read them.
+    fn new(dir: PathBuf) -> Self {
+        let synced = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| Some(entry.ok()?.file_name()))
+            .collect();
+        Self { dir, synced }
+    }
+
+    /// fsyncs each blob file not synced before, then the directory that names them.
+    /// One `getdents` when there is none (the usual case).
+    fn sync_new(&mut self) -> std::io::Result<()> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut present = HashSet::with_capacity(self.synced.len());
+        let mut any_new = false;
+        for entry in entries {
+            let name = entry?.file_name();
+            if !self.synced.contains(&name) {
+                match File::open(self.dir.join(&name)) {
+                    Ok(file) => file.sync_all()?,
+                    // sled removed it meanwhile (its blob collection).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                any_new = true;
+            }
+            present.insert(name);
+        }
+        if any_new {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        self.synced = present;
+        Ok(())
     }
 }

@@ -153,7 +153,8 @@ impl Store {
             .mode(sled::Mode::LowSpace)
             .open()?;
         let data_file = std::fs::File::open(path.join("db")).map_err(open_err)?;
-        let committer = commit::Committer::start(db.clone(), data_file).map_err(open_err)?;
+        let committer = commit::Committer::start(db.clone(), data_file, path.join("blobs"))
+            .map_err(open_err)?;
         let records = db.open_tree("records")?;
         let space = |tag| Space::new(&records, tag);
         let store = Self {

@@ -10,5 +10,6 @@ mod limits;
 mod ops;
 mod packaging;
 mod source;
+mod store;
 mod support;
 mod tags;
