@@ -132,11 +132,13 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
                 store.feed_required(name)?;
             }
             let builds = store.builds(name.as_deref(), limit)?;
-            Ok(Reply::Builds(builds.iter().map(BuildView::new).collect()))
+            Ok(Reply::Builds(build_views(app, &builds)?))
         }
-        Request::BuildShow { id } => Ok(Reply::Build(Box::new(BuildView::new(
-            &store.build_required(BuildId(id))?,
-        )))),
+        Request::BuildShow { id } => {
+            let build = store.build_required(BuildId(id))?;
+            let mut views = build_views(app, std::slice::from_ref(&build))?;
+            Ok(Reply::Build(Box::new(views.remove(0))))
+        }
         Request::Deliveries { name, limit } => {
             store.feed_required(&name)?;
             Ok(Reply::Deliveries(
@@ -408,7 +410,8 @@ async fn cancel(app: &App, id: u64) -> Result<Reply> {
 }
 
 fn queue(app: &App) -> Result<Reply> {
-    let view = app.store.queue_view(now_ms(), 1000)?;
+    let view = app.store.queue_view(now_ms(), QUEUE_SHOWN)?;
+    let paused = paused_feeds(app)?;
     let mut out = QueueOut {
         running: view.running.iter().map(BuildView::new).collect(),
         queued: Vec::new(),
@@ -417,12 +420,45 @@ fn queue(app: &App) -> Result<Reply> {
     for (build, not_before) in view.waiting {
         let mut v = BuildView::new(&build);
         v.run_at = not_before.map(rfc3339);
+        v.feed_paused = paused.contains(&v.feed);
         match not_before {
             Some(_) => out.deferred.push(v),
             None => out.queued.push(v),
         }
     }
     Ok(Reply::Queue(out))
+}
+
+/// Waiting builds the queue view reads at most.
+const QUEUE_SHOWN: usize = 1000;
+
+/// Views of stored builds with what only the queue and the feeds know: when a
+/// deferred build may start, and whether a queued one waits on a paused feed.
+fn build_views(app: &App, builds: &[crate::build::Build]) -> Result<Vec<BuildView>> {
+    let mut views: Vec<BuildView> = builds.iter().map(BuildView::new).collect();
+    if !views.iter().any(|v| v.status == "queued") {
+        return Ok(views);
+    }
+    let waiting = app.store.queue_view(now_ms(), QUEUE_SHOWN)?.waiting;
+    let paused = paused_feeds(app)?;
+    for v in views.iter_mut().filter(|v| v.status == "queued") {
+        v.feed_paused = paused.contains(&v.feed);
+        v.run_at = waiting
+            .iter()
+            .find(|(b, _)| b.id.0 == v.id)
+            .and_then(|(_, not_before)| not_before.map(rfc3339));
+    }
+    Ok(views)
+}
+
+fn paused_feeds(app: &App) -> Result<std::collections::HashSet<String>> {
+    Ok(app
+        .store
+        .feeds()?
+        .into_iter()
+        .filter(|f| f.paused)
+        .map(|f| f.name.to_string())
+        .collect())
 }
 
 fn status(app: &App) -> Result<Reply> {
@@ -448,7 +484,16 @@ fn delivery_view(d: crate::store::DeliveryRecord) -> DeliveryView {
         git_ref: d.git_ref,
         commit: d.commit,
         http_status: d.reply.status,
+        build: reply_build(&d.reply.body),
         outcome: d.outcome,
         reason: d.reason,
     }
+}
+
+/// The build id a hook reply named (`{"build":ID,…}`), if it named one.
+fn reply_build(body: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("build")?
+        .as_u64()
 }

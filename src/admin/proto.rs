@@ -330,6 +330,9 @@ pub struct BuildView {
     pub requested: Option<String>,
     /// Commit built.
     pub commit: Option<String>,
+    /// Whether the build's feed is paused: a queued build then waits for `resume`.
+    #[serde(default)]
+    pub feed_paused: bool,
     /// Its subject line.
     pub subject: Option<String>,
     /// The build this reruns.
@@ -341,6 +344,18 @@ pub struct BuildView {
 }
 
 impl BuildView {
+    /// Whether a branch build ran another commit than the one its trigger named: the
+    /// branch moved on (a later push), or the feed's repository is not the one pushed
+    /// to. (A tag's requested id may be the tag object, which the build peels.)
+    pub fn built_other_commit(&self) -> bool {
+        match (&self.requested, &self.commit) {
+            (Some(requested), Some(built)) => {
+                requested != built && !self.git_ref.starts_with("refs/tags/")
+            }
+            _ => false,
+        }
+    }
+
     /// Builds the view from a stored build.
     pub fn new(b: &Build) -> Self {
         let (exit_code, reason) = match &b.status {
@@ -373,6 +388,7 @@ impl BuildView {
                 .map(|(s, f)| (f - s).max(0) as f64 / 1000.0),
             requested: b.triggers.newest_commit().map(str::to_owned),
             commit: b.commit.clone(),
+            feed_paused: false,
             subject: b.subject.clone(),
             retry_of: b.retry_of.map(|r| r.0),
             run_at: None,
@@ -410,6 +426,8 @@ pub struct DeliveryView {
     pub commit: Option<String>,
     /// HTTP status of the reply.
     pub http_status: u16,
+    /// The build it queued, joined or was deferred into, if any.
+    pub build: Option<u64>,
     /// queued, coalesced, deferred, ignored, pong, rejected, unauthorized, bad_request…
     pub outcome: String,
     /// Why.

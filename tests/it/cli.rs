@@ -263,3 +263,159 @@ fn the_quick_start_leaves_nothing_for_git_to_track() {
         assert!(out.success(), "{path} is not ignored by .gitignore");
     }
 }
+
+/// Every line of a table fits an 80-column terminal.
+fn assert_fits(text: &str) {
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "over 80 columns:\n{text}");
+    }
+}
+
+fn github_push(commit: &str, delivery: &str) -> (Vec<(&'static str, String)>, String) {
+    let zeros = "0".repeat(40);
+    let body = format!(
+        r#"{{"ref":"refs/heads/main","before":"{zeros}1","after":"{commit}","repository":{{"full_name":"you/web"}},"head_commit":{{"message":"x"}}}}"#
+    );
+    let headers = vec![
+        ("X-GitHub-Event", "push".to_owned()),
+        ("Content-Type", "application/json".to_owned()),
+        ("X-GitHub-Delivery", delivery.to_owned()),
+    ];
+    (headers, body)
+}
+
+#[test]
+fn builds_show_requested_and_built_commits_deferral_and_pause_as_they_are() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let hook = d.add_feed(
+        "web",
+        &[
+            "--repo",
+            &repo.url(),
+            "--command",
+            "true",
+            "--cooldown",
+            "3600",
+        ],
+    );
+    // A push naming a commit the repository does not have: its branch head is built.
+    let missing = "1111111111111111111111111111111111111111";
+    let (headers, body) = github_push(missing, "d-1");
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(d.post(&hook, &headers, body.as_bytes()).status, 202);
+    let first = d.wait_build(1, 60);
+    assert_eq!(first["requested"], missing);
+    assert_eq!(first["commit"], repo.head().as_str());
+    let show = d.admin_ok(&["build", "show", "1"]);
+    assert!(show.contains(&format!("requested: {missing}\n")), "{show}");
+    assert!(
+        show.contains(&format!("built:     {} ", repo.head())),
+        "{show}"
+    );
+    assert!(
+        show.contains("note:      the built commit is not the one"),
+        "{show}"
+    );
+    let builds = d.admin_ok(&["builds"]);
+    assert!(builds.starts_with("ID  FEED  BRANCH  STATUS"), "{builds}");
+    assert!(
+        builds.contains(&format!("{}*", &repo.head()[..8])),
+        "{builds}"
+    );
+    assert!(builds.contains("started "), "{builds}");
+    assert!(builds.contains("* built another commit"), "{builds}");
+
+    // The cooldown defers the next one: its run_at is shown as what it is.
+    let reply = d.post(&hook, &[], b"").json();
+    assert_eq!(reply["status"], "deferred");
+    assert_eq!(d.build(2)["run_at"], reply["run_at"]);
+    let show = d.admin_ok(&["build", "show", "2"]);
+    assert!(
+        show.contains(&format!("run at:    {}", reply["run_at"].as_str().unwrap())),
+        "{show}"
+    );
+    assert!(d.admin_ok(&["builds"]).contains("runs at "));
+    let queue = d.admin_ok(&["queue"]);
+    assert!(
+        queue.contains("deferred:\nID  FEED  BRANCH  STATUS  RUNS AT"),
+        "{queue}"
+    );
+
+    // A paused feed's queued build says why it waits.
+    d.admin_ok(&["feed", "pause", "web"]);
+    assert_eq!(d.admin_json(&["trigger", "web", "--force"])["build"], 2);
+    assert_eq!(d.build(2)["feed_paused"], true);
+    let show = d.admin_ok(&["build", "show", "2"]);
+    assert!(show.contains("status:    queued (feed paused)\n"), "{show}");
+    let queue = d.admin_ok(&["queue"]);
+    assert!(queue.contains("queued (feed paused)"), "{queue}");
+    assert_fits(&queue);
+
+    // Cancelled before it started: the table says when it was queued, not "started".
+    d.admin_ok(&["cancel", "2"]);
+    let builds = d.admin_ok(&["builds"]);
+    let row = builds
+        .lines()
+        .find(|l| l.trim_start().starts_with("2 "))
+        .unwrap();
+    assert!(
+        row.contains("cancelled") && row.contains("queued 2"),
+        "{builds}"
+    );
+    assert_fits(&builds);
+}
+
+#[test]
+fn deliveries_and_tokens_are_tables_with_headers_and_build_ids() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let secret = d.dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let hook = d.add_feed(
+        "web",
+        &[
+            "--repo",
+            &repo.url(),
+            "--command",
+            "true",
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(d.post(&hook, &[], b"").status, 401);
+    let queued = d.post(&hook, &[("Authorization", "Bearer s3cret")], b"");
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    let build = queued.json()["build"].as_u64().unwrap();
+
+    let json = d.admin_json(&["deliveries", "web"]);
+    assert_eq!(json[0]["build"], build);
+    assert_eq!(json[1]["build"], serde_json::Value::Null);
+    let text = d.admin_ok(&["deliveries", "web"]);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["AT", "PROVIDER", "EVENT", "HTTP", "OUTCOME", "BUILD", "REF"]
+    );
+    let queued_row = lines.next().unwrap();
+    assert!(
+        queued_row.contains(" 202  queued ") && queued_row.contains(&format!(" {build}  main")),
+        "{text}"
+    );
+    let refused_row = lines.next().unwrap();
+    assert!(refused_row.contains(" 401  unauthorized  "), "{text}");
+    assert_fits(&text);
+
+    let tokens = d.admin_ok(&["token", "list", "web"]);
+    assert_eq!(
+        tokens
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["ID", "LABEL", "CREATED", "STATE"]
+    );
+    assert!(tokens.contains("  default  "), "{tokens}");
+    assert_fits(&tokens);
+}
