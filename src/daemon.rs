@@ -3,6 +3,7 @@
 //! accepting, drain requests, give builds their grace, and flush.
 
 use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use crate::app::App;
 use crate::cli::ConfigArgs;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::runner::leftovers::{self, Marker};
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreOptions};
 use crate::token::ServerKey;
@@ -35,7 +37,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Bounded libgit2 network timeouts, so a silent server cannot wedge a worker.
     crate::runner::git::init();
-    crate::runner::exec::init().context("marking inherited descriptors close-on-exec")?;
+    crate::runner::exec::init()
+        .context("preparing to run builds (subreaper, close-on-exec descriptors)")?;
     let data_dir = config.data_dir.clone();
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -48,7 +51,7 @@ pub async fn run(
         keep_deliveries: config.keep_deliveries,
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, options)).await??;
-    recover(&store).await?;
+    recover(&store, &config.data_dir).await?;
 
     let listener = bind(&config, inherited).await?;
     let bound = listener.local_addr().context("reading the bound address")?;
@@ -71,6 +74,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     let builds = tokio::spawn(scheduler.run(app.clone(), shutdown.clone()));
+    let reaper = tokio::spawn(leftovers::reap_adopted(shutdown.clone()));
     tracing::info!(listen = %bound, admin_socket = %app.config().admin_socket.display(), version = env!("CARGO_PKG_VERSION"), "hookd ready");
     crate::systemd::notify(&format!("READY=1\nSTATUS=listening on {bound}"));
 
@@ -86,6 +90,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = http.await;
     let _ = builds.await;
+    let _ = reaper.await;
     let _ = admin_task.await;
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.durable_blocking()).await??;
@@ -95,8 +100,8 @@ pub async fn run(
 }
 
 /// Marks builds a crash left `running` as interrupted (queued again once) and kills
-/// whatever of their process groups survived the daemon.
-async fn recover(store: &Store) -> anyhow::Result<()> {
+/// whatever of their processes survived the daemon, in their group or out of it.
+async fn recover(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
     let store = store.clone();
     let interrupted =
         tokio::task::spawn_blocking(move || store.recover_interrupted(now_ms())).await??;
@@ -104,19 +109,22 @@ async fn recover(store: &Store) -> anyhow::Result<()> {
         tracing::warn!(feed = %build.feed, build = build.id.0, "build was interrupted by a daemon stop; queued again once");
     }
     // Reading /proc blocks: off the async threads.
+    let data_dir = data_dir.to_owned();
     tokio::task::spawn_blocking(move || {
         for build in interrupted {
-            let Some(pgid) = build.pgid else { continue };
-            let id = build.id.0.to_string();
-            let killed = crate::runner::exec::reap_orphans(pgid, ("HOOKD_BUILD_ID", &id));
-            if killed > 0 {
-                tracing::warn!(
-                    build = build.id.0,
-                    pgid,
-                    processes = killed,
-                    "killed the leftover process group"
-                );
+            let marker = Marker::new(build.id.0, &data_dir);
+            if let Some(pgid) = build.pgid {
+                let killed = leftovers::reap_orphans(pgid, &marker);
+                if killed > 0 {
+                    tracing::warn!(
+                        build = build.id.0,
+                        pgid,
+                        processes = killed,
+                        "killed the leftover process group"
+                    );
+                }
             }
+            leftovers::kill_escaped(&marker);
         }
     })
     .await?;

@@ -4,8 +4,9 @@
 //! environment it is given, and stdout and stderr drained together into the build's
 //! log. Everything it starts lives and dies with it: a timeout or cancel sends
 //! SIGTERM to the whole group and SIGKILL after a grace period, and once the leader
-//! has exited whatever it left behind in the group is killed too. If the daemon
-//! dies anyway, [`reap_orphans`] finds the group again after the restart.
+//! has exited whatever it left behind in the group is killed too, and so is every
+//! process that left the group but still carries the build's marker (see
+//! [`super::leftovers`]). If the daemon dies anyway, recovery finds them again.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::feed::CommandSpec;
+use crate::runner::leftovers::{kill_escaped, Leader, Marker};
 use crate::runner::log::{LogError, LogWriter};
 
 /// How long output is still read after the leader exited and the group was
@@ -31,9 +33,11 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Makes this process fit to start builds: every descriptor it inherited (beyond 0,
 /// 1 and 2) is marked close-on-exec, so a build sees nothing of its parent's, as it
-/// sees nothing of hookd's own (Rust opens everything close-on-exec). Call it once at
-/// start-up, after taking any descriptors meant for the daemon.
+/// sees nothing of hookd's own (Rust opens everything close-on-exec); and it becomes
+/// a child subreaper, so a build's orphans come to it. Call it once at start-up,
+/// after taking any descriptors meant for the daemon.
 pub fn init() -> io::Result<()> {
+    super::leftovers::become_subreaper()?;
     let inherited: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&fd| fd > 2)
@@ -73,6 +77,9 @@ pub struct Job {
     pub kill_grace: Duration,
     /// Where stdout, stderr and hookd's notes go.
     pub log: LogWriter,
+    /// The environment entries that mark the build's processes (they are in `env`
+    /// too): whatever carries them is killed when the run ends.
+    pub marker: Option<Marker>,
 }
 
 /// Shows variable names only: values may hold the build's secrets.
@@ -85,6 +92,7 @@ impl std::fmt::Debug for Job {
             .field("timeout", &self.timeout)
             .field("kill_grace", &self.kill_grace)
             .field("log", &self.log.path())
+            .field("marker", &self.marker)
             .finish()
     }
 }
@@ -105,9 +113,9 @@ pub enum Outcome {
 }
 
 /// Runs `job` to its end, killing its whole process group on timeout, on `cancel`,
-/// and when the future is dropped. `on_spawn` gets the process group id (the
-/// leader's pid) as soon as it exists, so the caller can persist it for
-/// [`reap_orphans`].
+/// and when the future is dropped, and then every process still carrying the job's
+/// marker. `on_spawn` gets the process group id (the leader's pid) as soon as it
+/// exists, so the caller can persist it for [`super::leftovers::reap_orphans`].
 pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)) -> Outcome {
     let Job {
         command,
@@ -116,6 +124,7 @@ pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)
         timeout,
         kill_grace,
         log,
+        marker,
     } = job;
     let mut sink = Sink { log, broken: false };
     if cancel.is_cancelled() {
@@ -161,8 +170,8 @@ pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
+    let (mut child, _leader) = match Leader::spawn(&mut cmd) {
+        Ok(spawned) => spawned,
         Err(e) => return spawn_failed(sink, format!("{program}: {e}")).await,
     };
     // A freshly spawned child always has a pid, and pids fit in an i32.
@@ -172,7 +181,11 @@ pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)
     else {
         return spawn_failed(sink, "the process has no usable pid".to_owned()).await;
     };
-    let mut group = Group { pgid, armed: true };
+    let mut group = Group {
+        pgid,
+        armed: true,
+        marker: marker.clone(),
+    };
     tracing::info!(pgid, program, "build command started");
     on_spawn(pid);
 
@@ -218,6 +231,14 @@ pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)
     };
     // The build is over once its leader is: nothing it started may outlive it.
     group.kill_remaining();
+    if let Some(marker) = marker {
+        let killed = tokio::task::spawn_blocking(move || kill_escaped(&marker))
+            .await
+            .unwrap_or(0);
+        if killed > 0 {
+            sink.note(&format!("[hookd] killed {killed} processes that outlived the command (they still carried HOOKD_BUILD_ID)")).await;
+        }
+    }
 
     let drain_limit = tokio::time::sleep(DRAIN_AFTER_EXIT);
     tokio::pin!(drain_limit);
@@ -289,6 +310,8 @@ struct Group {
     /// Off once the group has been killed after its leader exited: signalling a
     /// group id whose members are all gone could hit an unrelated group reusing it.
     armed: bool,
+    /// The build's marker, for what left the group when the run is abandoned.
+    marker: Option<Marker>,
 }
 
 impl Group {
@@ -307,12 +330,18 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.signal(libc::SIGKILL);
+        if self.armed {
+            self.signal(libc::SIGKILL);
+            // Blocking, but only for a run abandoned mid-build.
+            if let Some(marker) = &self.marker {
+                kill_escaped(marker);
+            }
+        }
     }
 }
 
 /// Sends `signal` to process group `pgid`; a group that is already gone is fine.
-fn killpg(pgid: i32, signal: libc::c_int) {
+pub(crate) fn killpg(pgid: i32, signal: libc::c_int) {
     // Group ids 0 and 1 would mean our own group and init's.
     if pgid <= 1 {
         return;
@@ -428,67 +457,6 @@ impl Sink {
     }
 }
 
-/// Crash recovery: kills process group `pgid` if it still holds a process of the
-/// build identified by `marker`, an exact `KEY=VALUE` entry of the build's
-/// environment (e.g. `("HOOKD_BUILD_ID", "42")`). A group id alone proves nothing
-/// after a restart (ids are reused), so a group without a marked process is left
-/// alone. Returns how many marked processes were found.
-///
-/// Blocking: it reads `/proc`; call it from `spawn_blocking` in async code.
-pub fn reap_orphans(pgid: i32, marker: (&str, &str)) -> usize {
-    // SAFETY: getpgrp has no arguments and cannot fail.
-    if pgid <= 1 || pgid == unsafe { libc::getpgrp() } {
-        return 0;
-    }
-    let wanted = format!("{}={}", marker.0, marker.1).into_bytes();
-    let entries = match std::fs::read_dir("/proc") {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::warn!(pgid, error = %e, "cannot scan /proc for leftover build processes");
-            return 0;
-        }
-    };
-    let mut matched = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        // Processes come and go during the scan: unreadable means not ours.
-        let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if process_group(&stat) != Some(pgid) {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if environ.split(|&b| b == 0).any(|entry| entry == wanted) {
-            matched += 1;
-        }
-    }
-    if matched > 0 {
-        tracing::warn!(
-            pgid,
-            processes = matched,
-            "killing leftover build process group"
-        );
-        killpg(pgid, libc::SIGKILL);
-    }
-    matched
-}
-
-/// The process group (field 5) of a `/proc/PID/stat` line. The command name
-/// (field 2) is in parentheses and may itself hold spaces and parentheses, so the
-/// fields are counted from the last `)`.
-fn process_group(stat: &[u8]) -> Option<i32> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    // state, ppid, pgrp
-    rest.split_ascii_whitespace().nth(2)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +478,7 @@ mod tests {
             log: LogWriter::open(&dir.join("build.log"), 50 << 20)
                 .await
                 .unwrap(),
+            marker: None,
         }
     }
 
@@ -869,71 +838,5 @@ mod tests {
             },
         );
         assert_send(&future);
-    }
-
-    fn detached_group(env: &[(&str, &str)]) -> std::process::Child {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new("/bin/sh")
-            .args(["-c", "sleep 1000 & sleep 1000"])
-            .env_clear()
-            .envs(env.iter().copied())
-            .env("PATH", "/usr/bin:/bin")
-            .process_group(0)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    fn wait_for_exit(child: &mut std::process::Child) -> Option<ExitStatus> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    #[test]
-    fn reap_orphans_kills_only_a_group_carrying_the_marker() {
-        let id = format!("reap-test-{}", std::process::id());
-        let longer = format!("{id}0");
-        let mut marked = detached_group(&[("HOOKD_BUILD_ID", &id)]);
-        let mut other_build = detached_group(&[("HOOKD_BUILD_ID", &longer)]);
-        let mut unmarked = detached_group(&[]);
-
-        for child in [&other_build, &unmarked] {
-            assert_eq!(reap_orphans(child.id() as i32, ("HOOKD_BUILD_ID", &id)), 0);
-        }
-        assert!(reap_orphans(marked.id() as i32, ("HOOKD_BUILD_ID", &id)) >= 1);
-        let status = wait_for_exit(&mut marked).expect("marked group killed");
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
-        for child in [&mut other_build, &mut unmarked] {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "an unmarked group was killed"
-            );
-            killpg(child.id() as i32, libc::SIGKILL);
-            wait_for_exit(child).unwrap();
-        }
-    }
-
-    #[test]
-    fn reap_orphans_never_touches_our_own_or_special_groups() {
-        // SAFETY: no arguments.
-        let own = unsafe { libc::getpgrp() };
-        for pgid in [-1, 0, 1, own] {
-            assert_eq!(reap_orphans(pgid, ("PATH", "/usr/bin:/bin")), 0);
-        }
-    }
-
-    #[test]
-    fn process_group_is_read_after_the_last_parenthesis() {
-        assert_eq!(process_group(b"42 (make) S 1 4242 4242 0 -1"), Some(4242));
-        assert_eq!(process_group(b"42 (a) b (c)) R 7 99 99 0"), Some(99));
-        assert_eq!(process_group(b"42 (weird ) 1 2) S 1 5 5"), Some(5));
-        assert_eq!(process_group(b"42 (x"), None);
-        assert_eq!(process_group(b"garbage"), None);
     }
 }

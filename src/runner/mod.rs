@@ -5,6 +5,7 @@
 
 pub mod exec;
 pub mod git;
+pub mod leftovers;
 pub mod log;
 
 use std::path::Path;
@@ -215,7 +216,6 @@ async fn job(
         .unwrap_or_default();
     env.extend([
         ("HOOKD_FEED".into(), feed.name.to_string()),
-        ("HOOKD_BUILD_ID".into(), build.id.0.to_string()),
         ("HOOKD_COMMIT".into(), commit.id.clone()),
         ("HOOKD_REF".into(), build.git_ref.clone()),
         ("HOOKD_BRANCH".into(), build.branch.clone()),
@@ -223,6 +223,7 @@ async fn job(
         ("HOOKD_TRIGGER".into(), build.kind.word().into()),
         ("HOOKD_PROVIDER".into(), provider),
     ]);
+    env.extend(leftovers::Marker::env(build.id.0, &config.data_dir));
     Ok(exec::Job {
         command: feed.command.clone(),
         workdir: workspace,
@@ -230,6 +231,7 @@ async fn job(
         timeout: Duration::from_secs(feed.timeout_secs),
         kill_grace: config.kill_grace,
         log: log::LogWriter::open(log, config.log_max_bytes).await?,
+        marker: Some(leftovers::Marker::new(build.id.0, &config.data_dir)),
     })
 }
 

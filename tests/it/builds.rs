@@ -272,6 +272,7 @@ fn the_build_sees_its_environment_and_nothing_else() {
         "HOOKD_TRIGGER=hook",
         "HOOKD_PROVIDER=generic",
         &format!("HOOKD_COMMIT={}", repo.head()),
+        &format!("HOOKD_DATA_DIR={}", d.data_dir().display()),
     ] {
         assert!(
             env.lines().any(|l| l == expected),
