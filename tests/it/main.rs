@@ -9,6 +9,7 @@ mod isolation;
 mod limits;
 mod ops;
 mod packaging;
+mod readme;
 mod source;
 mod store;
 mod support;
