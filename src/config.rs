@@ -150,8 +150,10 @@ pub struct RawHttp {
     pub header_timeout_secs: Option<u64>,
     /// Time a client has to send the whole request.
     pub request_timeout_secs: Option<u64>,
-    /// Open connections at most; more wait in the kernel backlog.
+    /// Open connections at most; at the cap the longest idle one gives way.
     pub max_connections: Option<usize>,
+    /// Time a connection may sit idle (no request in progress, nothing received).
+    pub idle_timeout_secs: Option<u64>,
     /// Accept GitHub's legacy `X-Hub-Signature` (sha1).
     pub allow_sha1_signatures: Option<bool>,
 }
@@ -214,6 +216,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Idle connections are closed after this.
+    pub idle_timeout: Duration,
     /// Whether sha1 GitHub signatures are accepted.
     pub allow_sha1: bool,
     /// Log cap per build.
@@ -242,6 +246,9 @@ pub const DEFAULT_DATA_DIR: &str = "hookd-data";
 pub const DEFAULT_CACHE_MB: u64 = 16;
 /// Default body limit (SPEC: 10 MiB).
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+/// Default idle timeout: longer than a client's pause between two requests of a burst,
+/// far shorter than the pace at which idle keep-alive clients could hold every slot.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 5;
 /// Default log cap (SPEC: 50 MiB).
 pub const DEFAULT_LOG_MAX: u64 = 50 * 1024 * 1024;
 
@@ -308,6 +315,7 @@ impl Config {
                 header_timeout_secs: Some(self.header_timeout.as_secs()),
                 request_timeout_secs: Some(self.request_timeout.as_secs()),
                 max_connections: Some(self.max_connections),
+                idle_timeout_secs: Some(self.idle_timeout.as_secs()),
                 allow_sha1_signatures: Some(self.allow_sha1),
             },
             builds: RawBuilds {
@@ -393,6 +401,11 @@ impl Config {
                 30,
             )?),
             max_connections: raw.http.max_connections.unwrap_or(1024).max(1),
+            idle_timeout: secs(positive(
+                &["http", "idle_timeout_secs"],
+                raw.http.idle_timeout_secs,
+                DEFAULT_IDLE_TIMEOUT_SECS,
+            )?),
             allow_sha1: raw.http.allow_sha1_signatures.unwrap_or(false),
             log_max_bytes: positive(
                 &["builds", "log_max_bytes"],
@@ -503,6 +516,7 @@ mod tests {
         assert_eq!(c.workers, 1);
         assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(c.store_cache_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
         assert!(c.admin_socket.ends_with("admin.sock"));
     }
 
@@ -523,6 +537,7 @@ mod tests {
         assert!(parse("public_url = \"ftp://x\"").is_err());
         assert!(parse("[feeds.\"../x\"]").is_err());
         assert!(parse("[http]\nmax_body_bytes = 0").is_err());
+        assert!(parse("[http]\nidle_timeout_secs = 0").is_err());
     }
 
     #[test]

@@ -1,9 +1,8 @@
-//! The HTTP side: hyper 1 accept loop with a connection cap, header and request
-//! deadlines, body limit and graceful drain; routes; and the one place where replies
-//! become HTTP responses.
+//! The HTTP side: hyper 1 accept loop (connection slots and idle closes are in
+//! `connections`), header and request deadlines, body limit and graceful drain; routes;
+//! and the one place where replies become HTTP responses.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,14 +11,16 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::intake::{self, HookReply};
+
+mod connections;
+
+use connections::Slots;
 
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -55,14 +56,12 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 /// Accepts connections until `shutdown` fires, then lets in-flight requests finish
 /// (up to a deadline) and returns.
 pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken) {
-    let config = app.config();
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
+    let slots = Slots::new();
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        tokio::select! {
+            _ = slots.room(app.config().max_connections) => {}
             _ = shutdown.cancelled() => break,
-        };
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -76,24 +75,35 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
         };
         // Replies are small and single-write: never hold them back for Nagle.
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
         let config = app.config();
-        let service = service_fn(move |req| handle(app.clone(), req));
+        let slot = slots.take(config.max_connections);
+        let io = slot.watch(stream);
+        let service = {
+            let (app, requests) = (app.clone(), slot.requests());
+            service_fn(move |req| {
+                let request = requests.start();
+                let app = app.clone();
+                async move {
+                    let response = handle(app, req).await;
+                    drop(request);
+                    response
+                }
+            })
+        };
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout)
             .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+            .serve_connection(io, service);
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = connections::drive(conn, slot, config.idle_timeout, shutdown).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+    if tokio::time::timeout(DRAIN_DEADLINE, slots.drained())
         .await
         .is_err()
     {

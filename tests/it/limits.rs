@@ -142,3 +142,104 @@ fn every_acknowledged_trigger_survives_kill_9() {
     }
     std::fs::write(&gate, "").unwrap();
 }
+
+/// Sends `GET /healthz` on a keep-alive connection and reads exactly its reply.
+fn keep_alive_health(s: &mut TcpStream) -> u16 {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s
+            .read(&mut buf)
+            .expect("a reply on the keep-alive connection");
+        assert!(n > 0, "closed before replying");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .expect("content-length");
+            if body.len() >= len {
+                return parse_reply(&raw).status;
+            }
+        }
+    }
+}
+
+/// Whether the server closed the connection (EOF or reset) before the read timeout.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    // The header timeout (which also bounds the wait for a next request) is long: only
+    // the idle timeout can close the connection within the read timeout below.
+    let d = TestDaemon::start_with("[http]\nidle_timeout_secs = 1\nheader_timeout_secs = 60\n");
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(keep_alive_health(&mut s), 200);
+    assert!(
+        closed_by_server(&mut s),
+        "an idle keep-alive connection stayed open past the idle timeout"
+    );
+}
+
+#[test]
+fn idle_and_header_trickling_clients_at_the_cap_do_not_keep_a_delivery_waiting() {
+    // Neither timeout frees a slot during the test: only giving way at the cap can.
+    let d = TestDaemon::start_with(
+        "[http]\nmax_connections = 4\nidle_timeout_secs = 60\nheader_timeout_secs = 60\n",
+    );
+    let hook = d.add_feed(
+        "cap",
+        &[
+            "--repo",
+            "/srv/x.git",
+            "--command",
+            "true",
+            "--cooldown",
+            "0",
+        ],
+    );
+    d.admin_ok(&["feed", "pause", "cap"]);
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            let mut s = TcpStream::connect(d.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            if i % 2 == 0 {
+                // A keep-alive client between two requests.
+                assert_eq!(keep_alive_health(&mut s), 200);
+            } else {
+                // A client still sending its headers.
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+            }
+            s
+        })
+        .collect();
+    // The delivery must be answered (before the support client's 30 s read timeout;
+    // without giving way it would wait 60 s in the backlog).
+    let reply = d.post(&hook, &[], b"");
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    // The connection that gave way was the one idle longest: the first keep-alive one.
+    held[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(closed_by_server(&mut held[0]), "{}", d.logs());
+}
