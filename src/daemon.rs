@@ -45,12 +45,17 @@ pub async fn run(
         .mode(0o750)
         .create(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let key = ServerKey::load_or_create(&data_dir)?;
     let options = StoreOptions {
         cache_bytes: config.store_cache_bytes,
         keep_deliveries: config.keep_deliveries,
     };
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, options)).await??;
+    let (store, key) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let store = Store::open(&data_dir, options)?;
+        // A key is made only for a store without tokens: never a silent new hook URL.
+        let key = ServerKey::load(&data_dir, store.holds_tokens()?)?;
+        Ok((store, key))
+    })
+    .await??;
     recover(&store, &config.data_dir).await?;
 
     let listener = bind(&config, inherited).await?;

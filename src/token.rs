@@ -36,6 +36,15 @@ pub enum KeyError {
     /// The file exists but does not hold a key.
     #[error("server key {0} is not {KEY_LEN} bytes; restore it from backup (tokens depend on it)")]
     Malformed(PathBuf),
+    /// The key file is gone but tokens made with it exist: a new key would change
+    /// every hook URL, so hookd refuses to start until it is restored.
+    #[error(
+        "server key {0} is missing, but the store holds hook tokens made with it; a new key \
+         would change every hook URL (forges would get 404). Restore the file (mode 0600) from \
+         a backup of the data dir, or from an export: \
+         printf '%s=' \"$(jq -r .server_key BACKUP.json)\" | basenc --base64url -d > {0}"
+    )]
+    Missing(PathBuf),
     /// The OS random source failed.
     #[error("no randomness available: {0}")]
     Random(String),
@@ -105,8 +114,16 @@ impl fmt::Debug for ServerKey {
 }
 
 impl ServerKey {
-    /// Loads `DIR/server.key`, creating it (0600, random) on first start.
+    /// Loads `DIR/server.key`, creating it (0600, random) if missing, for a data dir
+    /// without tokens (see [`ServerKey::load`]).
     pub fn load_or_create(data_dir: &Path) -> Result<Self, KeyError> {
+        Self::load(data_dir, false)
+    }
+
+    /// Loads `DIR/server.key`. A missing key is made (0600, random) only while no
+    /// token depends on it (`tokens_exist` false: a fresh data dir); otherwise a new
+    /// key would silently change every hook URL, so that is [`KeyError::Missing`].
+    pub fn load(data_dir: &Path, tokens_exist: bool) -> Result<Self, KeyError> {
         let path = crate::paths::server_key(data_dir);
         let io = |source| KeyError::Io {
             path: path.clone(),
@@ -124,6 +141,9 @@ impl ServerKey {
                     .try_into()
                     .map_err(|_| KeyError::Malformed(path.clone()))?;
                 Ok(Self(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tokens_exist => {
+                Err(KeyError::Missing(path.clone()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; KEY_LEN] = random_bytes()?;
@@ -217,6 +237,23 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_key_is_made_only_while_no_token_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::paths::server_key(dir.path());
+        let err = ServerKey::load(dir.path(), true).unwrap_err();
+        assert!(matches!(err, KeyError::Missing(_)), "{err}");
+        assert!(err.to_string().contains("backup"), "{err}");
+        assert!(
+            !path.exists(),
+            "a key was made although tokens need the old one"
+        );
+        ServerKey::load(dir.path(), false).unwrap();
+        assert!(path.exists());
+        // An existing key loads whether or not tokens exist.
+        ServerKey::load(dir.path(), true).unwrap();
+    }
 
     #[test]
     fn key_file_is_created_private_and_reloaded() {

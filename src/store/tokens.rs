@@ -46,6 +46,12 @@ impl Store {
             .transpose()
     }
 
+    /// Whether any token exists (revoked ones included): if so, the server key that
+    /// made them must not be replaced.
+    pub fn holds_tokens(&self) -> Result<bool, StoreError> {
+        Ok(self.tokens.iter().next().transpose()?.is_some())
+    }
+
     /// Every token of a feed, revoked ones included, oldest first.
     pub fn tokens_of(&self, feed: &str) -> Result<Vec<(TokenId, TokenRecord)>, StoreError> {
         let mut out = Vec::new();

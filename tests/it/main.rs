@@ -4,6 +4,7 @@ mod admin;
 mod builds;
 mod cli;
 mod config;
+mod data_dir;
 mod intake;
 mod isolation;
 mod limits;

@@ -255,6 +255,43 @@ impl TestDaemon {
         (cmd, port)
     }
 
+    /// Starts `hookd serve` on this daemon's config and data dir (which must not be
+    /// running) expecting it to refuse: returns its exit code and stderr. Panics if it
+    /// is still running after 30 s.
+    pub fn serve_refused(&self) -> (Option<i32>, String) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(self.config_path())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env_remove("HOOKD_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hookd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hookd started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status.code(), stderr)
+    }
+
     /// Runs `hookd admin --socket S ARGS…`.
     pub fn admin(&self, args: &[&str]) -> Output {
         Command::new(BIN)
