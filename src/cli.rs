@@ -113,12 +113,16 @@ pub enum AdminCommand {
     Trigger {
         /// Feed name.
         name: String,
-        /// Branch to build (default: the feed's default branch).
-        #[arg(long)]
+        /// Branch (NAME) or full ref (refs/tags/v1.2) to build; it must be one the
+        /// feed watches. Default: the feed's default branch, if it has one.
+        #[arg(long, visible_alias = "ref", value_name = "BRANCH|REF")]
         branch: Option<String>,
         /// Ignore the feed's cooldown.
         #[arg(long)]
         force: bool,
+        /// Build the named ref even if the feed does not watch it.
+        #[arg(long, requires = "branch")]
+        any_ref: bool,
     },
     /// Show running, queued and deferred builds.
     Queue,

@@ -162,9 +162,11 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// The branch a generic trigger builds: the first literal pattern, else `main`.
-    pub fn default_branch(&self) -> String {
-        crate::hook::default_branch(&self.branches)
+    /// The feed's branch patterns as the rules that judge every trigger's ref.
+    pub fn rules(&self) -> crate::hook::WatchRules<'_> {
+        crate::hook::WatchRules {
+            patterns: &self.branches,
+        }
     }
 }
 
@@ -296,16 +298,5 @@ mod tests {
             CommandSpec::from_words(vec![" ".into()]),
             Err(FeedError::NoCommand)
         );
-    }
-
-    #[test]
-    fn default_branch_is_the_first_literal_pattern() {
-        let mut feed = Feed {
-            branches: vec!["release/*".into(), "refs/heads/dev".into()],
-            ..sample("x")
-        };
-        assert_eq!(feed.default_branch(), "dev");
-        feed.branches.clear();
-        assert_eq!(feed.default_branch(), "main");
     }
 }

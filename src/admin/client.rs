@@ -199,10 +199,12 @@ fn request(command: AdminCommand) -> anyhow::Result<Request> {
             name,
             branch,
             force,
+            any_ref,
         } => Request::Trigger {
             name,
             branch,
             force,
+            any_ref,
         },
         AdminCommand::Queue => Request::Queue,
         AdminCommand::Builds { name, limit } => Request::Builds { name, limit },

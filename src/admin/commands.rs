@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::build::{BuildId, Trigger, TriggerKind};
 use crate::clock::{now_ms, rfc3339};
 use crate::feed::{self, CommandSpec, Feed, FeedError, FeedName};
+use crate::hook;
 use crate::scheduler::{CancelOutcome, Submission};
 use crate::secret::Secret;
 use crate::store::{Admission, StoreError};
@@ -47,7 +48,8 @@ pub async fn execute(app: &App, req: Request) -> Reply {
             name,
             branch,
             force,
-        } => trigger(app, name, branch, force).await,
+            any_ref,
+        } => trigger(app, name, branch, force, any_ref).await,
         Request::Cancel { id } => cancel(app, id).await,
         Request::FeedRemove { name } => {
             if let Ok(feed) = FeedName::parse(&name) {
@@ -331,27 +333,51 @@ fn feed_view(app: &App, feed: &Feed) -> Result<FeedView> {
     Ok(FeedView::new(feed, tokens(app, feed.name.as_str(), false)?))
 }
 
-async fn trigger(app: &App, name: String, branch: Option<String>, force: bool) -> Result<Reply> {
+/// The full ref a manual trigger builds: the one named (a branch name or a full
+/// ref), which the feed must watch unless `any_ref`; else the feed's default, if the
+/// feed has one (a feed watching only tag globs has none).
+fn manual_ref(feed: &Feed, named: Option<String>, any_ref: bool) -> Result<String> {
+    let rules = feed.rules();
+    let Some(name) = named else {
+        return hook::implicit_ref(&rules).map_err(|none| {
+            CommandError::Other(format!(
+                "feed {}: {none}; name one with --ref refs/tags/NAME or --branch NAME",
+                feed.name
+            ))
+        });
+    };
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(CommandError::Other(format!("invalid branch name {name:?}")));
+    }
+    let git_ref = match name.starts_with("refs/") {
+        true => name,
+        false => format!("refs/heads/{name}"),
+    };
+    if !any_ref && !rules.watches(&git_ref) {
+        return Err(CommandError::Other(format!(
+            "feed {} does not watch {git_ref} (it watches {}); pass --any-ref to build it anyway",
+            feed.name,
+            feed.branches.join(", ")
+        )));
+    }
+    Ok(git_ref)
+}
+
+async fn trigger(
+    app: &App,
+    name: String,
+    branch: Option<String>,
+    force: bool,
+    any_ref: bool,
+) -> Result<Reply> {
     let store = app.store.clone();
     let feed = tokio::task::spawn_blocking(move || store.feed_required(&name))
         .await
         .map_err(|_| CommandError::Other("daemon is shutting down".into()))??;
-    let branch = branch.unwrap_or_else(|| feed.default_branch());
-    if branch.is_empty() || branch.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(CommandError::Other(format!(
-            "invalid branch name {branch:?}"
-        )));
-    }
-    let (git_ref, short) = match branch.strip_prefix("refs/") {
-        Some(_) => (
-            branch.clone(),
-            branch.rsplit('/').next().unwrap_or(&branch).to_owned(),
-        ),
-        None => (format!("refs/heads/{branch}"), branch.clone()),
-    };
+    let git_ref = manual_ref(&feed, branch, any_ref)?;
     let sub = Submission {
+        branch: hook::short_name(&git_ref).to_owned(),
         git_ref,
-        branch: short,
         trigger: Trigger {
             accepted_ms: now_ms(),
             kind: TriggerKind::Manual,

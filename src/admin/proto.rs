@@ -97,10 +97,13 @@ pub enum Request {
     Trigger {
         /// Feed name.
         name: String,
-        /// Branch, else the feed's default.
+        /// Branch or full ref, else the feed's default.
         branch: Option<String>,
         /// Ignore the cooldown.
         force: bool,
+        /// Build the named ref even if the feed does not watch it.
+        #[serde(default)]
+        any_ref: bool,
     },
     /// Running and waiting builds.
     Queue,

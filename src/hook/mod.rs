@@ -20,7 +20,9 @@ pub use detect::detect;
 pub use error::{ParseError, SignatureError};
 pub use event::{Delivery, Provider, PushEvent};
 pub use provider::parse;
-pub use rules::{check_pattern, decide, default_branch, BadPattern, Decision, WatchRules};
+pub use rules::{
+    check_pattern, decide, implicit_ref, short_name, BadPattern, Decision, NoDefaultRef, WatchRules,
+};
 pub use signature::verify;
 
 /// [`parse`], then [`Delivery::bounded`]: what the intake stores. A malformed or

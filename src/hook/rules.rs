@@ -36,6 +36,9 @@ pub enum Decision {
     },
     /// A test delivery: answer `{"status":"pong"}`.
     Pong,
+    /// A generic trigger named no ref and the feed has no default: a 400 that says
+    /// how to name one.
+    NeedsRef(NoDefaultRef),
     /// Nothing to build; the reason goes into the 200 reply and the delivery log.
     Ignore(String),
 }
@@ -63,19 +66,40 @@ pub fn check_pattern(pattern: &str) -> Result<(), BadPattern> {
         .map_err(|err| bad(err.msg.to_owned()))
 }
 
-/// The branch a generic trigger without `?branch=` builds: the first pattern without
-/// glob characters (`refs/heads/` stripped), else "main".
-pub fn default_branch(patterns: &[String]) -> String {
-    patterns
-        .iter()
-        .filter(|pattern| !pattern.contains(['*', '?', '[', ']']))
-        .find_map(|pattern| match pattern.strip_prefix("refs/") {
-            Some(rest) => rest.strip_prefix("heads/"),
-            None => Some(pattern.as_str()),
+/// A trigger that names no ref (`curl -X POST URL`, `hookd admin trigger NAME`) on a
+/// feed whose patterns give it nothing to build by default: hookd never builds a ref
+/// the feed does not watch, so the caller must name one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the feed watches no branch to build by default (it watches {})", .patterns.join(", "))]
+pub struct NoDefaultRef {
+    /// The feed's patterns, to show what it does watch.
+    pub patterns: Vec<String>,
+}
+
+/// The full ref a trigger that names none builds: the first literal branch pattern
+/// (`main`, `refs/heads/trunk`), else the first literal full ref (`refs/tags/v1`), else
+/// `refs/heads/main` if a glob watches it. A feed that watches only globbed tags (or
+/// only globbed branches that main does not match) has no default.
+pub fn implicit_ref(rules: &WatchRules) -> Result<String, NoDefaultRef> {
+    let literal = |pattern: &&String| !pattern.contains(['*', '?', '[', ']']);
+    let as_ref = |pattern: &String| match pattern.strip_prefix("refs/") {
+        Some(_) => pattern.clone(),
+        None => format!("refs/heads/{pattern}"),
+    };
+    let literals: Vec<String> = rules.patterns.iter().filter(literal).map(as_ref).collect();
+    let branch = literals.iter().find(|r| r.starts_with("refs/heads/"));
+    branch
+        .or(literals.first())
+        .cloned()
+        .or_else(|| Some("refs/heads/main".to_owned()).filter(|main| rules.watches(main)))
+        .ok_or_else(|| NoDefaultRef {
+            patterns: rules.patterns.to_vec(),
         })
-        .filter(|branch| !branch.is_empty())
-        .unwrap_or("main")
-        .to_owned()
+}
+
+/// The short name of a full ref (branch or tag name), the value of `HOOKD_BRANCH`.
+pub fn short_name(git_ref: &str) -> &str {
+    RefName::of(git_ref).short()
 }
 
 /// Decides what `delivery` asks for under `rules`.
@@ -89,11 +113,13 @@ pub fn decide(delivery: &Delivery, rules: &WatchRules) -> Decision {
 
 fn decide_push(push: &PushEvent, rules: &WatchRules) -> Decision {
     let Some(git_ref) = push.git_ref.as_deref() else {
-        let branch = default_branch(rules.patterns);
-        return Decision::Build {
-            git_ref: format!("refs/heads/{branch}"),
-            branch,
-            commit: push.commit.clone(),
+        return match implicit_ref(rules) {
+            Ok(git_ref) => Decision::Build {
+                branch: short_name(&git_ref).to_owned(),
+                git_ref,
+                commit: push.commit.clone(),
+            },
+            Err(none) => Decision::NeedsRef(none),
         };
     };
     let name = RefName::of(git_ref);
@@ -242,6 +268,7 @@ mod tests {
                 Decision::Ignore(reason) => {
                     assert!(expect.starts_with("ignore"), "{}: {reason}", case.id())
                 }
+                Decision::NeedsRef(none) => panic!("{}: {none}", case.id()),
             }
         }
     }
@@ -404,14 +431,46 @@ mod tests {
     }
 
     #[test]
-    fn default_branch_choice() {
+    fn implicit_ref_is_always_a_watched_one() {
+        let implicit = |patterns: &[&str]| {
+            let patterns = strings(patterns);
+            implicit_ref(&WatchRules {
+                patterns: &patterns,
+            })
+        };
+        let ok = |r: &str| Ok(r.to_owned());
         assert_eq!(
-            default_branch(&strings(&["release/*", "refs/heads/trunk"])),
-            "trunk"
+            implicit(&["release/*", "refs/heads/trunk"]),
+            ok("refs/heads/trunk")
         );
-        assert_eq!(default_branch(&strings(&["refs/tags/v1", "dev"])), "dev");
-        assert_eq!(default_branch(&strings(&["feature/*"])), "main");
-        assert_eq!(default_branch(&[]), "main");
+        assert_eq!(implicit(&["refs/tags/v1", "dev"]), ok("refs/heads/dev"));
+        assert_eq!(implicit(&["refs/tags/v1"]), ok("refs/tags/v1"));
+        assert_eq!(implicit(&["*"]), ok("refs/heads/main"));
+        assert_eq!(implicit(&["**"]), ok("refs/heads/main"));
+        // Issue 10 item 13: a tags-only feed never builds main implicitly.
+        for none in [
+            &["refs/tags/v*"][..],
+            &["feature/*"],
+            &["refs/tags/*", "rel/*"],
+        ] {
+            let err = implicit(none).unwrap_err();
+            assert_eq!(err.patterns, strings(none));
+        }
+        assert_eq!(
+            implicit(&["refs/tags/v*", "rel/*"])
+                .unwrap_err()
+                .to_string(),
+            "the feed watches no branch to build by default (it watches refs/tags/v*, rel/*)"
+        );
+    }
+
+    #[test]
+    fn generic_trigger_without_a_ref_on_a_tags_only_feed_needs_one() {
+        let bare = parse(&http::HeaderMap::new(), None, b"").unwrap();
+        assert!(matches!(
+            decide_with_delivery(&bare, &["refs/tags/v*"]),
+            Decision::NeedsRef(_)
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::app::App;
 use crate::build::{Trigger, TriggerKind};
 use crate::clock::{now_ms, rfc3339};
 use crate::feed::Feed;
-use crate::hook::{self, Decision, Delivery, Provider, SignatureError, WatchRules};
+use crate::hook::{self, Decision, Delivery, Provider, SignatureError};
 use crate::scheduler::{ScheduleError, Submission};
 use crate::secret::Secret;
 use crate::store::{Admission, DeliveryRecord, StoredReply};
@@ -116,14 +116,26 @@ impl Intake<'_> {
                 return reply;
             }
         };
-        let rules = WatchRules {
-            patterns: &self.feed.branches,
-        };
-        match hook::decide(&delivery, &rules) {
+        match hook::decide(&delivery, &self.feed.rules()) {
             Decision::Pong => {
                 let reply = HookReply::new(200, "pong", None);
                 self.record(provider, Some(&delivery), &reply, "pong", None)
                     .await;
+                reply
+            }
+            Decision::NeedsRef(none) => {
+                let reason = format!(
+                    "{none}; name the ref to build, e.g. ?ref=refs/tags/v1.2 or ?branch=NAME"
+                );
+                let reply = HookReply::new(400, "bad_request", Some(&reason));
+                self.record(
+                    provider,
+                    Some(&delivery),
+                    &reply,
+                    "bad_request",
+                    Some(reason),
+                )
+                .await;
                 reply
             }
             Decision::Ignore(reason) => {

@@ -3,7 +3,8 @@
 //! feed watching `refs/tags/*`, against a real repository that holds the tag. The
 //! delivery history, `build show` and `HOOKD_COMMIT` name the tagged commit, and the
 //! build log has no "not found" note; a payload that carries only the tag object is
-//! peeled, and the log says so.
+//! peeled, and the log says so. Then issue 10 item 13: a feed that watches only tags
+//! never builds a branch it was not asked for.
 
 use serde_json::{json, Value};
 
@@ -93,6 +94,7 @@ impl Forge {
         let built = wait_for(10, "the build's evidence", || {
             std::fs::read_to_string(&evidence).ok()
         });
+        std::fs::remove_file(&evidence).unwrap();
         let deliveries = self.d.admin_json(&["deliveries", name]);
         Seen {
             delivered: deliveries[0]["commit"].as_str().map(str::to_owned),
@@ -264,4 +266,83 @@ fn generic_trigger_of_an_annotated_tag() {
     assert_eq!(seen.requested, None);
     assert_eq!(seen.built, f.commit);
     assert!(!seen.log.contains("not found") && !seen.log.contains("peeled"));
+}
+
+/// Issue 10 item 13: a plain `curl -X POST` to a feed that watches only tags used to
+/// build refs/heads/main. Now it is a 400 that says how to name the ref, a named
+/// unwatched ref is ignored as for any push, and a named watched tag builds.
+#[test]
+fn a_generic_trigger_on_a_tags_only_feed_must_name_a_watched_ref() {
+    let f = Forge::new();
+    let hook = f.feed("tags");
+    let reply = f.d.post(&hook, &[], b"");
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["status"], "bad_request");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("refs/tags/*"), "{reason}");
+    assert!(reason.contains("?ref=refs/tags/v1.2"), "{reason}");
+    assert_eq!(
+        f.d.admin_json(&["deliveries", "tags"])[0]["outcome"],
+        "bad_request"
+    );
+
+    let reply = f.d.post(&format!("{hook}?ref=refs/heads/main"), &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["reason"], "branch main is not watched");
+    let reply = f.d.post(&format!("{hook}?ref=v1.2"), &[], b"");
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(f
+        .d
+        .admin_json(&["builds", "tags"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let reply = f.d.post(&format!("{hook}?ref={TAG_REF}"), &[], b"");
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let seen = f.seen("tags", reply.json()["build"].as_u64().unwrap());
+    assert_eq!(seen.built, f.commit);
+    assert_eq!(f.d.build(1)["ref"], TAG_REF);
+}
+
+/// Issue 10 item 13, by hand: `hookd admin trigger` on a tags-only feed needs `--ref`
+/// (or `--branch`) naming a watched ref; `--any-ref` builds an unwatched one on purpose.
+#[test]
+fn a_manual_trigger_on_a_tags_only_feed_must_name_a_watched_ref() {
+    let f = Forge::new();
+    f.feed("tags");
+    let (code, err) = f.d.admin_err(&["trigger", "tags"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--ref refs/tags/NAME"), "{err}");
+    let (code, err) = f.d.admin_err(&["trigger", "tags", "--branch", "main"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not watch refs/heads/main"), "{err}");
+    assert!(err.contains("--any-ref"), "{err}");
+    let (code, _) = f.d.admin_err(&["trigger", "tags", "--any-ref"]);
+    assert_eq!(code, 2, "--any-ref without a ref is a usage error");
+    assert!(f
+        .d
+        .admin_json(&["builds", "tags"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let triggered = f.d.admin_json(&["trigger", "tags", "--ref", TAG_REF]);
+    let seen = f.seen("tags", triggered["build"].as_u64().unwrap());
+    assert_eq!(seen.built, f.commit);
+
+    let main = f.repo.head();
+    let args = [
+        "trigger",
+        "tags",
+        "--branch",
+        "main",
+        "--any-ref",
+        "--force",
+    ];
+    let id = f.d.admin_json(&args)["build"].as_u64().unwrap();
+    let seen = f.seen("tags", id);
+    assert_eq!(seen.built, main);
+    assert_eq!(f.d.build(id)["ref"], "refs/heads/main");
 }

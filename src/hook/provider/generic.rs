@@ -1,5 +1,6 @@
 //! Generic triggers (`curl -X POST`, git hooks, CI services): the body is ignored; the
-//! query's `?branch=NAME` names the branch, else the feed's default branch is built.
+//! query's `?ref=refs/...` or `?branch=NAME` names what to build, else the feed's
+//! default (see `rules::implicit_ref`).
 
 use http::HeaderMap;
 
@@ -9,7 +10,14 @@ use crate::hook::event::{Delivery, Provider, PushEvent};
 use crate::hook::request::header;
 
 pub(super) fn parse(headers: &HeaderMap, query: Option<&str>) -> Result<Delivery, ParseError> {
-    let git_ref = branch(query).map(to_ref).transpose()?;
+    let git_ref = match (param(query, "ref"), param(query, "branch")) {
+        (Some(_), Some(_)) => return Err(problem("ref", "and `branch` are both given")),
+        (Some(full), None) if !full.starts_with("refs/") => {
+            return Err(problem("ref", "must be a full ref such as refs/tags/v1.2"))
+        }
+        (Some(full), None) => Some(checked_ref(Provider::Generic, "ref", full)?),
+        (None, branch) => branch.map(to_ref).transpose()?,
+    };
     Ok(Delivery::Push(PushEvent {
         provider: Provider::Generic,
         event: "generic".to_owned(),
@@ -26,12 +34,20 @@ pub(super) fn parse(headers: &HeaderMap, query: Option<&str>) -> Result<Delivery
     }))
 }
 
-/// The first `branch` query parameter, percent-decoded; an empty value counts as absent.
-fn branch(query: Option<&str>) -> Option<String> {
+/// The first `name` query parameter, percent-decoded; an empty value counts as absent.
+fn param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
-        .find(|(key, _)| key == "branch")
+        .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
         .filter(|value| !value.is_empty())
+}
+
+fn problem(field: &'static str, problem: &'static str) -> ParseError {
+    ParseError::Field {
+        provider: Provider::Generic,
+        field,
+        problem,
+    }
 }
 
 /// A branch name becomes `refs/heads/NAME`; a full `refs/...` name is kept as given.
@@ -83,6 +99,29 @@ mod tests {
     fn full_refs_are_kept() {
         let push = push(Some("branch=refs/tags/v1"), b"");
         assert_eq!(push.git_ref.as_deref(), Some("refs/tags/v1"));
+    }
+
+    #[test]
+    fn ref_query_names_a_full_ref() {
+        let push = push(Some("ref=refs%2Ftags%2Fv1.2"), b"");
+        assert_eq!(push.git_ref.as_deref(), Some("refs/tags/v1.2"));
+        for (query, message) in [
+            (
+                "ref=v1.2",
+                "generic delivery: `ref` must be a full ref such as refs/tags/v1.2",
+            ),
+            (
+                "ref=refs/tags/v1&branch=main",
+                "generic delivery: `ref` and `branch` are both given",
+            ),
+            (
+                "ref=refs/tags/a..b",
+                "generic delivery: `ref` is not a valid git ref name",
+            ),
+        ] {
+            let err = parse(&HeaderMap::new(), Some(query), b"").unwrap_err();
+            assert_eq!(err.to_string(), message, "{query}");
+        }
     }
 
     #[test]
