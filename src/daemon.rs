@@ -2,7 +2,7 @@
 //! crash left, bind, spawn the long-lived tasks, tell systemd, then on a signal stop
 //! accepting, drain requests, give builds their grace, and flush.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -40,11 +40,7 @@ pub async fn run(
     crate::runner::exec::init()
         .context("preparing to run builds (subreaper, close-on-exec descriptors)")?;
     let data_dir = config.data_dir.clone();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    protect_data_dir(&data_dir)?;
     let options = StoreOptions {
         cache_bytes: config.store_cache_bytes,
         keep_deliveries: config.keep_deliveries,
@@ -101,6 +97,39 @@ pub async fn run(
     tokio::task::spawn_blocking(move || store.durable_blocking()).await??;
     let _ = std::fs::remove_file(&app.config().admin_socket);
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// What hookd and its builds create gets no world access and no group write, whatever
+/// umask hookd was started with (store, logs, mirrors, workspaces, secrets, sockets);
+/// and the data dir is created 0750, or tightened to that if it was more open.
+fn protect_data_dir(dir: &Path) -> anyhow::Result<()> {
+    const CLOSED: u32 = 0o027;
+    // SAFETY: umask only swaps the process's file mode mask; the first call reads it.
+    unsafe { libc::umask(libc::umask(CLOSED) | CLOSED) };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read data dir {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & CLOSED != 0 {
+        let tightened = mode & !CLOSED;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(tightened)).with_context(
+            || {
+                format!(
+                    "data dir {} is mode {mode:04o}, open to other users, and cannot be \
+                     tightened to {tightened:04o}; chmod it (hookd's user must own it)",
+                    dir.display()
+                )
+            },
+        )?;
+        tracing::warn!(dir = %dir.display(), from = format!("{mode:04o}"), to = format!("{tightened:04o}"), "data dir was open to other users; tightened");
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::TestDaemon;
+use crate::support::{GitRepo, Launch, TestDaemon};
 
 #[test]
 fn a_deleted_server_key_is_not_replaced_while_tokens_need_it() {
@@ -31,4 +31,69 @@ fn a_deleted_server_key_is_not_replaced_while_tokens_need_it() {
         202,
         "the old hook URL works again"
     );
+}
+
+/// Every path below `dir` (symlinks not followed) with its permission bits.
+fn modes_below(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = entry.path().symlink_metadata().unwrap();
+            if meta.is_symlink() {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            out.push((entry.path(), meta.permissions().mode() & 0o7777));
+        }
+    }
+    out
+}
+
+#[test]
+fn nothing_in_the_data_dir_is_open_to_other_users_whatever_the_umask() {
+    let how = Launch {
+        umask: Some(0),
+        ..Launch::default()
+    };
+    let mut d = TestDaemon::start_launched("", &[], how);
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let hook = d.add_feed(
+        "modes",
+        &[
+            "--repo",
+            &repo.url(),
+            "--command",
+            "echo hi > made-by-build; mkdir -p out/deep",
+            "--cooldown",
+            "0",
+        ],
+    );
+    let build = |d: &TestDaemon| {
+        let reply = d.post(&hook, &[], b"");
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let id = reply.json()["build"].as_u64().unwrap();
+        assert_eq!(d.wait_build(id, 60)["status"], "succeeded");
+    };
+    build(&d);
+    // A data dir left open by an earlier install or by hand.
+    d.kill9();
+    let data = d.data_dir();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.restart();
+    repo.commit("README", "again\n", "second commit");
+    build(&d);
+
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "data dir mode {mode:o}");
+    assert!(d.logs().contains("tightened"), "{}", d.logs());
+    let open: Vec<String> = modes_below(&data)
+        .into_iter()
+        .filter(|(_, mode)| mode & 0o007 != 0)
+        .map(|(path, mode)| format!("{mode:04o} {}", path.display()))
+        .collect();
+    assert!(open.is_empty(), "open to other users:\n{}", open.join("\n"));
+    assert!(data.join("workspaces/modes/made-by-build").exists());
 }
