@@ -188,29 +188,32 @@ fn bitbucket_cloud_annotated_tag() {
 }
 
 /// Bitbucket Server / Data Center: `toHash` is the tag object; Data Center 8+ adds
-/// `toCommit` (bitbucket-server/refs-changed.json, captured from one), older servers
-/// do not (issue 10 item 12).
+/// `toCommit` (bitbucket-server/refs-changed.json, captured from one, its change made
+/// a tag), older servers do not (bitbucket-server/refs-changed-tag.json, a tag push
+/// captured from Bitbucket Server in 2018). Issue 10 item 12.
 #[test]
 fn bitbucket_server_annotated_tag() {
     let f = Forge::new();
-    let body = |to_commit: Option<&str>| {
-        let mut b = fixture("bitbucket-server/refs-changed.json");
+    let body = |file: &str| {
+        let mut b = fixture(file);
         let change = &mut b["changes"][0];
         change["ref"] = json!({"id": TAG_REF, "displayId": TAG, "type": "TAG"});
         change["refId"] = json!(TAG_REF);
         change["fromHash"] = json!("0".repeat(40));
         change["toHash"] = json!(f.tag_object);
         change["type"] = json!("ADD");
-        match to_commit {
-            Some(id) => b["toCommit"]["id"] = json!(id),
-            None => drop(b.as_object_mut().unwrap().remove("toCommit")),
-        }
         b
     };
-    let headers = "bitbucket-server/refs-changed.headers";
-    let seen = f.deliver("bbs", headers, &body(Some(&f.commit)));
+    let mut current = body("bitbucket-server/refs-changed.json");
+    current["toCommit"]["id"] = json!(f.commit);
+    let seen = f.deliver("bbs", "bitbucket-server/refs-changed.headers", &current);
     f.assert_commit_everywhere(&seen);
-    let seen = f.deliver("bbs-old", headers, &body(None));
+    let old = body("bitbucket-server/refs-changed-tag.json");
+    assert!(
+        old.get("toCommit").is_none(),
+        "a 2018 server sends no toCommit"
+    );
+    let seen = f.deliver("bbs-old", "bitbucket-server/refs-changed-tag.headers", &old);
     f.assert_peeled(&seen);
 }
 
