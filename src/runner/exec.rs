@@ -52,6 +52,22 @@ pub fn init() -> io::Result<()> {
     Ok(())
 }
 
+/// In a build's process before exec: marks every descriptor above 2 close-on-exec,
+/// so even one a library opened without the flag, on another thread during the
+/// fork, never reaches the build. Best effort (Linux 5.11+); hookd's own descriptors
+/// are close-on-exec anyway.
+fn close_all_on_exec() {
+    // SAFETY: close_range(2) with plain integers; async-signal-safe.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+}
+
 /// Marks descriptor `fd` close-on-exec.
 pub fn close_on_exec(fd: i32) -> io::Result<()> {
     // SAFETY: fcntl on a plain descriptor number touches no memory of ours.
@@ -170,6 +186,13 @@ pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // SAFETY: the hook runs between fork and exec and makes one system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            close_all_on_exec();
+            Ok(())
+        });
+    }
     let (mut child, _leader) = match Leader::spawn(&mut cmd) {
         Ok(spawned) => spawned,
         Err(e) => return spawn_failed(sink, format!("{program}: {e}")).await,
@@ -618,6 +641,21 @@ mod tests {
             Outcome::Exited(0)
         );
         assert!(log_of(dir.path()).ends_with("/dev/null\n"));
+    }
+
+    #[tokio::test]
+    async fn a_descriptor_opened_without_close_on_exec_never_reaches_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        // dup(2) makes a copy without close-on-exec, as a careless library would.
+        // SAFETY: plain descriptor numbers; the copy is closed below.
+        let leaked = unsafe { libc::dup(2) };
+        assert!(leaked > 2);
+        let outcome = run_to_end(job(dir.path(), sh("ls /proc/$$/fd; true")).await).await;
+        // SAFETY: the copy made above.
+        unsafe { libc::close(leaked) };
+        assert_eq!(outcome, Outcome::Exited(0));
+        let fds: Vec<String> = log_of(dir.path()).lines().map(str::to_owned).collect();
+        assert!(!fds.contains(&leaked.to_string()), "{fds:?}");
     }
 
     #[tokio::test]
