@@ -19,7 +19,8 @@
 //!   hook request from token to reply.
 //! - [`http`]: hyper accept loop, limits, routes, responses.
 //! - [`scheduler`]: admission, FIFO dispatch to workers, cancel, shutdown grace.
-//! - [`runner`]: one build: git fetch and checkout, the command, its log.
+//! - [`runner`]: one build: git fetch and checkout, the command, its log, and the
+//!   processes it leaves behind.
 //! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client.
 //! - [`app`]: the handles shared by the daemon's tasks.
 //! - [`daemon`]: start-up, recovery, signals, ordered shutdown.

@@ -61,13 +61,8 @@ impl Marker {
 
     /// Whether `environ` (a `/proc/PID/environ`) holds the whole marker.
     fn carried_by(&self, environ: &[u8]) -> bool {
-        let mut entries = environ.split(|&b| b == 0);
-        let (mut id, mut dir) = (false, false);
-        for entry in &mut entries {
-            id |= entry == self.id.as_slice();
-            dir |= entry == self.data_dir.as_slice();
-        }
-        id && dir
+        let has = |wanted: &[u8]| environ.split(|&b| b == 0).any(|entry| entry == wanted);
+        has(&self.id) && has(&self.data_dir)
     }
 }
 

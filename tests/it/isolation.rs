@@ -203,6 +203,8 @@ fn nothing_a_build_started_outlives_its_normal_end() {
     let id = trigger(&d, &hook);
     assert_eq!(d.wait_build(id, 60)["status"], "succeeded", "{}", d.log(id));
     esc.wait_gone("the build succeeded");
+    let log = d.log(id);
+    assert!(log.contains("processes that outlived the command"), "{log}");
     // The double-forked one was adopted by hookd (a subreaper) and must be reaped.
     wait_for(20, "adopted processes reaped", || {
         zombie_children(d.pid()).is_empty().then_some(())
