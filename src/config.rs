@@ -154,6 +154,8 @@ pub struct RawHttp {
     pub max_connections: Option<usize>,
     /// Time a connection may sit idle (no request in progress, nothing received).
     pub idle_timeout_secs: Option<u64>,
+    /// Request body bytes held in memory at once, across all requests.
+    pub body_budget_bytes: Option<u64>,
     /// Accept GitHub's legacy `X-Hub-Signature` (sha1).
     pub allow_sha1_signatures: Option<bool>,
 }
@@ -218,6 +220,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Idle connections are closed after this.
     pub idle_timeout: Duration,
+    /// Body bytes all requests may hold at once; 503 above.
+    pub body_budget_bytes: u64,
     /// Whether sha1 GitHub signatures are accepted.
     pub allow_sha1: bool,
     /// Log cap per build.
@@ -249,6 +253,9 @@ pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 /// Default idle timeout: longer than a client's pause between two requests of a burst,
 /// far shorter than the pace at which idle keep-alive clients could hold every slot.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 5;
+/// Default body budget: six bodies at the default limit, so the daemon stays well
+/// under 128 MiB in a burst of large posts.
+pub const DEFAULT_BODY_BUDGET: u64 = 64 * 1024 * 1024;
 /// Default log cap (SPEC: 50 MiB).
 pub const DEFAULT_LOG_MAX: u64 = 50 * 1024 * 1024;
 
@@ -316,6 +323,7 @@ impl Config {
                 request_timeout_secs: Some(self.request_timeout.as_secs()),
                 max_connections: Some(self.max_connections),
                 idle_timeout_secs: Some(self.idle_timeout.as_secs()),
+                body_budget_bytes: Some(self.body_budget_bytes),
                 allow_sha1_signatures: Some(self.allow_sha1),
             },
             builds: RawBuilds {
@@ -369,6 +377,18 @@ impl Config {
             crate::feed::FeedName::parse(name)
                 .map_err(|e| ConfigError::invalid(&["feeds", name], e.to_string()))?;
         }
+        let max_body_bytes = positive(
+            &["http", "max_body_bytes"],
+            raw.http.max_body_bytes,
+            DEFAULT_MAX_BODY,
+        )?;
+        let body_budget_bytes = raw.http.body_budget_bytes.unwrap_or(DEFAULT_BODY_BUDGET);
+        if body_budget_bytes < max_body_bytes {
+            return Err(ConfigError::invalid(
+                &["http", "body_budget_bytes"],
+                format!("must be at least max_body_bytes ({max_body_bytes})"),
+            ));
+        }
         let log_level = raw.log_level.clone().unwrap_or_else(|| "info".into());
         validate_log_level(&log_level).map_err(|m| ConfigError::invalid(&["log_level"], m))?;
         Ok(Self {
@@ -385,11 +405,8 @@ impl Config {
             store_cache_bytes: positive(&["store_cache_mb"], raw.store_cache_mb, DEFAULT_CACHE_MB)?
                 * 1024
                 * 1024,
-            max_body_bytes: positive(
-                &["http", "max_body_bytes"],
-                raw.http.max_body_bytes,
-                DEFAULT_MAX_BODY,
-            )?,
+            max_body_bytes,
+            body_budget_bytes,
             header_timeout: secs(positive(
                 &["http", "header_timeout_secs"],
                 raw.http.header_timeout_secs,
@@ -517,6 +534,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(c.store_cache_bytes, 16 * 1024 * 1024);
         assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.body_budget_bytes, 64 * 1024 * 1024);
         assert!(c.admin_socket.ends_with("admin.sock"));
     }
 
@@ -538,6 +556,7 @@ mod tests {
         assert!(parse("[feeds.\"../x\"]").is_err());
         assert!(parse("[http]\nmax_body_bytes = 0").is_err());
         assert!(parse("[http]\nidle_timeout_secs = 0").is_err());
+        assert!(parse("[http]\nmax_body_bytes = 2000\nbody_budget_bytes = 1000").is_err());
     }
 
     #[test]

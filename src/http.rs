@@ -3,11 +3,12 @@
 //! and the one place where replies become HTTP responses.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -18,12 +19,18 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::intake::{self, HookReply};
 
+mod body;
 mod connections;
 
+use body::{BodyError, Budget};
 use connections::Slots;
 
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `Retry-After` when the body budget is spent: a burst of large posts is over in
+/// about that long.
+const BUSY_RETRY_AFTER_SECS: &str = "5";
 
 /// The routes hookd answers.
 enum Route<'a> {
@@ -57,6 +64,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 /// (up to a deadline) and returns.
 pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken) {
     let slots = Slots::new();
+    let budget = Arc::new(Budget::default());
     loop {
         tokio::select! {
             _ = slots.room(app.config().max_connections) => {}
@@ -79,12 +87,12 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
         let slot = slots.take(config.max_connections);
         let io = slot.watch(stream);
         let service = {
-            let (app, requests) = (app.clone(), slot.requests());
+            let (app, budget, requests) = (app.clone(), budget.clone(), slot.requests());
             service_fn(move |req| {
                 let request = requests.start();
-                let app = app.clone();
+                let (app, budget) = (app.clone(), budget.clone());
                 async move {
-                    let response = handle(app, req).await;
+                    let response = handle(app, budget, req).await;
                     drop(request);
                     response
                 }
@@ -111,13 +119,17 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
     }
 }
 
-async fn handle(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    app: App,
+    budget: Arc<Budget>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let response = match route(req.method(), req.uri().path()) {
         Route::Hook(token) => {
             let token = token.to_owned();
-            hook(&app, &token, req).await
+            hook(&app, &budget, &token, req).await
         }
         Route::Health => health(&app).await,
         Route::Metrics => metrics(&app).await,
@@ -133,14 +145,14 @@ async fn handle(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>
 
 /// `POST /hooks/{token}`: check the declared size and the token, read the body within
 /// the limits, then hand it to the intake.
-async fn hook(app: &App, token: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn hook(
+    app: &App,
+    budget: &Arc<Budget>,
+    token: &str,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let config = app.config();
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > config.max_body_bytes) {
+    if body::declared_length(req.headers()).is_some_and(|len| len > config.max_body_bytes) {
         return too_large(config.max_body_bytes);
     }
     let Some(target) = intake::target(app, token) else {
@@ -148,30 +160,48 @@ async fn hook(app: &App, token: &str, req: Request<Incoming>) -> Response<Full<B
         return close(hook_response(intake::not_found()));
     };
     let (parts, body) = req.into_parts();
-    let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
-    let read =
-        tokio::time::timeout(config.request_timeout, Limited::new(body, limit).collect()).await;
-    let body = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return too_large(config.max_body_bytes)
+    let limits = body::Limits {
+        max_bytes: config.max_body_bytes,
+        budget_bytes: config.body_budget_bytes,
+        deadline: config.request_timeout,
+    };
+    let body = match body::read(body, &parts.headers, budget, &limits).await {
+        Ok(body) => body,
+        Err(e) => return body_refused(&e, config.max_body_bytes),
+    };
+    let reply = intake::handle(app, target, &parts.headers, parts.uri.query(), body.bytes).await;
+    hook_response(reply)
+}
+
+/// The reply to a body that was not read to its end; the connection cannot carry
+/// another request.
+fn body_refused(error: &BodyError, limit: u64) -> Response<Full<Bytes>> {
+    match error {
+        BodyError::TooLarge => too_large(limit),
+        BodyError::OverBudget => {
+            tracing::warn!("request body budget exhausted; answering 503");
+            let mut response = json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"status":"unavailable","reason":"too many request bodies in memory; retry later"}"#,
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
+            );
+            close(response)
         }
-        Ok(Err(e)) => {
+        BodyError::Timeout => close(json(
+            StatusCode::REQUEST_TIMEOUT,
+            r#"{"status":"timeout","reason":"request body took too long"}"#,
+        )),
+        BodyError::Unreadable(e) => {
             tracing::debug!(error = %e, "request body read failed");
-            return close(json(
+            close(json(
                 StatusCode::BAD_REQUEST,
                 r#"{"status":"bad_request","reason":"request body could not be read"}"#,
-            ));
+            ))
         }
-        Err(_) => {
-            return close(json(
-                StatusCode::REQUEST_TIMEOUT,
-                r#"{"status":"timeout","reason":"request body took too long"}"#,
-            ));
-        }
-    };
-    let reply = intake::handle(app, target, &parts.headers, parts.uri.query(), body).await;
-    hook_response(reply)
+    }
 }
 
 fn too_large(limit: u64) -> Response<Full<Bytes>> {

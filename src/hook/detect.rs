@@ -56,6 +56,24 @@ pub fn detect(headers: &HeaderMap, body: &[u8]) -> Provider {
     json_sender(body).unwrap_or(Provider::Generic)
 }
 
+/// Whether a request's body must be kept to detect, verify and parse it, judged from
+/// the headers and the body's first non-blank byte (`None`: empty body). Only a generic
+/// trigger can do without: no event header, no form, no body signature, and a body that
+/// is not JSON (which GitLab and Azure DevOps may send without an event header); it
+/// is then counted against the size limit and dropped, and [`detect`] and [`parse`]
+/// give the same answers for it as they would with the whole body.
+///
+/// [`parse`]: crate::hook::parse
+pub fn body_needed(headers: &HeaderMap, first_byte: Option<u8>) -> bool {
+    EVENT_HEADERS
+        .iter()
+        .any(|(name, _)| headers.contains_key(*name))
+        || headers.contains_key("x-event-key")
+        || headers.contains_key("x-hub-signature-256")
+        || is_form(headers)
+        || first_byte == Some(b'{')
+}
+
 /// Cloud and Server share `X-Event-Key`; their keys, their id headers and, last, the
 /// Server-only `eventKey` body field tell them apart.
 fn bitbucket_flavour(headers: &HeaderMap, body: &[u8]) -> Provider {
@@ -176,6 +194,29 @@ mod tests {
             detect(&key("whatever:new"), b"{}"),
             Provider::BitbucketCloud
         );
+    }
+
+    #[test]
+    fn a_body_judged_unneeded_detects_as_generic_whatever_it_holds() {
+        let none = HeaderMap::new();
+        let bodies: [&[u8]; 4] = [
+            b"",
+            b"hello",
+            b"[1,2]",
+            b"payload=%7B%22canon_url%22%3A1%7D",
+        ];
+        for body in bodies {
+            let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+            assert!(!body_needed(&none, first), "{body:?}");
+            assert_eq!(detect(&none, body), Provider::Generic, "{body:?}");
+        }
+        assert!(body_needed(&none, Some(b'{')));
+        for case in fixtures::cases() {
+            let first = case.body.iter().copied().find(|b| !b.is_ascii_whitespace());
+            assert!(body_needed(&case.headers, first), "{}", case.name);
+        }
+        let signed = headers(&[("x-hub-signature-256", "sha256=00")]);
+        assert!(body_needed(&signed, Some(b'x')));
     }
 
     #[test]

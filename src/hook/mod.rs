@@ -16,7 +16,7 @@ mod signature;
 #[cfg(test)]
 mod fixtures;
 
-pub use detect::detect;
+pub use detect::{body_needed, detect};
 pub use error::{ParseError, SignatureError};
 pub use event::{Delivery, Provider, PushEvent};
 pub use provider::parse;

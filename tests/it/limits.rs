@@ -143,6 +143,23 @@ fn every_acknowledged_trigger_survives_kill_9() {
     std::fs::write(&gate, "").unwrap();
 }
 
+/// A feed that admits triggers but never builds; returns its hook path.
+fn paused_feed(d: &TestDaemon, name: &str) -> String {
+    let hook = d.add_feed(
+        name,
+        &[
+            "--repo",
+            "/srv/x.git",
+            "--command",
+            "true",
+            "--cooldown",
+            "0",
+        ],
+    );
+    d.admin_ok(&["feed", "pause", name]);
+    hook
+}
+
 /// Sends `GET /healthz` on a keep-alive connection and reads exactly its reply.
 fn keep_alive_health(s: &mut TcpStream) -> u16 {
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -206,18 +223,7 @@ fn idle_and_header_trickling_clients_at_the_cap_do_not_keep_a_delivery_waiting()
     let d = TestDaemon::start_with(
         "[http]\nmax_connections = 4\nidle_timeout_secs = 60\nheader_timeout_secs = 60\n",
     );
-    let hook = d.add_feed(
-        "cap",
-        &[
-            "--repo",
-            "/srv/x.git",
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
-    d.admin_ok(&["feed", "pause", "cap"]);
+    let hook = paused_feed(&d, "cap");
     let mut held: Vec<TcpStream> = (0..4)
         .map(|i| {
             let mut s = TcpStream::connect(d.addr).unwrap();
@@ -242,4 +248,47 @@ fn idle_and_header_trickling_clients_at_the_cap_do_not_keep_a_delivery_waiting()
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     assert!(closed_by_server(&mut held[0]), "{}", d.logs());
+}
+
+#[test]
+fn bodies_over_the_memory_budget_get_503_with_retry_after_until_it_frees() {
+    let d = TestDaemon::start_with("[http]\nmax_body_bytes = 100000\nbody_budget_bytes = 150000\n");
+    let hook = paused_feed(&d, "budget");
+    let json = |len: usize| {
+        let mut body = br#"{"pad":""#.to_vec();
+        body.resize(len - 2, b' ');
+        body.extend_from_slice(br#""}"#);
+        body
+    };
+    let kept = json(60_000);
+    let json_type = [("Content-Type", "application/json")];
+    // A forge's delivery whose body arrives slowly holds 100,000 bytes of the budget
+    // (once the daemon has its headers: until then the other post may come first).
+    let (slow, refused) = wait_for(20, "a kept body to be refused for the budget", || {
+        let mut slow = TcpStream::connect(d.addr).unwrap();
+        write!(
+            slow,
+            "POST {hook} HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"ref\":"
+        )
+        .unwrap();
+        let reply = d.post(&hook, &json_type, &kept);
+        (reply.status == 503).then_some((slow, reply))
+    });
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["status"], "unavailable");
+    assert!(
+        refused.header("retry-after").is_some(),
+        "{:?}",
+        refused.headers
+    );
+    // A generic trigger's body is not kept, so it is not refused for memory.
+    let generic = d.post(&hook, &[], &vec![b'x'; 90_000]);
+    assert_eq!(generic.status, 202, "{}", generic.body);
+    // Once the slow delivery is gone, its share is free again.
+    drop(slow);
+    let later = wait_for(20, "the budget to free", || {
+        let reply = d.post(&hook, &json_type, &kept);
+        (reply.status != 503).then_some(reply)
+    });
+    assert_eq!(later.status, 202, "{}", later.body);
 }
