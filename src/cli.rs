@@ -65,6 +65,10 @@ pub struct ConfigArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Start even though the database lacks writes it acknowledged, or cannot be read
+    /// at all (then it is moved aside and an empty one started); the loss is logged.
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 /// The heading `hookd admin`'s global flags are listed under in every subcommand's

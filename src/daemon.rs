@@ -16,7 +16,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::runner::leftovers::{self, Marker};
 use crate::scheduler::Scheduler;
-use crate::store::{Store, StoreOptions};
+use crate::store::{OnLoss, Store, StoreOptions};
 use crate::token::ServerKey;
 
 /// What the signal thread reports.
@@ -28,12 +28,14 @@ enum Signal {
     Reload,
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; returns once everything is drained.
+/// Runs the daemon until SIGTERM/SIGINT; returns once everything is drained. `on_loss`
+/// says whether a store that lost acknowledged writes may open (`--accept-data-loss`).
 /// `inherited` is the hook listener systemd passed, if any (see `systemd::take_listener`).
 pub async fn run(
     config: Config,
     args: ConfigArgs,
     inherited: Option<std::net::TcpListener>,
+    on_loss: OnLoss,
 ) -> anyhow::Result<()> {
     // Bounded libgit2 network timeouts, so a silent server cannot wedge a worker.
     crate::runner::git::init();
@@ -46,7 +48,7 @@ pub async fn run(
         keep_deliveries: config.keep_deliveries,
     };
     let (store, key) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let store = Store::open(&data_dir, options)?;
+        let store = Store::open_checked(&data_dir, options, on_loss)?;
         // A key is made only for a store without tokens: never a silent new hook URL.
         let key = ServerKey::load(&data_dir, store.holds_tokens()?)?;
         Ok((store, key))

@@ -12,7 +12,7 @@ use hookd::config::Config;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args.config),
+        Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Admin(args) => {
             runtime(false).and_then(|rt| rt.block_on(hookd::admin::client::run(args)))
@@ -40,11 +40,17 @@ fn closed_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn serve(args: hookd::cli::ConfigArgs) -> anyhow::Result<()> {
+fn serve(serve: hookd::cli::ServeArgs) -> anyhow::Result<()> {
+    let on_loss = if serve.accept_data_loss {
+        hookd::store::OnLoss::Accept
+    } else {
+        hookd::store::OnLoss::Refuse
+    };
+    let args = serve.config;
     let config = Config::load(&args)?;
     let inherited = hookd::systemd::take_listener().context("using the socket systemd passed")?;
     hookd::logging::init(&config.log_level);
-    runtime(true)?.block_on(hookd::daemon::run(config, args, inherited))
+    runtime(true)?.block_on(hookd::daemon::run(config, args, inherited, on_loss))
 }
 
 /// Validates the config and prints the effective settings as a config file: a

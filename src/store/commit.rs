@@ -7,7 +7,8 @@
 //! `flush_async` from many tasks at once deadlocks, and sled's flush ends in
 //! `sync_file_range`, which does not survive a power cut. So one thread owns flushing,
 //! and follows each sled flush with an `fsync` of every blob file sled wrote since the
-//! last one (see [`Blobs`]) and an `fdatasync` of the database file.
+//! last one (see [`Blobs`]) and an `fdatasync` of the database file; then it moves the
+//! acknowledged mark (see `mark`), and only then answers.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -17,6 +18,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
+
+use super::mark::{Mark, Point};
 
 /// The outcome of one flush, shared by every task it covered.
 pub(crate) type FlushResult = Result<(), Arc<std::io::Error>>;
@@ -52,18 +55,12 @@ impl Drop for Writer {
 }
 
 impl Committer {
-    /// Starts the writer thread for `db`, whose data file is `data_file` and whose
-    /// blob files live in `blobs_dir`.
-    pub(crate) fn start(
-        db: sled::Db,
-        data_file: File,
-        blobs_dir: PathBuf,
-    ) -> std::io::Result<Self> {
+    /// Starts the writer thread, which owns `disk` from then on.
+    pub(crate) fn start(disk: Disk) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Task>();
-        let blobs = Blobs::new(blobs_dir);
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
-            .spawn(move || write_loop(db, data_file, blobs, rx))?;
+            .spawn(move || write_loop(disk, rx))?;
         let inner = Writer {
             tasks: Some(tx),
             thread: Some(thread),
@@ -115,20 +112,14 @@ fn stopped() -> Arc<std::io::Error> {
     Arc::new(std::io::Error::other("store writer has stopped"))
 }
 
-/// Takes every task queued so far, runs them, flushes once, completes them all; repeats.
-fn write_loop(db: sled::Db, data_file: File, mut blobs: Blobs, rx: mpsc::Receiver<Task>) {
+/// Takes every task queued so far, runs them, commits once, completes them all; repeats.
+fn write_loop(mut disk: Disk, rx: mpsc::Receiver<Task>) {
     while let Ok(first) = rx.recv() {
         let completions: Vec<Completion> = std::iter::once(first)
             .chain(rx.try_iter())
             .map(|task| task())
             .collect();
-        let result = db
-            .flush()
-            .map(drop)
-            .map_err(std::io::Error::other)
-            .and_then(|()| blobs.sync_new())
-            .and_then(|()| data_file.sync_data())
-            .map_err(Arc::new);
+        let result = disk.commit().map_err(Arc::new);
         if let Err(e) = &result {
             tracing::error!(error = %e, writes = completions.len(), "store flush failed");
         }
@@ -138,11 +129,46 @@ fn write_loop(db: sled::Db, data_file: File, mut blobs: Blobs, rx: mpsc::Receive
     }
 }
 
+/// Everything a group commit makes durable, owned by the writer thread.
+pub(crate) struct Disk {
+    /// The database, for its flush.
+    pub(crate) db: sled::Db,
+    /// `db/db`, for the `fdatasync` sled's flush does not do.
+    pub(crate) data_file: File,
+    /// `db/blobs`, whose new files each commit syncs.
+    pub(crate) blobs: Blobs,
+    /// Where sled keeps the commit number (the meta space).
+    pub(crate) meta: sled::Tree,
+    /// The commit number's key in `meta`.
+    pub(crate) key: Vec<u8>,
+    /// The acknowledged mark outside sled.
+    pub(crate) mark: Mark,
+    /// The last commit made (or found at open).
+    pub(crate) last: Point,
+}
+
+impl Disk {
+    /// Numbers the commit in sled, flushes, syncs every file sled wrote, then moves
+    /// the acknowledged mark: the mark never runs ahead of what sled holds on disk.
+    fn commit(&mut self) -> std::io::Result<()> {
+        let point = self.last.next();
+        self.meta
+            .insert(&self.key, &point.to_bytes()[..])
+            .map_err(std::io::Error::other)?;
+        self.db.flush().map_err(std::io::Error::other)?;
+        self.blobs.sync_new()?;
+        self.data_file.sync_data()?;
+        self.mark.write(point)?;
+        self.last = point;
+        Ok(())
+    }
+}
+
 /// sled writes any value or tree node over its blob threshold (128 KiB) to a file of
 /// its own under `db/blobs/`, outside the log its flush covers. hookd's records are
 /// bounded far below that, but shelves of builds and operator input (a feed's command)
 /// are not, so every group commit syncs the blob files it has not synced yet.
-struct Blobs {
+pub(crate) struct Blobs {
     /// `db/blobs`.
     dir: PathBuf,
     /// Names synced already (sled never rewrites a blob file; it writes a new one).
@@ -151,7 +177,7 @@ struct Blobs {
 
 impl Blobs {
     /// Treats the files already there as synced: sled's recovery at open read them.
-    fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         let synced = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()

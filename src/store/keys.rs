@@ -9,6 +9,8 @@ pub(super) const SCHEMA: &[u8] = b"schema";
 pub(super) const NEXT_BUILD: &[u8] = b"next_build";
 /// meta key: scratch value written by health checks.
 pub(super) const HEALTH: &[u8] = b"health";
+/// The last group commit's number and time (see `mark`).
+pub(super) const COMMIT: &[u8] = b"commit";
 
 /// `feed \0` — the prefix of every per-feed composite key.
 pub(super) fn feed_prefix(feed: &str) -> Vec<u8> {

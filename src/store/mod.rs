@@ -12,6 +12,7 @@ mod commit;
 mod deliveries;
 mod feeds;
 mod keys;
+mod mark;
 mod migrate;
 mod queue;
 mod space;
@@ -57,6 +58,37 @@ pub enum StoreError {
         path: PathBuf,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// Acknowledged writes are missing from the database (see `mark`).
+    #[error(
+        "acknowledged writes are missing from the database in {path}: the last acknowledged \
+         commit was {acked}, but the database ends at {found}, so every trigger, delivery \
+         and change acknowledged after that is gone. Restore {path} from a backup (copied \
+         while hookd was stopped), or move it away and `hookd admin import` your export into \
+         the fresh store; or start once with `hookd serve --accept-data-loss` to carry on \
+         with what is left (the loss is logged)"
+    )]
+    Lost {
+        /// The database directory.
+        path: PathBuf,
+        /// The last acknowledged commit, as the mark file has it.
+        acked: String,
+        /// The last commit the database holds.
+        found: String,
+    },
+    /// sled cannot read its own files (it failed or panicked at open).
+    #[error(
+        "the database in {path} is damaged ({detail}); what it still holds cannot be \
+         told. Restore {path} from a backup (copied while hookd was stopped), or move it \
+         away and `hookd admin import` your export into the fresh store; or start with \
+         `hookd serve --accept-data-loss`, which moves it aside to {path}.damaged-TIME and \
+         starts an empty store"
+    )]
+    Damaged {
+        /// The database directory.
+        path: PathBuf,
+        /// What sled said.
+        detail: String,
     },
     /// A feed of that name exists already.
     #[error("feed {0:?} already exists")]
@@ -132,6 +164,17 @@ pub struct StoreOptions {
     pub keep_deliveries: usize,
 }
 
+/// What opening does when the database lacks acknowledged writes or is unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnLoss {
+    /// Refuse with [`StoreError::Lost`] / [`StoreError::Damaged`] (the default).
+    #[default]
+    Refuse,
+    /// Log the loss and carry on (`--accept-data-loss`); an unreadable database is
+    /// moved aside and a new one started.
+    Accept,
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
@@ -139,26 +182,95 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store under `dir` with a bounded page cache.
+    /// Opens (or creates) the store under `dir` with a bounded page cache, refusing a
+    /// database that lost acknowledged writes.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_checked(dir, options, OnLoss::Refuse)
+    }
+
+    /// [`Self::open`], saying what to do about lost or unreadable data.
+    pub fn open_checked(
+        dir: &Path,
+        options: StoreOptions,
+        on_loss: OnLoss,
+    ) -> Result<Self, StoreError> {
         let path = crate::paths::db(dir);
+        match Self::open_guarded(&path, options, on_loss) {
+            Err(StoreError::Damaged { detail, .. }) if on_loss == OnLoss::Accept => {
+                let aside = path.with_extension(format!("damaged-{}", crate::clock::now_ms()));
+                std::fs::rename(&path, &aside).map_err(|source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                tracing::error!(damaged = %aside.display(), %detail, "the database was unreadable; moved it aside and started an empty one (--accept-data-loss)");
+                Self::open_guarded(&path, options, on_loss)
+            }
+            other => other,
+        }
+    }
+
+    /// Opens under `catch_unwind`: sled 0.34 panics on some damage ("tried to serialize
+    /// Uninitialized"), which must become advice, not a crash.
+    fn open_guarded(
+        path: &Path,
+        options: StoreOptions,
+        on_loss: OnLoss,
+    ) -> Result<Self, StoreError> {
+        // The panic becomes the error below; sled's message would only precede it.
+        // Start-up runs nothing else that could panic meanwhile.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_at(path, options, on_loss)
+        }));
+        std::panic::set_hook(hook);
+        let damaged = |detail| StoreError::Damaged {
+            path: path.to_owned(),
+            detail,
+        };
+        match opened {
+            Ok(Err(StoreError::Sled(sled::Error::Corruption { at, .. }))) => Err(damaged(format!(
+                "sled read corrupted data at {at:?}: the file was truncated or overwritten"
+            ))),
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Err(damaged(format!("sled panicked: {what}")))
+            }
+        }
+    }
+
+    fn open_at(path: &Path, options: StoreOptions, on_loss: OnLoss) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
-            path: path.clone(),
+            path: path.to_owned(),
             source,
         };
-        std::fs::create_dir_all(&path).map_err(open_err)?;
+        std::fs::create_dir_all(path).map_err(open_err)?;
         let db = sled::Config::new()
-            .path(&path)
+            .path(path)
             .cache_capacity(options.cache_bytes)
             .mode(sled::Mode::LowSpace)
             .open()?;
-        let data_file = std::fs::File::open(path.join("db")).map_err(open_err)?;
-        let committer = commit::Committer::start(db.clone(), data_file, path.join("blobs"))
-            .map_err(open_err)?;
         let records = db.open_tree("records")?;
         let space = |tag| Space::new(&records, tag);
+        let meta = space(b'm');
+        let last = Self::check_mark(path, &meta, on_loss)?;
+        let disk = commit::Disk {
+            data_file: std::fs::File::open(path.join("db")).map_err(open_err)?,
+            blobs: commit::Blobs::new(path.join("blobs")),
+            meta: records.clone(),
+            key: meta.key(keys::COMMIT),
+            mark: mark::Mark::open(path, last).map_err(open_err)?,
+            last,
+            db: db.clone(),
+        };
+        let committer = commit::Committer::start(disk).map_err(open_err)?;
         let store = Self {
-            meta: space(b'm'),
+            meta,
             feeds: space(b'f'),
             tokens: space(b't'),
             feed_tokens: space(b'k'),
@@ -179,6 +291,42 @@ impl Store {
         };
         store.check_schema()?;
         Ok(store)
+    }
+
+    /// Compares the last commit sled holds with the acknowledged mark; returns the
+    /// commit to number on from.
+    fn check_mark(path: &Path, meta: &Space, on_loss: OnLoss) -> Result<mark::Point, StoreError> {
+        let found = match meta.get(keys::COMMIT)? {
+            Some(v) => mark::Point::from_bytes(&v)?,
+            None => mark::Point::default(),
+        };
+        let Some(acked) = mark::Mark::read(path)? else {
+            return Ok(found);
+        };
+        if acked.seq <= found.seq {
+            return Ok(found);
+        }
+        if on_loss == OnLoss::Refuse {
+            return Err(StoreError::Lost {
+                path: path.to_owned(),
+                acked: acked.describe(),
+                found: found.describe(),
+            });
+        }
+        tracing::error!(
+            acknowledged = %acked.describe(),
+            found = %found.describe(),
+            commits_lost = acked.seq - found.seq,
+            "acknowledged writes are missing from the database; carrying on with what is left (--accept-data-loss)"
+        );
+        // From here on the mark follows what is left, so the next start needs no flag.
+        mark::Mark::open(path, found)
+            .and_then(|mark| mark.write(found))
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(found)
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {

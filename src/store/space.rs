@@ -25,7 +25,8 @@ impl Space {
         }
     }
 
-    fn key(&self, key: &[u8]) -> Vec<u8> {
+    /// `key` with the space's prefix: its key in the shared tree.
+    pub(super) fn key(&self, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(key.len() + 1);
         k.push(self.tag);
         k.extend_from_slice(key);

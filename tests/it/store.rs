@@ -1,9 +1,10 @@
 //! The store's promises at its edges: what a 2xx covers (every file holding the record
 //! is synced), bounded records, and damage that is never silent.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::{wait_for, TestDaemon};
+use crate::support::{wait_for, TestDaemon, BIN};
 
 /// Files in `db/blobs`, where sled puts values and nodes over its blob threshold.
 fn blob_files(d: &TestDaemon) -> Vec<String> {
@@ -175,4 +176,186 @@ fn a_record_over_the_blob_threshold_is_fsynced_before_the_reply() {
             "blob {blob} was never fsynced:\n{trace}"
         );
     }
+}
+
+/// A daemon started by hand, so a refusal to start can be seen.
+struct Serve {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Serve {
+    fn spawn(d: &TestDaemon, extra: &[&str], log: &Path) -> Self {
+        let _ = std::fs::remove_file(d.socket());
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(d.config_path())
+            .arg("--data-dir")
+            .arg(d.data_dir())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawn hookd");
+        Serve {
+            child,
+            socket: d.socket(),
+        }
+    }
+
+    /// Ready (admin socket answers), or exited with this code.
+    fn outcome(&mut self) -> Result<(), i32> {
+        wait_for(60, "hookd to be ready or exit", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(Err(status.code().unwrap_or(-1)));
+            }
+            let status = Command::new(BIN)
+                .args(["admin", "--socket"])
+                .arg(&self.socket)
+                .arg("status")
+                .output()
+                .ok()?;
+            status.status.success().then_some(Ok(()))
+        })
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stopped daemon whose store acknowledged `count` triggers (each a queued build).
+fn acknowledged_store(count: usize) -> TestDaemon {
+    let mut d = TestDaemon::start_with("[builds]\nkeep_builds = 100000\n");
+    let hook = d.add_feed(
+        "f",
+        &[
+            "--repo",
+            "/nonexistent",
+            "--branch",
+            "**",
+            "--command",
+            "true",
+        ],
+    );
+    d.admin_ok(&["feed", "pause", "f"]);
+    for i in 0..count {
+        let r = d.post(&format!("{hook}?branch=b{i}"), &[], b"");
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    d.kill9();
+    d
+}
+
+fn queued_builds(socket: &Path) -> usize {
+    let out = Command::new(BIN)
+        .args(["admin", "--json", "--socket"])
+        .arg(socket)
+        .args(["builds", "f", "--limit", "100000"])
+        .output()
+        .unwrap();
+    let builds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    builds.as_array().map_or(0, Vec::len)
+}
+
+/// Damages `db/db` after `count` acknowledged triggers, then checks the promise: hookd
+/// either refuses to start with advice, or starts with every acknowledged trigger. With
+/// `--accept-data-loss` it starts, logs the loss, and takes triggers again.
+fn damage_is_never_silent(count: usize, damage: impl FnOnce(&Path)) -> bool {
+    let d = acknowledged_store(count);
+    damage(&d.data_dir().join("db/db"));
+    let log = d.dir.path().join("refused.log");
+    let mut plain = Serve::spawn(&d, &[], &log);
+    let refused = match plain.outcome() {
+        Ok(()) => {
+            assert_eq!(
+                queued_builds(&d.socket()),
+                count,
+                "hookd started without a word but acknowledged triggers are gone"
+            );
+            false
+        }
+        Err(code) => {
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert_ne!(code, 0);
+            assert!(text.contains("Restore"), "{text}");
+            assert!(text.contains("hookd serve --accept-data-loss"), "{text}");
+            assert!(
+                text.contains("acknowledged writes are missing") || text.contains("is damaged"),
+                "{text}"
+            );
+            true
+        }
+    };
+    drop(plain);
+    let log = d.dir.path().join("accepted.log");
+    let mut accepting = Serve::spawn(&d, &["--accept-data-loss"], &log);
+    assert_eq!(
+        accepting.outcome(),
+        Ok(()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    if refused {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("--accept-data-loss"),
+            "the loss is not logged: {text}"
+        );
+    }
+    drop(accepting);
+    // The next start needs no flag: the mark now matches what is left.
+    let log = d.dir.path().join("again.log");
+    let mut again = Serve::spawn(&d, &[], &log);
+    assert_eq!(
+        again.outcome(),
+        Ok(()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    refused
+}
+
+#[test]
+fn a_truncated_database_is_refused_with_advice_and_starts_with_the_flag() {
+    let refused = damage_is_never_silent(1500, |db| {
+        let len = std::fs::metadata(db).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+        file.set_len(len / 3).unwrap();
+    });
+    assert!(refused, "two thirds of the log are gone: hookd must refuse");
+}
+
+#[test]
+fn flipped_bytes_in_the_database_are_refused_with_advice_and_start_with_the_flag() {
+    let refused = damage_is_never_silent(1500, |db| {
+        let mut bytes = std::fs::read(db).unwrap();
+        let len = bytes.len();
+        // 64 bytes spread over the newer half of the log.
+        for i in 0..64 {
+            let at = len / 2 + (i * 7919 * 13) % (len / 2);
+            bytes[at] ^= 0xff;
+        }
+        std::fs::write(db, bytes).unwrap();
+    });
+    assert!(
+        refused,
+        "64 bytes of the live log are flipped: hookd must refuse"
+    );
+}
+
+#[test]
+fn four_kib_overwritten_in_the_middle_of_the_database_is_never_silent() {
+    damage_is_never_silent(1500, |db| {
+        let len = std::fs::metadata(db).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&[0x5a; 4096], len / 2 / 4096 * 4096)
+            .unwrap();
+    });
 }
