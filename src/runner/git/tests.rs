@@ -398,6 +398,25 @@ fn a_pushed_tag_object_is_noted_as_peeled() {
     );
 }
 
+/// A tag moved (force-pushed) after the push named its old tag object: the log
+/// says which commit that object named and that the tag's newest is built.
+#[test]
+fn a_pushed_tag_object_of_a_moved_tag_is_noted() {
+    let (origin, old, tag_object) = tagged_origin();
+    let data = tempfile::tempdir().unwrap();
+    let mirror = data.path().join("m.git");
+    fetch_v1(&origin.file_url(), &mirror, None).0.unwrap();
+    let new = origin.commit(&[("b", "b")], "retagged");
+    git(&origin.work, &["tag", "-f", "-a", "-m", "again", "v1"]);
+    git(&origin.work, &["push", "-q", "-f", "origin", "v1"]);
+    let (r, log) = fetch_v1(&origin.file_url(), &mirror, Some(&tag_object));
+    assert_eq!(r.unwrap().id, new);
+    let note = format!(
+        "tag object {tag_object} peeled to commit {old}; the tag has moved on since, building {new}"
+    );
+    assert!(log.contains(&note), "{log}");
+}
+
 #[test]
 fn checkout_removes_everything_the_previous_build_left() {
     let origin = Origin::new();
