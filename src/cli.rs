@@ -261,6 +261,10 @@ pub struct FeedAddArgs {
     /// File holding the webhook secret (signatures/tokens are then required).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
+    /// Ask a network remote for its refs first; refuse the feed if it does not
+    /// answer or lists no watched branch (local paths are always checked).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `feed edit`'s settings: all optional, a flag not given keeps the feed's value.
@@ -287,6 +291,10 @@ pub struct FeedSpecArgs {
     /// File holding the webhook secret (signatures/tokens are then required).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
+    /// Ask a network remote for its refs first; refuse the change if it does not
+    /// answer or lists no watched branch (local paths are always checked).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// A count or duration that must not be 0 (a 0 s timeout would kill every build).

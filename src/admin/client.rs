@@ -259,6 +259,7 @@ fn add_spec(args: FeedAddArgs) -> FeedSpecArgs {
         on_cooldown: Some(args.on_cooldown),
         timeout: Some(args.timeout),
         secret_file: args.secret_file,
+        check: args.check,
     }
 }
 
@@ -279,6 +280,7 @@ fn feed_spec(args: FeedSpecArgs, clear_secret: bool) -> anyhow::Result<FeedSpec>
         timeout_secs: args.timeout,
         secret,
         clear_secret,
+        check: args.check,
     })
 }
 
@@ -294,4 +296,24 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
         );
     }
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_tell_the_causes_apart() {
+        let socket = Path::new("/run/hookd/admin.sock");
+        let said = |kind| connect_error(socket, &std::io::Error::from(kind)).to_string();
+        let refused = said(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            refused,
+            "permission denied on /run/hookd/admin.sock: you must be root, the daemon's \
+             user, or in its group"
+        );
+        assert!(said(std::io::ErrorKind::NotFound).starts_with("hookd is not running: no socket"));
+        assert!(said(std::io::ErrorKind::ConnectionRefused)
+            .starts_with("hookd is not running: nothing listens"));
+    }
 }

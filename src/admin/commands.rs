@@ -191,13 +191,16 @@ fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
     if app.store.feed(name.as_str())?.is_some() {
         return Err(StoreError::FeedExists(name.to_string()).into());
     }
+    let remote_refs = check_repo(app, &feed, spec.check)?;
     if let Some(secret) = &secret {
         save_secret(app, &name, secret)?;
     }
     app.store.add_feed(&feed)?;
     add_token(app, name.as_str(), "default".into())?;
     tracing::info!(feed = %name, "feed added");
-    Ok(Reply::Feed(feed_view(app, &feed)?))
+    let mut view = feed_view(app, &feed)?;
+    view.remote_refs = remote_refs;
+    Ok(Reply::Feed(view))
 }
 
 fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
@@ -227,6 +230,10 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         ..old.clone()
     };
     validate(&new)?;
+    let remote_refs = match new.repo != old.repo || spec.check {
+        true => check_repo(app, &new, spec.check)?,
+        false => None,
+    };
     match (&secret, spec.clear_secret) {
         (Some(secret), _) => save_secret(app, &new.name, secret)?,
         (None, true) => crate::secret::remove(&app.config().data_dir, &new.name)
@@ -236,7 +243,9 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
     let stored = app.store.update_feed(name, |_| new.clone())?;
     app.scheduler.wake();
     tracing::info!(feed = %name, "feed edited");
-    Ok(Reply::Feed(feed_view(app, &stored)?))
+    let mut view = feed_view(app, &stored)?;
+    view.remote_refs = remote_refs;
+    Ok(Reply::Feed(view))
 }
 
 fn validate(feed: &Feed) -> Result<()> {
@@ -246,6 +255,40 @@ fn validate(feed: &Feed) -> Result<()> {
         return Err(FeedError::ZeroTimeout.into());
     }
     Ok(())
+}
+
+/// Refuses a repository the builds could not use: a local path that is no git
+/// repository, and with `list_remote` a network remote that does not answer or lists
+/// none of the feed's watched refs. Returns the watched refs a listing found.
+fn check_repo(app: &App, feed: &Feed, list_remote: bool) -> Result<Option<Vec<String>>> {
+    let config = app.config();
+    let refs = crate::runner::check_repo(&config, feed.name.as_str(), &feed.repo, list_remote)
+        .map_err(CommandError::Other)?;
+    let Some(refs) = refs else {
+        return Ok(None);
+    };
+    let rules = crate::hook::WatchRules {
+        patterns: &feed.branches,
+    };
+    let watched: Vec<String> = refs.iter().filter(|r| rules.watches(r)).cloned().collect();
+    if watched.is_empty() {
+        let listed: Vec<&str> = refs
+            .iter()
+            .filter_map(|r| r.strip_prefix("refs/heads/"))
+            .take(10)
+            .collect();
+        return Err(CommandError::Other(format!(
+            "{} lists no ref the feed watches ({}); its branches: {}",
+            crate::runner::git::redact_url(&feed.repo),
+            feed.branches.join(", "),
+            if listed.is_empty() {
+                "none".into()
+            } else {
+                listed.join(", ")
+            }
+        )));
+    }
+    Ok(Some(watched))
 }
 
 /// The webhook secret a spec carries, refused when empty.

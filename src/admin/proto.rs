@@ -30,6 +30,10 @@ pub struct FeedSpec {
     pub secret: Option<String>,
     /// Drop the webhook secret.
     pub clear_secret: bool,
+    /// Ask a network remote for its refs before saving (local paths are always
+    /// checked).
+    #[serde(default)]
+    pub check: bool,
 }
 
 /// Every request the admin socket answers.
@@ -249,6 +253,9 @@ pub struct FeedView {
     pub created: String,
     /// Active hook URLs.
     pub hook_urls: Vec<TokenView>,
+    /// What `--check` found on the remote: the watched refs it lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_refs: Option<Vec<String>>,
 }
 
 impl FeedView {
@@ -266,6 +273,7 @@ impl FeedView {
             paused: feed.paused,
             created: rfc3339(feed.created_ms),
             hook_urls,
+            remote_refs: None,
         }
     }
 }

@@ -360,6 +360,13 @@ fn feed_block(out: &mut String, f: &FeedView) {
         "state:       {}",
         if f.paused { "paused" } else { "active" }
     );
+    if let Some(refs) = &f.remote_refs {
+        let _ = writeln!(
+            out,
+            "remote:      answers; watched refs: {}",
+            refs.join(", ")
+        );
+    }
     for t in &f.hook_urls {
         if let Some(url) = &t.url {
             let _ = writeln!(out, "token:       {} (id {})", t.label, t.id);

@@ -159,6 +159,29 @@ pub fn checkout(
     workspace::checkout(mirror_dir, workspace, commit, credentials, progress, cancel)
 }
 
+/// Checks a feed's repository before the feed is saved, so a typo fails at `feed add`
+/// rather than at the first build: a local path must be a git repository; with
+/// `list_remote`, a network remote is asked for its refs (the feed's credentials
+/// offered). Returns the branch and tag refs it listed, if it asked.
+pub fn probe(remote: &Remote, list_remote: bool) -> Result<Option<Vec<String>>, GitError> {
+    match Location::of(remote.url) {
+        Location::Local(path) => {
+            let unreachable = |reason: String| GitError::Unreachable {
+                url: remote.url.to_owned(),
+                reason,
+            };
+            if !path.exists() {
+                return Err(unreachable("no such file or directory".into()));
+            }
+            git2::Repository::open(&path)
+                .map(|_| None)
+                .map_err(|_| unreachable("it is not a git repository".into()))
+        }
+        Location::Network if list_remote => transfer::list_refs(remote).map(Some),
+        Location::Network => Ok(None),
+    }
+}
+
 /// A URL fit for display: the user-info of `scheme://user:password@host/...` is
 /// dropped, since tokens are often put there (`https://TOKEN@host/...`). A bare user
 /// name on `ssh://` is kept (it is not a secret and tells which account was used);

@@ -170,6 +170,26 @@ async fn fetch(
     Ok(Resolved { id: commit.id })
 }
 
+/// Checks a feed's repository as its builds will reach it, with the credentials the
+/// config gives that feed name: a local path must be a git repository, and with
+/// `list_remote` a network remote must answer. Returns the refs the remote listed,
+/// if it was asked. Blocks (git2, files): call it on the blocking pool.
+pub fn check_repo(
+    config: &Config,
+    feed: &str,
+    url: &str,
+    list_remote: bool,
+) -> Result<Option<Vec<String>>, String> {
+    let configured = config.credentials.get(feed).cloned().unwrap_or_default();
+    let creds =
+        credentials(&configured).map_err(|e| format!("cannot read the feed's credentials: {e}"))?;
+    let remote = git::Remote {
+        url,
+        credentials: &creds,
+    };
+    git::probe(&remote, list_remote).map_err(|e| e.to_string())
+}
+
 /// The feed's credentials from the config; file contents are read here, at use.
 fn credentials(c: &FeedCredentials) -> std::io::Result<git::Credentials> {
     let https_token = match &c.https_token_file {

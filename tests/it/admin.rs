@@ -85,7 +85,7 @@ fn tokens_are_revocable_one_by_one() {
         "app",
         &[
             "--repo",
-            "/srv/git/app.git",
+            "https://forge.invalid/app.git",
             "--command",
             "true",
             "--cooldown",
@@ -141,7 +141,7 @@ fn feeds_and_tokens_survive_kill_9() {
         "keep",
         &[
             "--repo",
-            "/srv/git/keep.git",
+            "https://forge.invalid/keep.git",
             "--command",
             "true",
             "--cooldown",
@@ -163,7 +163,10 @@ fn feeds_and_tokens_survive_kill_9() {
 #[test]
 fn no_file_in_the_data_dir_contains_a_token() {
     let mut d = TestDaemon::start();
-    let hook = d.add_feed("secret", &["--repo", "/srv/git/s.git", "--command", "true"]);
+    let hook = d.add_feed(
+        "secret",
+        &["--repo", "https://forge.invalid/s.git", "--command", "true"],
+    );
     let token = hook.trim_start_matches("/hooks/").to_owned();
     d.post(&hook, &[], b"");
     d.kill9();
@@ -200,11 +203,27 @@ fn bad_input_gets_clear_errors() {
     let d = TestDaemon::start();
     let cases: &[(&[&str], &str)] = &[
         (
-            &["feed", "add", "../etc", "--repo", "/x", "--command", "true"],
+            &[
+                "feed",
+                "add",
+                "../etc",
+                "--repo",
+                "https://forge.invalid/x.git",
+                "--command",
+                "true",
+            ],
             "invalid feed name",
         ),
         (
-            &["feed", "add", "Web", "--repo", "/x", "--command", "true"],
+            &[
+                "feed",
+                "add",
+                "Web",
+                "--repo",
+                "https://forge.invalid/x.git",
+                "--command",
+                "true",
+            ],
             "invalid feed name",
         ),
         (
@@ -237,7 +256,7 @@ fn bad_input_gets_clear_errors() {
                 "add",
                 "ok",
                 "--repo",
-                "/x",
+                "https://forge.invalid/x.git",
                 "--command",
                 "true",
                 "--branch",
@@ -254,8 +273,24 @@ fn bad_input_gets_clear_errors() {
         assert_eq!(code, 1, "{args:?}");
         assert!(err.contains(expected), "{args:?}: {err}");
     }
-    d.admin_ok(&["feed", "add", "dup", "--repo", "/x", "--command", "true"]);
-    let (_, err) = d.admin_err(&["feed", "add", "dup", "--repo", "/x", "--command", "true"]);
+    d.admin_ok(&[
+        "feed",
+        "add",
+        "dup",
+        "--repo",
+        "https://forge.invalid/x.git",
+        "--command",
+        "true",
+    ]);
+    let (_, err) = d.admin_err(&[
+        "feed",
+        "add",
+        "dup",
+        "--repo",
+        "https://forge.invalid/x.git",
+        "--command",
+        "true",
+    ]);
     assert!(err.contains("already exists"), "{err}");
     // Nothing half-created by the refusals.
     assert_eq!(d.admin_json(&["feed", "list"]).as_array().unwrap().len(), 1);
@@ -266,7 +301,7 @@ fn bad_input_gets_clear_errors() {
         "add",
         "s",
         "--repo",
-        "/x",
+        "https://forge.invalid/x.git",
         "--command",
         "true",
         "--secret-file",
@@ -357,7 +392,7 @@ fn a_refused_duplicate_add_leaves_the_existing_secret_alone() {
         "sec",
         &[
             "--repo",
-            "/x",
+            "https://forge.invalid/x.git",
             "--command",
             "true",
             "--secret-file",
@@ -370,7 +405,7 @@ fn a_refused_duplicate_add_leaves_the_existing_secret_alone() {
         "add",
         "sec",
         "--repo",
-        "/x",
+        "https://forge.invalid/x.git",
         "--command",
         "true",
         "--secret-file",

@@ -419,3 +419,112 @@ fn deliveries_and_tokens_are_tables_with_headers_and_build_ids() {
     assert!(tokens.contains("  default  "), "{tokens}");
     assert_fits(&tokens);
 }
+
+#[test]
+fn a_repository_the_builds_cannot_use_is_refused_at_feed_add_and_edit() {
+    let d = TestDaemon::start();
+    let missing = d.dir.path().join("no-such-repo");
+    let missing = missing.to_str().unwrap();
+    let (code, err) = d.admin_err(&["feed", "add", "web", "--repo", missing, "--command", "true"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "cannot reach the remote {missing}: no such file or directory"
+        )),
+        "{err}"
+    );
+    let plain = d.dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let plain = plain.to_str().unwrap();
+    let (_, err) = d.admin_err(&["feed", "add", "web", "--repo", plain, "--command", "true"]);
+    assert!(err.contains("it is not a git repository"), "{err}");
+    let file_url = format!("file://{missing}");
+    let (_, err) = d.admin_err(&[
+        "feed",
+        "add",
+        "web",
+        "--repo",
+        &file_url,
+        "--command",
+        "true",
+    ]);
+    assert!(err.contains("no such file or directory"), "{err}");
+    assert_eq!(d.admin_json(&["feed", "list"]), serde_json::json!([]));
+
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    d.add_feed("web", &["--repo", &repo.url(), "--command", "true"]);
+    let (_, err) = d.admin_err(&["feed", "edit", "web", "--repo", missing]);
+    assert!(err.contains("no such file or directory"), "{err}");
+    assert_eq!(d.admin_json(&["feed", "show", "web"])["repo"], repo.url());
+}
+
+#[test]
+fn check_lists_a_network_remote_before_the_feed_is_saved() {
+    let d = TestDaemon::start();
+    let served = d.dir.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    let work = GitRepo::new(d.dir.path().join("work"));
+    work.git(&[
+        "clone",
+        "-q",
+        "--bare",
+        ".",
+        served.join("web.git").to_str().unwrap(),
+    ]);
+    let git = crate::support::GitDaemon::serve(&served);
+    let url = git.url("web.git");
+
+    let text = d.admin_ok(&[
+        "feed",
+        "add",
+        "web",
+        "--repo",
+        &url,
+        "--command",
+        "true",
+        "--check",
+    ]);
+    assert!(
+        text.contains("remote:      answers; watched refs: refs/heads/main\n"),
+        "{text}"
+    );
+    let (code, err) = d.admin_err(&[
+        "feed",
+        "add",
+        "other",
+        "--repo",
+        &url,
+        "--command",
+        "true",
+        "--branch",
+        "dev",
+        "--check",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("lists no ref the feed watches (dev); its branches: main"),
+        "{err}"
+    );
+    let nobody = format!("git://127.0.0.1:{}/web.git", crate::support::closed_port());
+    let (_, err) = d.admin_err(&[
+        "feed",
+        "add",
+        "other",
+        "--repo",
+        &nobody,
+        "--command",
+        "true",
+        "--check",
+    ]);
+    assert!(err.contains("cannot reach the remote"), "{err}");
+    // Without --check a network URL is taken as given.
+    d.admin_ok(&[
+        "feed",
+        "add",
+        "other",
+        "--repo",
+        &nobody,
+        "--command",
+        "true",
+    ]);
+}

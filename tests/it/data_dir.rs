@@ -8,7 +8,10 @@ use crate::support::{GitRepo, Launch, TestDaemon};
 #[test]
 fn a_deleted_server_key_is_not_replaced_while_tokens_need_it() {
     let mut d = TestDaemon::start();
-    let hook = d.add_feed("keyed", &["--repo", "/srv/x.git", "--command", "true"]);
+    let hook = d.add_feed(
+        "keyed",
+        &["--repo", "https://forge.invalid/x.git", "--command", "true"],
+    );
     d.admin_ok(&["feed", "pause", "keyed"]);
     d.kill9();
     let key_file = d.data_dir().join("server.key");

@@ -9,7 +9,10 @@ use crate::support::{parse_reply, wait_for, GitRepo, TestDaemon};
 #[test]
 fn oversized_body_is_refused_from_content_length_without_reading_it() {
     let d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
-    let hook = d.add_feed("lim", &["--repo", "/srv/x.git", "--command", "true"]);
+    let hook = d.add_feed(
+        "lim",
+        &["--repo", "https://forge.invalid/x.git", "--command", "true"],
+    );
     let mut s = TcpStream::connect(d.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Announce 1 GB and send none of it: the reply must come anyway.
@@ -47,7 +50,10 @@ fn an_unknown_token_is_answered_without_reading_the_body() {
 #[test]
 fn oversized_chunked_body_is_cut_off_as_it_passes_the_limit() {
     let d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
-    let hook = d.add_feed("lim", &["--repo", "/srv/x.git", "--command", "true"]);
+    let hook = d.add_feed(
+        "lim",
+        &["--repo", "https://forge.invalid/x.git", "--command", "true"],
+    );
     let mut s = TcpStream::connect(d.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -149,7 +155,7 @@ fn paused_feed(d: &TestDaemon, name: &str) -> String {
         name,
         &[
             "--repo",
-            "/srv/x.git",
+            "https://forge.invalid/x.git",
             "--command",
             "true",
             "--cooldown",

@@ -52,7 +52,10 @@ fn sigterm_drains_and_the_interrupted_build_reruns_after_restart() {
 #[test]
 fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     let mut d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
-    let hook = d.add_feed("hup", &["--repo", "/srv/x.git", "--command", "true"]);
+    let hook = d.add_feed(
+        "hup",
+        &["--repo", "https://forge.invalid/x.git", "--command", "true"],
+    );
     d.admin_ok(&["feed", "pause", "hup"]);
     let body = vec![b' '; 500];
     assert_eq!(d.post(&hook, &[], &body).status, 202);
@@ -176,7 +179,7 @@ fn export_then_import_into_an_empty_daemon_keeps_feeds_and_hook_urls() {
         "web",
         &[
             "--repo",
-            "/srv/web.git",
+            "https://forge.invalid/web.git",
             "--command",
             "make test",
             "--cooldown",
@@ -185,7 +188,15 @@ fn export_then_import_into_an_empty_daemon_keeps_feeds_and_hook_urls() {
             secret.to_str().unwrap(),
         ],
     );
-    a.add_feed("api", &["--repo", "/srv/api.git", "--command", "true"]);
+    a.add_feed(
+        "api",
+        &[
+            "--repo",
+            "https://forge.invalid/api.git",
+            "--command",
+            "true",
+        ],
+    );
     let extra = a.admin_json(&["token", "add", "web", "--label", "gitlab"]);
     let revoked_id = extra[0]["id"].as_str().unwrap().to_owned();
     a.admin_ok(&["token", "revoke", "web", &revoked_id]);

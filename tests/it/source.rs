@@ -18,12 +18,21 @@ struct PushedRepo {
     replies: PathBuf,
 }
 
+/// An empty bare repository at `path`: `feed add` checks that a local one exists
+/// (`PushedRepo::new` re-initialises it harmlessly).
+fn init_bare(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    GitRepo {
+        path: path.to_owned(),
+    }
+    .git(&["init", "-q", "--bare", "-b", "main"]);
+}
+
 impl PushedRepo {
     /// Everything lives in `root/NAME.git`, `root/NAME-work`, `root/NAME-replies`.
     fn new(root: &Path, name: &str, hook_url: &str) -> Self {
         let bare = root.join(format!("{name}.git"));
-        std::fs::create_dir_all(&bare).unwrap();
-        GitRepo { path: bare.clone() }.git(&["init", "-q", "--bare", "-b", "main"]);
+        init_bare(&bare);
         let replies = root.join(format!("{name}-replies"));
         let hook = bare.join("hooks").join("post-receive");
         std::fs::write(&hook, post_receive(hook_url, &replies)).unwrap();
@@ -155,6 +164,7 @@ fn a_real_push_builds_the_pushed_commit_with_the_pushed_file() {
     let root = d.dir.path().join("src");
     std::fs::create_dir_all(&root).unwrap();
     let url = root.join("app.git").display().to_string();
+    init_bare(&root.join("app.git"));
     let hook = evidence_feed(&d, "app", &url);
     let repo = PushedRepo::new(&root, "app", &hook);
 
@@ -252,6 +262,7 @@ fn force_push_and_recreated_branch_build_from_a_local_path() {
     let root = d.dir.path().join("src");
     std::fs::create_dir_all(&root).unwrap();
     let url = root.join("rewrite.git").display().to_string();
+    init_bare(&root.join("rewrite.git"));
     rewritten_history_builds(&d, &root, &url);
 }
 

@@ -32,7 +32,15 @@ fn github_push(git_ref: &str, after: &str, message: &str) -> Vec<u8> {
 #[test]
 fn over_long_fields_and_non_hex_commit_ids_are_refused_with_400() {
     let d = TestDaemon::start();
-    let hook = d.add_feed("bounds", &["--repo", "/nonexistent", "--command", "true"]);
+    let hook = d.add_feed(
+        "bounds",
+        &[
+            "--repo",
+            "https://forge.invalid/nonexistent.git",
+            "--command",
+            "true",
+        ],
+    );
     let sha = "a".repeat(40);
     let long_event = "e".repeat(50_000);
     let long_id = "i".repeat(129);
@@ -82,7 +90,7 @@ fn the_largest_admissions_the_limits_allow_leave_db_blobs_empty() {
         "max",
         &[
             "--repo",
-            "/nonexistent",
+            "https://forge.invalid/nonexistent.git",
             "--branch",
             "**",
             "--command",
@@ -129,7 +137,15 @@ fn a_record_over_the_blob_threshold_is_fsynced_before_the_reply() {
         return;
     }
     let d = TestDaemon::start();
-    d.add_feed("big", &["--repo", "/nonexistent", "--command", "true"]);
+    d.add_feed(
+        "big",
+        &[
+            "--repo",
+            "https://forge.invalid/nonexistent.git",
+            "--command",
+            "true",
+        ],
+    );
     let log = d.dir.path().join("strace.log");
     let mut strace = Command::new("strace")
         .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
@@ -236,7 +252,7 @@ fn acknowledged_store(count: usize) -> TestDaemon {
         "f",
         &[
             "--repo",
-            "/nonexistent",
+            "https://forge.invalid/nonexistent.git",
             "--branch",
             "**",
             "--command",

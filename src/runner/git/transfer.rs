@@ -220,3 +220,25 @@ pub(super) fn transfer_error(
         _ => GitError::Transfer { url: shown, reason },
     }
 }
+
+/// The branch and tag refs a network remote advertises (`git ls-remote`), asked with
+/// the feed's credentials and the usual timeouts.
+pub(super) fn list_refs(remote: &super::Remote) -> Result<Vec<String>, GitError> {
+    let creds = remote.credentials;
+    let auth = Auth::default();
+    let never = AtomicBool::new(false);
+    let failed = |e: &git2::Error| transfer_error(e, remote.url, creds, &auth, &never);
+    let mut detached = git2::Remote::create_detached(remote.url).map_err(|e| failed(&e))?;
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(|_url, user, allowed| auth.answer(creds, user, allowed));
+    let connection = detached
+        .connect_auth(git2::Direction::Fetch, Some(callbacks), None)
+        .map_err(|e| failed(&e))?;
+    let heads = connection.list().map_err(|e| failed(&e))?;
+    Ok(heads
+        .iter()
+        .map(|head| head.name().to_owned())
+        .filter(|name| name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+        .filter(|name| !name.ends_with("^{}"))
+        .collect())
+}
