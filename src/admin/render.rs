@@ -214,6 +214,16 @@ fn status_text(b: &BuildView) -> String {
     }
 }
 
+/// The cells every build table starts with: ID, FEED, BRANCH, STATUS.
+fn build_cells(b: &BuildView) -> Vec<String> {
+    vec![
+        b.id.to_string(),
+        short(&b.feed, NAME_WIDTH),
+        short(&b.branch, NAME_WIDTH),
+        status_text(b),
+    ]
+}
+
 fn commit_cell(b: &BuildView) -> String {
     let commit: String = b
         .commit
@@ -249,18 +259,9 @@ fn builds_table(out: &mut String, builds: &[BuildView]) {
         let took = b
             .duration_secs
             .map_or("-".into(), |s| format!("{} s", s.round()));
-        t.row(
-            vec![
-                b.id.to_string(),
-                short(&b.feed, NAME_WIDTH),
-                short(&b.branch, NAME_WIDTH),
-                status_text(b),
-                commit_cell(b),
-                took,
-                when_text(b),
-            ],
-            None,
-        );
+        let mut cells = build_cells(b);
+        cells.extend([commit_cell(b), took, when_text(b)]);
+        t.row(cells, None);
     }
     t.render(out);
     if builds.iter().any(BuildView::built_other_commit) {
@@ -291,16 +292,9 @@ fn queue_table(out: &mut String, builds: &[BuildView], header: &'static str, whe
             When::Queued => Some(b.queued_at.as_str()),
             When::RunAt => b.run_at.as_deref(),
         };
-        t.row(
-            vec![
-                b.id.to_string(),
-                short(&b.feed, NAME_WIDTH),
-                short(&b.branch, NAME_WIDTH),
-                status_text(b),
-                at.map_or("-".into(), table_time),
-            ],
-            None,
-        );
+        let mut cells = build_cells(b);
+        cells.push(at.map_or("-".into(), table_time));
+        t.row(cells, None);
     }
     t.render(out);
 }

@@ -246,3 +246,43 @@ fn reply_shapes_match_with_times_only_where_marked() {
     assert!(!matches(r#"{"run_at":"<time>"}"#, r#"{"run_at":"soon"}"#));
     assert!(!matches(r#"{"build":1}"#, r#"{"build":1} "#));
 }
+
+/// Dotted paths of every value in a TOML table (`http.max_body_bytes`).
+fn key_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) => key_paths(inner, &format!("{path}."), out),
+            _ => out.push(path),
+        }
+    }
+}
+
+#[test]
+fn the_config_reference_is_a_real_config_and_documents_every_printed_key() {
+    let reference = section("Config reference")
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a toml block");
+    let raw: Result<hookd::config::RawConfig, _> = toml::from_str(reference);
+    assert!(raw.is_ok(), "README config reference: {}", raw.unwrap_err());
+    let mut documented = Vec::new();
+    key_paths(&toml::from_str(reference).unwrap(), "", &mut documented);
+
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env_remove("HOOKD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let mut keys = Vec::new();
+    key_paths(&printed, "", &mut keys);
+    for key in keys {
+        assert!(
+            documented.contains(&key),
+            "check-config prints {key}, which the README's config reference lacks"
+        );
+    }
+}
