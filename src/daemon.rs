@@ -58,6 +58,10 @@ pub async fn run(
 
     let listener = bind(&config, inherited).await?;
     let bound = listener.local_addr().context("reading the bound address")?;
+    // A copy for healing in place after a full disk (see `heal`); close-on-exec.
+    let handover = std::os::fd::AsFd::as_fd(&listener)
+        .try_clone_to_owned()
+        .context("keeping the hook socket for a restart in place")?;
     let admin = crate::admin::server::bind(&config.admin_socket).await?;
     let config = config.with_bound_addr(bound);
     let scheduler = Scheduler::new(store.clone());
@@ -78,6 +82,12 @@ pub async fn run(
     ));
     let builds = tokio::spawn(scheduler.run(app.clone(), shutdown.clone()));
     let reaper = tokio::spawn(leftovers::reap_adopted(shutdown.clone()));
+    let healer = tokio::spawn(crate::heal::watch(
+        app.store.clone(),
+        app.config().data_dir.clone(),
+        handover,
+        shutdown.clone(),
+    ));
     tracing::info!(listen = %bound, admin_socket = %app.config().admin_socket.display(), version = env!("CARGO_PKG_VERSION"), "hookd ready");
     crate::systemd::notify(&format!("READY=1\nSTATUS=listening on {bound}"));
 
@@ -93,6 +103,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = http.await;
     let _ = builds.await;
+    let _ = healer.await;
     let _ = reaper.await;
     let _ = admin_task.await;
     let store = app.store.clone();

@@ -24,6 +24,7 @@
 //! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client.
 //! - [`app`]: the handles shared by the daemon's tasks.
 //! - [`daemon`]: start-up, recovery, signals, ordered shutdown.
+//! - [`heal`]: after a full disk, a restart in place once the disk takes writes again.
 //! - [`metrics`], [`logging`], [`systemd`]: operations.
 
 pub mod admin;
@@ -34,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod feed;
+pub mod heal;
 pub mod hook;
 pub mod http;
 pub mod intake;

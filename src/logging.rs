@@ -1,7 +1,9 @@
 //! Logging setup: `tracing` to stderr, plain (no timestamps or colours) under
 //! journald, with a level that SIGHUP can change.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,5 +44,48 @@ fn filter(level: &str) -> EnvFilter {
     match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => EnvFilter::new(env),
         _ => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+    }
+}
+
+/// How often one repeating error is logged.
+const REPEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// When each distinct repeating error was last logged, and how often it recurred since.
+static REPEATS: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+
+/// Whether to log an error that may repeat thousands of times a second (a full disk
+/// fails every write): `Some(n)` once per interval per distinct `key`, `n` being how
+/// many times it was held back since the last line; `None` otherwise.
+pub fn once_per_interval(key: &str) -> Option<u64> {
+    let mut guard = REPEATS.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = guard.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    match seen.get_mut(key) {
+        Some((last, held)) if now.duration_since(*last) < REPEAT_INTERVAL => {
+            *held += 1;
+            None
+        }
+        Some((last, held)) => {
+            let repeats = *held;
+            (*last, *held) = (now, 0);
+            Some(repeats)
+        }
+        None => {
+            seen.insert(key.to_owned(), (now, 0));
+            Some(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_repeating_error_is_logged_once_per_interval_with_a_count() {
+        let key = "test: disk full";
+        assert_eq!(super::once_per_interval(key), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(super::once_per_interval(key), None);
+        }
+        assert_eq!(super::once_per_interval("test: another error"), Some(0));
     }
 }

@@ -213,7 +213,10 @@ impl Intake<'_> {
             }
             Ok(admission) => admission_reply(&admission),
             Err(ScheduleError::Store(e)) => {
-                tracing::error!(feed = %self.feed.name, error = %e, "trigger not durable; answering 503");
+                let key = format!("trigger not durable: {e}");
+                if let Some(repeats) = crate::logging::once_per_interval(&key) {
+                    tracing::error!(feed = %self.feed.name, error = %e, repeats, "trigger not durable; answering 503");
+                }
                 HookReply::new(
                     503,
                     "unavailable",

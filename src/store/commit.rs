@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -121,7 +122,11 @@ fn write_loop(mut disk: Disk, rx: mpsc::Receiver<Task>) {
             .collect();
         let result = disk.commit().map_err(Arc::new);
         if let Err(e) = &result {
-            tracing::error!(error = %e, writes = completions.len(), "store flush failed");
+            disk.failed.store(true, Ordering::Relaxed);
+            let key = format!("store flush failed: {e}");
+            if let Some(repeats) = crate::logging::once_per_interval(&key) {
+                tracing::error!(error = %e, writes = completions.len(), repeats, "store flush failed");
+            }
         }
         for complete in completions {
             complete(result.clone());
@@ -145,6 +150,9 @@ pub(crate) struct Disk {
     pub(crate) mark: Mark,
     /// The last commit made (or found at open).
     pub(crate) last: Point,
+    /// Set once a commit failed: sled keeps its first I/O error for good, so only a
+    /// new process heals the store (see `daemon::heal`).
+    pub(crate) failed: Arc<AtomicBool>,
 }
 
 impl Disk {

@@ -153,6 +153,8 @@ pub struct Store {
     write_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Deliveries remembered per feed.
     keep_deliveries: usize,
+    /// Set by the writer thread once a commit failed (see [`Store::has_failed`]).
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How to open the store.
@@ -259,6 +261,7 @@ impl Store {
         let space = |tag| Space::new(&records, tag);
         let meta = space(b'm');
         let last = Self::check_mark(path, &meta, on_loss)?;
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let disk = commit::Disk {
             data_file: std::fs::File::open(path.join("db")).map_err(open_err)?,
             blobs: commit::Blobs::new(path.join("blobs")),
@@ -267,6 +270,7 @@ impl Store {
             mark: mark::Mark::open(path, last).map_err(open_err)?,
             last,
             db: db.clone(),
+            failed: failed.clone(),
         };
         let committer = commit::Committer::start(disk).map_err(open_err)?;
         let store = Self {
@@ -288,6 +292,7 @@ impl Store {
             committer,
             write_lock: Default::default(),
             keep_deliveries: options.keep_deliveries.max(1),
+            failed,
         };
         store.check_schema()?;
         Ok(store)
@@ -395,8 +400,19 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a group commit failed. sled 0.34 keeps its first I/O error (a full
+    /// disk) for good, so such a store never takes a write again in this process.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the store answers a write (for `/healthz`).
     pub fn check_writable(&self) -> Result<(), StoreError> {
+        if self.has_failed() {
+            return Err(StoreError::Durability(
+                "an earlier commit failed; waiting for the disk".to_owned(),
+            ));
+        }
         self.meta
             .insert(keys::HEALTH, &crate::clock::now_ms().to_be_bytes())?;
         Ok(())

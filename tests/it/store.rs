@@ -375,3 +375,160 @@ fn four_kib_overwritten_in_the_middle_of_the_database_is_never_silent() {
             .unwrap();
     });
 }
+
+/// Mounts a tmpfs of `size` at `dir` (root only); `Err` says why not.
+fn mount_small_fs(dir: &Path, size: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let out = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Unmounts on drop, killing the daemon first.
+struct SmallFs<'a> {
+    dir: std::path::PathBuf,
+    serve: Option<Serve>,
+    _owner: &'a TestDaemon,
+}
+
+impl Drop for SmallFs<'_> {
+    fn drop(&mut self) {
+        drop(self.serve.take());
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Fills the file system holding `dir` with one file; returns its path.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0x66u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let small = [0x66u8; 512];
+    while file.write_all(&small).is_ok() {}
+    path
+}
+
+#[test]
+fn a_full_disk_heals_without_a_restart_and_loses_nothing_acknowledged() {
+    // The TestDaemon only lends its temp dir and config; the data dir is a small tmpfs.
+    let owner = TestDaemon::start();
+    let dir = owner.dir.path().join("small");
+    if let Err(why) = mount_small_fs(&dir, "8m") {
+        eprintln!("skipped: cannot mount a small file system here ({why})");
+        return;
+    }
+    let data = dir.join("data");
+    let log = owner.dir.path().join("small.log");
+    let socket = data.join("admin.sock");
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut fs = SmallFs {
+        dir: dir.clone(),
+        serve: Some(Serve {
+            child,
+            socket: socket.clone(),
+        }),
+        _owner: &owner,
+    };
+    let serve = fs.serve.as_mut().unwrap();
+    assert_eq!(
+        serve.outcome(),
+        Ok(()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let admin = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["admin", "--json", "--socket"])
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let status = admin(&["status"]);
+    let addr: std::net::SocketAddr = status["listen"].as_str().unwrap().parse().unwrap();
+    let feed = admin(&[
+        "feed",
+        "add",
+        "f",
+        "--repo",
+        "/nonexistent",
+        "--branch",
+        "**",
+        "--command",
+        "true",
+    ]);
+    let hook = crate::support::hook_path(feed["hook_urls"][0]["url"].as_str().unwrap());
+    admin(&["feed", "pause", "f"]);
+    let post =
+        |i: usize| crate::support::http(addr, "POST", &format!("{hook}?branch=b{i}"), &[], b"");
+    let health = || crate::support::http(addr, "GET", "/healthz", &[], b"").status;
+
+    let filler = fill(&dir);
+    let mut acknowledged = 0;
+    let mut refused = 0;
+    for i in 0..3000 {
+        match post(i).status {
+            202 => acknowledged += 1,
+            503 => refused += 1,
+            other => panic!("trigger {i} answered {other}"),
+        }
+        if refused >= 200 {
+            break;
+        }
+    }
+    assert!(refused >= 200, "the disk never filled up");
+    assert_eq!(health(), 503);
+    std::fs::remove_file(filler).unwrap();
+
+    // Within 10 s of space returning: /healthz 200 and triggers 202 again.
+    wait_for(10, "/healthz 200 after space returned", || {
+        (health() == 200).then_some(())
+    });
+    let next = wait_for(10, "a trigger 202 after space returned", || {
+        let r = std::panic::catch_unwind(|| post(100_000));
+        r.ok().filter(|r| r.status == 202)
+    });
+    assert!(next.json()["build"].as_u64().is_some());
+    let builds = admin(&["builds", "f", "--limit", "100000"]);
+    assert_eq!(
+        builds.as_array().map(Vec::len),
+        Some(acknowledged + 1),
+        "an acknowledged trigger was lost"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let errors = text.lines().filter(|l| l.contains("ERROR")).count();
+    assert!(
+        errors <= 10,
+        "{errors} error lines for one full disk:\n{text}"
+    );
+    fs.serve.take();
+}
