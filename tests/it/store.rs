@@ -480,7 +480,7 @@ fn a_full_disk_heals_without_a_restart_and_loses_nothing_acknowledged() {
         "add",
         "f",
         "--repo",
-        "/nonexistent",
+        "https://forge.invalid/nonexistent.git",
         "--branch",
         "**",
         "--command",
