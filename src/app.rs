@@ -5,7 +5,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
+use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::token::ServerKey;
@@ -14,7 +15,7 @@ use crate::token::ServerKey;
 #[derive(Clone, Debug)]
 pub struct App {
     /// Current settings; replaced whole on SIGHUP.
-    config: Arc<RwLock<Arc<Config>>>,
+    config: LiveConfig,
     /// The database.
     pub store: Store,
     /// Mints and checks hook tokens; replaced only by `admin import` into an empty daemon.
@@ -24,36 +25,39 @@ pub struct App {
     /// For uptime.
     pub started: Instant,
     /// Counters for `/metrics`.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
     /// Tokens, feeds and secrets in memory for the webhook path.
     pub routes: crate::intake::Routes,
 }
 
 impl App {
     /// Bundles the daemon's shared parts.
-    pub fn new(config: Config, store: Store, key: ServerKey, scheduler: Scheduler) -> Self {
+    pub fn new(
+        config: LiveConfig,
+        store: Store,
+        key: ServerKey,
+        scheduler: Scheduler,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
-            config: Arc::new(RwLock::new(Arc::new(config))),
+            config,
             store,
             key: Arc::new(RwLock::new(key)),
             scheduler,
             started: Instant::now(),
-            metrics: Arc::default(),
+            metrics,
             routes: Default::default(),
         }
     }
 
     /// The settings in force now.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 
     /// Swaps in reloaded settings.
     pub fn set_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.config.set(config);
     }
 
     /// The token key in force.

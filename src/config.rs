@@ -515,6 +515,30 @@ fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
+/// The settings in force, shared by the daemon's parts; replaced whole on SIGHUP, so a
+/// reader holds one consistent [`Config`] for as long as it needs it.
+#[derive(Debug, Clone)]
+pub struct LiveConfig(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>);
+
+impl LiveConfig {
+    /// Shares `config` as the settings in force.
+    pub fn new(config: Config) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(config),
+        )))
+    }
+
+    /// The settings in force now.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in reloaded settings.
+    pub fn set(&self, config: Config) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(config);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

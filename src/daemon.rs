@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::cli::ConfigArgs;
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
+use crate::metrics::Metrics;
 use crate::runner::leftovers::{self, Marker};
 use crate::scheduler::Scheduler;
 use crate::store::{OnLoss, Store, StoreOptions};
@@ -64,8 +66,9 @@ pub async fn run(
         .context("keeping the hook socket for a restart in place")?;
     let admin = crate::admin::server::bind(&config.admin_socket).await?;
     let config = config.with_bound_addr(bound);
-    let scheduler = Scheduler::new(store.clone());
-    let app = App::new(config, store, key, scheduler.clone());
+    let (live, metrics) = (LiveConfig::new(config), Arc::<Metrics>::default());
+    let scheduler = Scheduler::new(store.clone(), live.clone(), metrics.clone());
+    let app = App::new(live, store, key, scheduler.clone(), metrics);
     let (routes, store, dir) = (
         app.routes.clone(),
         app.store.clone(),
@@ -80,7 +83,7 @@ pub async fn run(
         app.clone(),
         shutdown.clone(),
     ));
-    let builds = tokio::spawn(scheduler.run(app.clone(), shutdown.clone()));
+    let builds = tokio::spawn(scheduler.run(shutdown.clone()));
     let reaper = tokio::spawn(leftovers::reap_adopted(shutdown.clone()));
     let healer = tokio::spawn(crate::heal::watch(
         app.store.clone(),

@@ -228,7 +228,12 @@ async fn metrics(app: &App) -> Response<Full<Bytes>> {
     let counts =
         tokio::task::spawn_blocking(move || store.queue_counts(crate::clock::now_ms())).await;
     let queue = counts.ok().and_then(Result::ok).unwrap_or_default();
-    text(StatusCode::OK, crate::metrics::render(app, queue))
+    let gauges = crate::metrics::Gauges {
+        started: app.started,
+        running: app.scheduler.running_count(),
+        queue,
+    };
+    text(StatusCode::OK, crate::metrics::render(&app.metrics, gauges))
 }
 
 async fn health(app: &App) -> Response<Full<Bytes>> {

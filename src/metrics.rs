@@ -6,14 +6,12 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::app::App;
-
 /// Upper bounds (seconds) of the build-duration histogram buckets.
 const DURATION_BUCKETS: [f64; 10] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
-/// The daemon's counters; one instance lives in [`App`].
+/// The daemon's counters; one instance is shared by intake and scheduler.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Deliveries by (provider, outcome).
@@ -66,14 +64,25 @@ impl Metrics {
     }
 }
 
-/// Renders every metric in Prometheus text format; `queue` is (due, deferred).
-pub fn render(app: &App, queue: (usize, usize)) -> String {
-    let m = &app.metrics;
+/// The gauges read at render time.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    /// When the daemon started.
+    pub started: std::time::Instant,
+    /// Builds running now.
+    pub running: usize,
+    /// Builds queued: (due, deferred).
+    pub queue: (usize, usize),
+}
+
+/// Renders every metric in Prometheus text format.
+pub fn render(m: &Metrics, gauges: Gauges) -> String {
+    let queue = gauges.queue;
     let mut out = String::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let start = now.as_secs_f64() - app.started.elapsed().as_secs_f64();
+    let start = now.as_secs_f64() - gauges.started.elapsed().as_secs_f64();
     header(&mut out, "hookd_build_info", "gauge", "hookd version.");
     let _ = writeln!(
         out,
@@ -129,7 +138,7 @@ pub fn render(app: &App, queue: (usize, usize)) -> String {
         "Builds held back by a cooldown.",
         queue.1 as f64,
     );
-    let running = app.scheduler.running_count() as f64;
+    let running = gauges.running as f64;
     sample(
         &mut out,
         "hookd_builds_running",

@@ -1,19 +1,27 @@
 //! The scheduler: admits triggers (durably, then wakes the dispatcher), starts queued
 //! builds in FIFO order on `workers` slots with at most one build per feed, cancels
 //! builds, and on shutdown gives running builds their grace before stopping them.
+//!
+//! It is the one place where a build's state changes: it hands the runner a plain
+//! [`BuildSpec`], turns the runner's [`RunEvent`]s into store writes and metrics, and
+//! publishes every change as a [`BuildUpdate`] on a broadcast channel. Publishing
+//! never waits: a subscriber that falls behind is told it lagged and rereads the store.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::app::App;
 use crate::build::{Build, BuildId, BuildStatus, Trigger};
 use crate::clock::now_ms;
+use crate::config::LiveConfig;
 use crate::feed::{Feed, FeedName};
+use crate::metrics::Metrics;
+use crate::runner::{BuildDirs, BuildSpec, Reporter, RunEvent};
 use crate::store::{Admission, AdmitRequest, DeliveryRecord, Pick, Store, StoreError, StoredReply};
 
 /// Errors of scheduling operations, for the admin and HTTP layers to map.
@@ -55,6 +63,51 @@ pub enum CancelOutcome {
     AlreadyOver(String),
 }
 
+/// Updates a subscriber may fall behind by before it is told it lagged.
+const UPDATES_KEPT: usize = 1024;
+
+/// One change of one build's state, as published to subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildUpdate {
+    /// Which build.
+    pub build: BuildId,
+    /// Its feed.
+    pub feed: FeedName,
+    /// What changed.
+    pub change: Change,
+}
+
+/// What changed about a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new build was queued (possibly deferred by the cooldown).
+    Queued,
+    /// A trigger joined the queued build.
+    Coalesced,
+    /// A worker took it; its source is being fetched.
+    Started,
+    /// The commit it builds is known.
+    Commit {
+        /// The commit id.
+        commit: String,
+    },
+    /// Its command runs in this process group.
+    ProcessGroup {
+        /// The group id.
+        pgid: u32,
+    },
+    /// Its log grew.
+    Log {
+        /// Bytes in the log now.
+        len: u64,
+    },
+    /// It is over (or interrupted by shutdown, to run again after restart).
+    Finished {
+        /// The recorded status.
+        status: BuildStatus,
+    },
+}
+
 /// A build that runs now, and how to stop it.
 #[derive(Debug)]
 struct RunningBuild {
@@ -74,6 +127,12 @@ pub struct Scheduler {
 struct Inner {
     /// Where the queue lives.
     store: Store,
+    /// Settings in force (workers, limits, directories).
+    config: LiveConfig,
+    /// Build counters.
+    metrics: Arc<Metrics>,
+    /// Every build state change, for whoever listens.
+    updates: broadcast::Sender<BuildUpdate>,
     /// Woken by every admission and every finished build.
     wake: Notify,
     /// Builds in progress.
@@ -85,10 +144,13 @@ struct Inner {
 
 impl Scheduler {
     /// A scheduler over the store's queue; `run` starts dispatching.
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, config: LiveConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
+                config,
+                metrics,
+                updates: broadcast::channel(UPDATES_KEPT).0,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 kill_all: CancellationToken::new(),
@@ -103,6 +165,7 @@ impl Scheduler {
         sub: Submission,
         reply: fn(&Admission) -> StoredReply,
     ) -> Result<Admission, ScheduleError> {
+        let feed = sub.feed.name.clone();
         let admission = self
             .inner
             .store
@@ -118,8 +181,13 @@ impl Scheduler {
                 store.admit(&req, sub.delivery, reply)
             })
             .await?;
-        if matches!(admission, Admission::Queued(_) | Admission::Deferred { .. }) {
-            self.inner.wake.notify_one();
+        match &admission {
+            Admission::Queued(id) | Admission::Deferred { build: id, .. } => {
+                self.publish(*id, &feed, Change::Queued);
+                self.inner.wake.notify_one();
+            }
+            Admission::Coalesced(id) => self.publish(*id, &feed, Change::Coalesced),
+            Admission::Rejected { .. } | Admission::Replayed(_) => {}
         }
         Ok(admission)
     }
@@ -133,18 +201,24 @@ impl Scheduler {
         let store = self.inner.store.clone();
         let outcome = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             match store.cancel_queued(id, now_ms())? {
-                Some(_) => {
+                Some(build) => {
                     store.durable_blocking()?;
-                    Ok(CancelOutcome::Dequeued)
+                    Ok((CancelOutcome::Dequeued, Some(build)))
                 }
                 None => {
                     let build = store.build_required(id)?;
-                    Ok(CancelOutcome::AlreadyOver(build.status.word().to_owned()))
+                    let word = build.status.word().to_owned();
+                    Ok((CancelOutcome::AlreadyOver(word), None))
                 }
             }
         })
         .await
         .map_err(|_| ScheduleError::ShuttingDown)??;
+        let (outcome, dequeued) = outcome;
+        if let Some(build) = dequeued {
+            let status = build.status;
+            self.publish(id, &build.feed, Change::Finished { status });
+        }
         // A running build may have been claimed between the two looks.
         if let (CancelOutcome::AlreadyOver(word), Some(run)) = (&outcome, self.running().get(&id)) {
             if word == "running" {
@@ -172,16 +246,37 @@ impl Scheduler {
         self.running().len()
     }
 
+    /// A receiver of every build state change from now on. Subscribe before reading
+    /// the store, so no change between the read and the first update is missed.
+    pub fn subscribe(&self) -> broadcast::Receiver<BuildUpdate> {
+        self.inner.updates.subscribe()
+    }
+
+    /// Tells subscribers; with none listening the update is simply dropped.
+    fn publish(&self, build: BuildId, feed: &FeedName, change: Change) {
+        let update = BuildUpdate {
+            build,
+            feed: feed.clone(),
+            change,
+        };
+        let _ = self.inner.updates.send(update);
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<BuildId, RunningBuild>> {
         self.inner.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Dispatches builds until `shutdown` fires, then gives running builds `grace`
     /// to finish before cancelling them; returns when every build task has ended.
-    pub async fn run(self, app: App, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         loop {
-            let free = app.config().workers.saturating_sub(self.running_count());
+            let free = self
+                .inner
+                .config
+                .get()
+                .workers
+                .saturating_sub(self.running_count());
             let pick = if free > 0 {
                 self.pick().await
             } else {
@@ -189,7 +284,7 @@ impl Scheduler {
             };
             match pick {
                 Ok(Pick::Start(build)) => {
-                    self.spawn_build(&app, *build, &mut tasks);
+                    self.spawn_build(*build, &mut tasks);
                     continue;
                 }
                 Ok(Pick::WaitUntil(t)) => {
@@ -215,7 +310,8 @@ impl Scheduler {
                 }
             }
         }
-        self.drain(app.config().shutdown_grace, tasks).await;
+        self.drain(self.inner.config.get().shutdown_grace, tasks)
+            .await;
     }
 
     async fn pick(&self) -> Result<Pick, ScheduleError> {
@@ -227,7 +323,7 @@ impl Scheduler {
             .map_err(ScheduleError::from)
     }
 
-    fn spawn_build(&self, app: &App, build: Build, tasks: &mut JoinSet<()>) {
+    fn spawn_build(&self, build: Build, tasks: &mut JoinSet<()>) {
         let cancel = self.inner.kill_all.child_token();
         self.running().insert(
             build.id,
@@ -237,17 +333,143 @@ impl Scheduler {
             },
         );
         tracing::info!(feed = %build.feed, build = build.id.0, trigger = build.kind.word(), "build started");
-        let (this, app) = (self.clone(), app.clone());
-        tasks.spawn(async move {
-            let id = build.id;
-            let status = crate::runner::run_build(&app, build, cancel).await;
-            this.record_end(&app, id, status).await;
-            this.running().remove(&id);
-            this.inner.wake.notify_one();
-        });
+        self.publish(build.id, &build.feed, Change::Started);
+        let span = tracing::info_span!("build", feed = %build.feed, build = build.id.0);
+        let this = self.clone();
+        tasks.spawn(
+            async move {
+                let (id, feed) = (build.id, build.feed.clone());
+                let status = this.execute(build, cancel).await;
+                this.record_end(id, &feed, status).await;
+                this.running().remove(&id);
+                this.inner.wake.notify_one();
+            }
+            .instrument(span),
+        );
     }
 
-    async fn record_end(&self, app: &App, id: BuildId, status: BuildStatus) {
+    /// Runs one build, applying its events as they come; returns its final status.
+    async fn execute(&self, build: Build, cancel: CancellationToken) -> BuildStatus {
+        let spec = match self.spec(&build, cancel).await {
+            Ok(spec) => spec,
+            Err(status) => return status,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reporter = Reporter::new(tx);
+        let log_ack = reporter.log_ack();
+        let run = crate::runner::run(spec, reporter);
+        let apply = async {
+            while let Some(event) = rx.recv().await {
+                if let RunEvent::LogGrew { .. } = event {
+                    log_ack.taken();
+                }
+                if let Some(status) = self.apply(&build, event).await {
+                    return status;
+                }
+            }
+            crate::runner::error("the build ended without a status")
+        };
+        let ((), status) = tokio::join!(run, apply);
+        status
+    }
+
+    /// The runner's input: the feed as it stands now, settings and directories.
+    async fn spec(
+        &self,
+        build: &Build,
+        cancel: CancellationToken,
+    ) -> Result<BuildSpec, BuildStatus> {
+        let config = self.inner.config.get();
+        let (store, name) = (self.inner.store.clone(), build.feed.clone());
+        let feed = match tokio::task::spawn_blocking(move || store.feed(name.as_str())).await {
+            Ok(Ok(Some(feed))) => feed,
+            Ok(Ok(None)) => return Err(crate::runner::error("the feed was removed")),
+            _ => return Err(crate::runner::error("cannot read the feed from the store")),
+        };
+        let data_dir = &config.data_dir;
+        Ok(BuildSpec {
+            id: build.id,
+            git_ref: build.git_ref.clone(),
+            branch: build.branch.clone(),
+            kind: build.kind,
+            provider: build
+                .triggers
+                .latest
+                .last()
+                .map(|t| t.provider.clone())
+                .unwrap_or_default(),
+            expected_commit: build.triggers.newest_commit().map(str::to_owned),
+            dirs: BuildDirs {
+                log: crate::paths::log(data_dir, build.id),
+                mirror: crate::paths::mirror(data_dir, &feed.name),
+                workspace: crate::paths::workspace(data_dir, &feed.name),
+            },
+            data_dir: data_dir.clone(),
+            build_env: config.build_env.clone(),
+            credentials: config
+                .credentials
+                .get(feed.name.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            kill_grace: config.kill_grace,
+            log_max_bytes: config.log_max_bytes,
+            feed,
+            cancel,
+        })
+    }
+
+    /// Records and publishes one runner event; `Some` with the final status at the end.
+    async fn apply(&self, build: &Build, event: RunEvent) -> Option<BuildStatus> {
+        let (id, feed) = (build.id, &build.feed);
+        match event {
+            RunEvent::Fetched { elapsed } => {
+                self.inner.metrics.fetch(elapsed.as_micros() as u64);
+            }
+            RunEvent::CommitResolved { commit, subject } => {
+                let subject =
+                    crate::build::truncate_marked(subject, crate::build::MAX_SUBJECT_BYTES);
+                let (store, sha) = (self.inner.store.clone(), commit.clone());
+                let saved = tokio::task::spawn_blocking(move || {
+                    store.update_build(id, |b| {
+                        b.commit = Some(sha.clone());
+                        b.subject = Some(subject.clone());
+                    })
+                })
+                .await;
+                if !matches!(saved, Ok(Ok(_))) {
+                    tracing::warn!(build = id.0, "cannot record the resolved commit");
+                }
+                self.publish(id, feed, Change::Commit { commit });
+            }
+            RunEvent::Started { pgid } => {
+                self.record_pgid(id, pgid).await;
+                self.publish(id, feed, Change::ProcessGroup { pgid });
+            }
+            RunEvent::LogGrew { len } => self.publish(id, feed, Change::Log { len }),
+            RunEvent::Finished { status } => return Some(status),
+        }
+        None
+    }
+
+    /// Persists the build's process group as soon as it exists, for crash recovery.
+    async fn record_pgid(&self, id: BuildId, pgid: u32) {
+        let store = self.inner.store.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            // A build that already ended (a fast command) has no group left to record.
+            store.update_build(id, |b| {
+                if b.status == BuildStatus::Running {
+                    b.pgid = i32::try_from(pgid).ok();
+                }
+            })?;
+            store.durable_blocking()
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!(build = id.0, "cannot record the build's process group");
+        }
+    }
+
+    async fn record_end(&self, id: BuildId, feed: &FeedName, status: BuildStatus) {
         let store = self.inner.store.clone();
         if status == BuildStatus::Cancelled && self.inner.kill_all.is_cancelled() {
             // Stopped by shutdown, not by an operator: it runs again after restart.
@@ -266,10 +488,12 @@ impl Scheduler {
                 build = id.0,
                 "build interrupted by shutdown; it reruns after restart"
             );
+            let status = BuildStatus::Interrupted;
+            self.publish(id, feed, Change::Finished { status });
             return;
         }
-        let keep = app.config().keep_builds;
-        let data_dir = app.config().data_dir.clone();
+        let config = self.inner.config.get();
+        let (keep, data_dir) = (config.keep_builds, config.data_dir.clone());
         let word = status.word();
         let result = tokio::task::spawn_blocking(move || -> Result<Build, StoreError> {
             let build = store.finish(id, status, now_ms())?;
@@ -286,8 +510,10 @@ impl Scheduler {
                     .started_ms
                     .zip(b.finished_ms)
                     .map(|(s, f)| (f - s).max(0) as f64 / 1000.0);
-                app.metrics.build_finished(word, secs);
-                tracing::info!(feed = %b.feed, build = id.0, status = word, "build finished")
+                self.inner.metrics.build_finished(word, secs);
+                tracing::info!(feed = %b.feed, build = id.0, status = word, "build finished");
+                let status = b.status;
+                self.publish(id, feed, Change::Finished { status });
             }
             // `feed remove` cancelled it and deleted its records: nothing left to record.
             Ok(Err(StoreError::NoBuild(_))) => {

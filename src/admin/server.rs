@@ -7,19 +7,23 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::commands;
 use crate::admin::proto::{Reply, Request};
 use crate::app::App;
-use crate::build::BuildId;
+use crate::build::{BuildId, BuildStatus};
+use crate::scheduler::{BuildUpdate, Change};
 
 /// Largest request line accepted (a feed spec with a secret fits easily).
 const MAX_REQUEST: u64 = 1024 * 1024;
 /// How long a client has to send its request.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
-/// How often a followed log is polled for new output.
+/// How often a followed log is read for output written since the last update.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How often a follower rereads the build from the store, whatever the updates said.
+const FOLLOW_RESYNC: Duration = Duration::from_secs(5);
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +132,12 @@ async fn send(write: &mut (impl AsyncWriteExt + Unpin), reply: &Reply) -> std::i
     write.flush().await
 }
 
-/// Sends the log in chunks; with `follow`, keeps polling until the build is over.
+/// Sends the log in chunks; with `follow`, keeps sending until the build is over.
+///
+/// Following listens to the scheduler's build updates (subscribed before the store is
+/// read, so the end cannot slip between the two); a follower that lagged behind them,
+/// and every [`FOLLOW_RESYNC`] anyway (a removed feed takes its builds without an
+/// update), rereads the build from the store.
 async fn stream_log(
     app: &App,
     id: BuildId,
@@ -137,37 +146,72 @@ async fn stream_log(
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
     let path = crate::paths::log(&app.config().data_dir, id);
+    let mut updates = app.scheduler.subscribe();
+    let mut status = match build_status(app, id).await {
+        Ok(status) => status,
+        Err(reply) => return send(write, &reply).await,
+    };
     let mut offset = 0u64;
+    let mut resync = tokio::time::interval(FOLLOW_RESYNC);
+    resync.reset();
     loop {
-        let store = app.store.clone();
-        let build = match tokio::task::spawn_blocking(move || store.build(id)).await {
-            Ok(Ok(Some(b))) => b,
-            Ok(Ok(None)) => return send(write, &Reply::Error(format!("no build {id}"))).await,
-            _ => return send(write, &Reply::Error("store unavailable".into())).await,
-        };
         // Read everything written so far; only then decide whether the build is over,
         // so output written just before the end is never lost.
-        loop {
-            let (chunk, next) = crate::runner::log::read_chunk(&path, offset, 64 * 1024)
-                .await
-                .unwrap_or_default();
-            if chunk.is_empty() {
-                break;
-            }
-            offset = next;
-            send(
-                write,
-                &Reply::LogChunk(String::from_utf8_lossy(&chunk).into_owned()),
-            )
-            .await?;
-        }
-        if build.status.is_final() || !follow {
-            return send(write, &Reply::LogEnd(build.status.word().to_owned())).await;
+        offset = send_output(&path, offset, write).await?;
+        if status.is_final() || !follow {
+            return send(write, &Reply::LogEnd(status.word().to_owned())).await;
         }
         tokio::select! {
+            update = updates.recv() => match update {
+                Ok(BuildUpdate { build, change: Change::Finished { status: end }, .. }) if build == id => {
+                    status = end;
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => match build_status(app, id).await {
+                    Ok(now) => status = now,
+                    Err(reply) => return send(write, &reply).await,
+                },
+                Err(broadcast::error::RecvError::Closed) => {
+                    return send(write, &Reply::LogEnd("daemon stopping".into())).await
+                }
+            },
+            _ = resync.tick() => match build_status(app, id).await {
+                Ok(now) => status = now,
+                Err(reply) => return send(write, &reply).await,
+            },
+            // Output a build writes and then sits on arrives without an update to wake us.
             _ = tokio::time::sleep(FOLLOW_POLL) => {}
             _ = shutdown.cancelled() => return send(write, &Reply::LogEnd("daemon stopping".into())).await,
         }
+    }
+}
+
+/// The build's status from the store, or the error reply to end the stream with.
+async fn build_status(app: &App, id: BuildId) -> Result<BuildStatus, Reply> {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.build(id)).await {
+        Ok(Ok(Some(b))) => Ok(b.status),
+        Ok(Ok(None)) => Err(Reply::Error(format!("no build {id}"))),
+        _ => Err(Reply::Error("store unavailable".into())),
+    }
+}
+
+/// Sends the log from `offset` to its current end; returns the new offset.
+async fn send_output(
+    path: &Path,
+    mut offset: u64,
+    write: &mut (impl AsyncWriteExt + Unpin),
+) -> std::io::Result<u64> {
+    loop {
+        let (chunk, next) = crate::runner::log::read_chunk(path, offset, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        if chunk.is_empty() {
+            return Ok(offset);
+        }
+        offset = next;
+        let text = String::from_utf8_lossy(&chunk).into_owned();
+        send(write, &Reply::LogChunk(text)).await?;
     }
 }
 

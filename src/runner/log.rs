@@ -50,6 +50,17 @@ pub struct LogWriter {
     truncated: bool,
     /// Whether the last byte written was a newline, so notes start on their own line.
     at_line_start: bool,
+    /// Told the file's length after each write, so followers need not poll.
+    on_growth: Option<Growth>,
+}
+
+/// A callback told the log's length after each write.
+struct Growth(Box<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Growth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Growth")
+    }
 }
 
 impl LogWriter {
@@ -86,7 +97,13 @@ impl LogWriter {
             written,
             truncated: false,
             at_line_start,
+            on_growth: None,
         })
+    }
+
+    /// Calls `f` with the file's length after every write.
+    pub fn on_growth(&mut self, f: impl Fn(u64) + Send + Sync + 'static) {
+        self.on_growth = Some(Growth(Box::new(f)));
     }
 
     /// Appends command output, up to the cap. The first write that does not fit
@@ -155,6 +172,9 @@ impl LogWriter {
             })?;
         self.written += bytes.len() as u64;
         self.at_line_start = last == b'\n';
+        if let Some(Growth(f)) = &self.on_growth {
+            f(self.written);
+        }
         Ok(())
     }
 }

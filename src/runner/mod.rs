@@ -1,60 +1,185 @@
 //! The runner: one build from start to status. Fetch the commit into the feed's
 //! mirror, check it out clean into the feed's workspace, run the command with the
-//! build's environment, and say how it ended. Paths derive from the feed name and
-//! build id only, never from payload data.
+//! build's environment, and report what happens as [`RunEvent`]s.
+//!
+//! It is given everything as a plain [`BuildSpec`] and writes no records: the
+//! scheduler turns its events into store writes, metrics and published updates.
 
 pub mod exec;
 pub mod git;
 pub mod leftovers;
 pub mod log;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::build::{Build, BuildId, BuildStatus};
+use crate::build::{BuildId, BuildStatus, TriggerKind};
 use crate::config::{Config, FeedCredentials};
 use crate::feed::Feed;
-use crate::paths;
 
-/// Runs one claimed build to its final status (`Cancelled` also when the daemon's
-/// shutdown stopped it; the scheduler tells the two apart).
-pub async fn run_build(app: &App, build: Build, cancel: CancellationToken) -> BuildStatus {
-    let config = app.config();
-    let store = app.store.clone();
-    let name = build.feed.clone();
-    let feed = match tokio::task::spawn_blocking(move || store.feed(name.as_str())).await {
-        Ok(Ok(Some(feed))) => feed,
-        Ok(Ok(None)) => return error("the feed was removed"),
-        _ => return error("cannot read the feed from the store"),
-    };
-    let log = paths::log(&config.data_dir, build.id);
+/// Everything one build needs, as plain values.
+#[derive(Debug)]
+pub(crate) struct BuildSpec {
+    /// The build's id (`HOOKD_BUILD_ID`).
+    pub id: BuildId,
+    /// The feed as it stood when the build was claimed.
+    pub feed: Feed,
+    /// Full ref to fetch.
+    pub git_ref: String,
+    /// Short branch or tag name.
+    pub branch: String,
+    /// What caused the build (`HOOKD_TRIGGER`).
+    pub kind: TriggerKind,
+    /// The forge of the newest trigger (`HOOKD_PROVIDER`).
+    pub provider: String,
+    /// The commit the newest trigger named, if any.
+    pub expected_commit: Option<String>,
+    /// Where its log, mirror and workspace live.
+    pub dirs: BuildDirs,
+    /// The daemon's data dir: with the build id, it marks the build's processes.
+    pub data_dir: PathBuf,
+    /// Operator-set variables added to every build's environment.
+    pub build_env: BTreeMap<String, String>,
+    /// The feed's repository credentials.
+    pub credentials: FeedCredentials,
+    /// From SIGTERM until SIGKILL.
+    pub kill_grace: Duration,
+    /// Most bytes of output the log keeps.
+    pub log_max_bytes: u64,
+    /// Fired to stop the build.
+    pub cancel: CancellationToken,
+}
+
+/// The files and directories one build uses.
+#[derive(Debug, Clone)]
+pub(crate) struct BuildDirs {
+    /// The build's log file.
+    pub log: PathBuf,
+    /// The feed's bare mirror.
+    pub mirror: PathBuf,
+    /// The feed's workspace, where the command runs.
+    pub workspace: PathBuf,
+}
+
+/// What happens during a build, in order; `Finished` comes last, exactly once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunEvent {
+    /// The source step (fetch and checkout) is over, whatever its result.
+    Fetched {
+        /// How long it took.
+        elapsed: Duration,
+    },
+    /// The fetch resolved the commit to build.
+    CommitResolved {
+        /// Its id.
+        commit: String,
+        /// Its subject line.
+        subject: String,
+    },
+    /// The command started in its own process group.
+    Started {
+        /// The group id (the leader's pid).
+        pgid: u32,
+    },
+    /// The log grew (reported at most once until the previous report was taken).
+    LogGrew {
+        /// Bytes in the log now.
+        len: u64,
+    },
+    /// The build is over (`Cancelled` also when the daemon's shutdown stopped it).
+    Finished {
+        /// Its final status.
+        status: BuildStatus,
+    },
+}
+
+/// Where a build's events go. Sending never waits, so a slow reader cannot hold up
+/// the build; log growth is coalesced so a chatty build cannot flood the channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Reporter {
+    tx: UnboundedSender<RunEvent>,
+    /// Set while a `LogGrew` is sent and not yet taken.
+    log_pending: Arc<AtomicBool>,
+}
+
+impl Reporter {
+    /// A reporter sending to `tx`.
+    pub fn new(tx: UnboundedSender<RunEvent>) -> Self {
+        Self {
+            tx,
+            log_pending: Arc::default(),
+        }
+    }
+
+    /// Reports one event; a gone receiver is not the build's problem.
+    pub fn send(&self, event: RunEvent) {
+        let _ = self.tx.send(event);
+    }
+
+    /// Reports log growth unless a report is still pending.
+    fn log_grew(&self, len: u64) {
+        if !self.log_pending.swap(true, Ordering::AcqRel) {
+            self.send(RunEvent::LogGrew { len });
+        }
+    }
+
+    /// The receiver's handle for acknowledging `LogGrew` events.
+    pub fn log_ack(&self) -> LogAck {
+        LogAck(self.log_pending.clone())
+    }
+}
+
+/// Held by the receiver of a build's events (it does not keep the channel open).
+#[derive(Debug)]
+pub(crate) struct LogAck(Arc<AtomicBool>);
+
+impl LogAck {
+    /// Called when a `LogGrew` is taken, so the next growth is reported.
+    pub fn taken(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Runs one build to its end, reporting as it goes; the last event is `Finished`.
+pub(crate) async fn run(spec: BuildSpec, report: Reporter) {
+    let status = run_to_status(&spec, &report).await;
+    report.send(RunEvent::Finished { status });
+}
+
+async fn run_to_status(spec: &BuildSpec, report: &Reporter) -> BuildStatus {
     let fetch_started = std::time::Instant::now();
-    let fetched = fetch(app, &config, &feed, &build, &log, &cancel).await;
-    app.metrics
-        .fetch(fetch_started.elapsed().as_micros() as u64);
+    let fetched = fetch(spec).await;
+    report.send(RunEvent::Fetched {
+        elapsed: fetch_started.elapsed(),
+    });
     let commit = match fetched {
         Ok(commit) => commit,
         Err(status) => return status,
     };
-    let job = match job(&config, &feed, &build, &commit, &log).await {
+    report.send(RunEvent::CommitResolved {
+        commit: commit.id.clone(),
+        subject: commit.subject,
+    });
+    let job = match job(spec, &commit.id, report).await {
         Ok(job) => job,
         Err(e) => return error(&format!("cannot open the build log: {e}")),
     };
-    let (pgid_tx, pgid_rx) = tokio::sync::oneshot::channel();
-    record_pgid(app, build.id, pgid_rx);
-    let outcome = exec::run(job, cancel, move |pgid| {
-        let _ = pgid_tx.send(pgid);
+    let started = report.clone();
+    let outcome = exec::run(job, spec.cancel.clone(), move |pgid| {
+        started.send(RunEvent::Started { pgid })
     })
     .await;
     status_of(outcome)
 }
 
-fn error(reason: &str) -> BuildStatus {
+/// A build that ended before its command ran.
+pub(crate) fn error(reason: &str) -> BuildStatus {
     BuildStatus::Error {
         reason: reason.to_owned(),
     }
@@ -71,20 +196,9 @@ fn prepare_dirs(log: &Path, mirror: &Path, workspace: &Path) -> std::io::Result<
     Ok(())
 }
 
-/// What the fetch resolved, for the environment and the record.
-struct Resolved {
-    id: String,
-}
-
 /// Fetches and checks out the build's ref; an `Err` is the build's final status.
-async fn fetch(
-    app: &App,
-    config: &Config,
-    feed: &Feed,
-    build: &Build,
-    log: &Path,
-    cancel: &CancellationToken,
-) -> Result<Resolved, BuildStatus> {
+async fn fetch(spec: &BuildSpec) -> Result<git::ResolvedCommit, BuildStatus> {
+    let cancel = &spec.cancel;
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (stop, cancel) = (stop.clone(), cancel.clone());
@@ -93,21 +207,14 @@ async fn fetch(
             stop.store(true, Ordering::Relaxed);
         })
     };
-    let creds = config
-        .credentials
-        .get(feed.name.as_str())
-        .cloned()
-        .unwrap_or_default();
-    let (repo, mirror, workspace) = (
-        feed.repo.clone(),
-        paths::mirror(&config.data_dir, &feed.name),
-        paths::workspace(&config.data_dir, &feed.name),
-    );
-    let (git_ref, expected, log) = (
-        build.git_ref.clone(),
-        build.triggers.newest_commit().map(str::to_owned),
-        log.to_owned(),
-    );
+    let creds = spec.credentials.clone();
+    let repo = spec.feed.repo.clone();
+    let BuildDirs {
+        log,
+        mirror,
+        workspace,
+    } = spec.dirs.clone();
+    let (git_ref, expected) = (spec.git_ref.clone(), spec.expected_commit.clone());
     let flag = stop.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<git::ResolvedCommit, String> {
         prepare_dirs(&log, &mirror, &workspace)
@@ -145,29 +252,12 @@ async fn fetch(
     })
     .await;
     watcher.abort();
-    let commit = match result {
-        Ok(Ok(commit)) => commit,
-        Ok(Err(_)) if cancel.is_cancelled() => return Err(BuildStatus::Cancelled),
-        Ok(Err(reason)) => return Err(error(&reason)),
-        Err(_) => return Err(error("the fetch task failed")),
-    };
-    let (store, id, sha, subject) = (
-        app.store.clone(),
-        build.id,
-        commit.id.clone(),
-        crate::build::truncate_marked(commit.subject.clone(), crate::build::MAX_SUBJECT_BYTES),
-    );
-    let saved = tokio::task::spawn_blocking(move || {
-        store.update_build(id, |b| {
-            b.commit = Some(sha.clone());
-            b.subject = Some(subject.clone());
-        })
-    })
-    .await;
-    if !matches!(saved, Ok(Ok(_))) {
-        tracing::warn!(build = build.id.0, "cannot record the resolved commit");
+    match result {
+        Ok(Ok(commit)) => Ok(commit),
+        Ok(Err(_)) if cancel.is_cancelled() => Err(BuildStatus::Cancelled),
+        Ok(Err(reason)) => Err(error(&reason)),
+        Err(_) => Err(error("the fetch task failed")),
     }
-    Ok(Resolved { id: commit.id })
 }
 
 /// Checks a feed's repository as its builds will reach it, with the credentials the
@@ -205,14 +295,8 @@ fn credentials(c: &FeedCredentials) -> std::io::Result<git::Credentials> {
 
 /// The command, its workspace and its whole environment: nothing else of the
 /// daemon's environment leaks in, and payload data arrives only as values.
-async fn job(
-    config: &Config,
-    feed: &Feed,
-    build: &Build,
-    commit: &Resolved,
-    log: &Path,
-) -> std::io::Result<exec::Job> {
-    let workspace = paths::workspace(&config.data_dir, &feed.name);
+async fn job(spec: &BuildSpec, commit: &str, report: &Reporter) -> std::io::Result<exec::Job> {
+    let workspace = spec.dirs.workspace.clone();
     let mut env: Vec<(String, String)> = vec![
         (
             "PATH".into(),
@@ -227,53 +311,29 @@ async fn job(
             std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
         ),
     ];
-    env.extend(config.build_env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let provider = build
-        .triggers
-        .latest
-        .last()
-        .map(|t| t.provider.clone())
-        .unwrap_or_default();
+    env.extend(spec.build_env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend([
-        ("HOOKD_FEED".into(), feed.name.to_string()),
-        ("HOOKD_COMMIT".into(), commit.id.clone()),
-        ("HOOKD_REF".into(), build.git_ref.clone()),
-        ("HOOKD_BRANCH".into(), build.branch.clone()),
-        ("HOOKD_REPO_URL".into(), git::redact_url(&feed.repo)),
-        ("HOOKD_TRIGGER".into(), build.kind.word().into()),
-        ("HOOKD_PROVIDER".into(), provider),
+        ("HOOKD_FEED".into(), spec.feed.name.to_string()),
+        ("HOOKD_COMMIT".into(), commit.to_owned()),
+        ("HOOKD_REF".into(), spec.git_ref.clone()),
+        ("HOOKD_BRANCH".into(), spec.branch.clone()),
+        ("HOOKD_REPO_URL".into(), git::redact_url(&spec.feed.repo)),
+        ("HOOKD_TRIGGER".into(), spec.kind.word().into()),
+        ("HOOKD_PROVIDER".into(), spec.provider.clone()),
     ]);
-    env.extend(leftovers::Marker::env(build.id.0, &config.data_dir));
+    env.extend(leftovers::Marker::env(spec.id.0, &spec.data_dir));
+    let mut log = log::LogWriter::open(&spec.dirs.log, spec.log_max_bytes).await?;
+    let report = report.clone();
+    log.on_growth(move |len| report.log_grew(len));
     Ok(exec::Job {
-        command: feed.command.clone(),
+        command: spec.feed.command.clone(),
         workdir: workspace,
         env,
-        timeout: Duration::from_secs(feed.timeout_secs),
-        kill_grace: config.kill_grace,
-        log: log::LogWriter::open(log, config.log_max_bytes).await?,
-        marker: Some(leftovers::Marker::new(build.id.0, &config.data_dir)),
+        timeout: Duration::from_secs(spec.feed.timeout_secs),
+        kill_grace: spec.kill_grace,
+        log,
+        marker: Some(leftovers::Marker::new(spec.id.0, &spec.data_dir)),
     })
-}
-
-/// Persists the build's process group as soon as it exists, for crash recovery.
-fn record_pgid(app: &App, id: BuildId, rx: tokio::sync::oneshot::Receiver<u32>) {
-    let store = app.store.clone();
-    tokio::spawn(async move {
-        let Ok(pgid) = rx.await else { return };
-        let saved = tokio::task::spawn_blocking(move || {
-            // A build that already ended (a fast command) has no group left to record.
-            store.update_build(id, |b| {
-                if b.status == BuildStatus::Running {
-                    b.pgid = i32::try_from(pgid).ok();
-                }
-            })?;
-            store.durable_blocking()
-        })
-        .await;
-        if !matches!(saved, Ok(Ok(()))) {
-            tracing::warn!(build = id.0, "cannot record the build's process group");
-        }
-    });
 }
 
 fn status_of(outcome: exec::Outcome) -> BuildStatus {
@@ -288,5 +348,27 @@ fn status_of(outcome: exec::Outcome) -> BuildStatus {
         exec::Outcome::SpawnFailed(reason) => BuildStatus::Error {
             reason: format!("cannot start the command: {reason}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_growth_is_reported_once_until_taken() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = Reporter::new(tx);
+        let ack = report.log_ack();
+        report.log_grew(1);
+        report.log_grew(2);
+        assert_eq!(rx.try_recv().ok(), Some(RunEvent::LogGrew { len: 1 }));
+        assert!(
+            rx.try_recv().is_err(),
+            "coalesced while the first is pending"
+        );
+        ack.taken();
+        report.log_grew(3);
+        assert_eq!(rx.try_recv().ok(), Some(RunEvent::LogGrew { len: 3 }));
     }
 }
