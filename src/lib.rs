@@ -42,6 +42,7 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod paths;
+pub mod policy;
 pub mod runner;
 pub mod scheduler;
 pub mod secret;

@@ -1,5 +1,6 @@
 //! The persistent build queue: admission (coalesce, defer, reject), claiming the next
-//! startable build in FIFO order, finishing, and crash recovery.
+//! startable build in FIFO order, finishing, and crash recovery. What to do is decided
+//! by [`crate::policy`]; this module reads the facts it needs and persists its answer.
 //!
 //! Every change here reads under the store's write lock and lands as one atomic batch,
 //! so a crash leaves either all or none of a trigger's records, and two racing
@@ -13,7 +14,8 @@ use super::deliveries::{DeliveryRecord, StoredReply};
 use super::space::Writes;
 use super::{codec, keys, Store, StoreError};
 use crate::build::{Build, BuildId, BuildStatus, Trigger, TriggerKind, TriggerList};
-use crate::feed::{CooldownPolicy, Feed, FeedName};
+use crate::feed::{Feed, FeedName};
+use crate::policy::{self, Eligibility, NewBuild, Waiting};
 
 /// One not-yet-started build's place in the FIFO; carries what the scheduler needs
 /// to decide eligibility without loading the build.
@@ -27,6 +29,16 @@ pub struct QueueEntry {
     pub run_at_ms: Option<i64>,
     /// Ignores the cooldown (`trigger --force`, retries).
     pub force: bool,
+}
+
+impl QueueEntry {
+    /// The facts the scheduling policy looks at.
+    fn waiting(&self) -> Waiting {
+        Waiting {
+            run_at_ms: self.run_at_ms,
+            force: self.force,
+        }
+    }
 }
 
 /// What became of a trigger.
@@ -102,13 +114,6 @@ pub struct QueueView {
     pub waiting: Vec<(Build, Option<i64>)>,
 }
 
-/// The cooldown end for a feed whose last build started at `last_start_ms`, if still ahead.
-pub fn cooling_until(feed: &Feed, last_start_ms: Option<i64>, now_ms: i64) -> Option<i64> {
-    let cooldown_ms = i64::try_from(feed.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let until = last_start_ms?.saturating_add(cooldown_ms);
-    (feed.cooldown_secs > 0 && until > now_ms).then_some(until)
-}
-
 impl Store {
     /// Admits a trigger: coalesces, defers, rejects or queues it, and records the
     /// delivery (when given) in the same atomic batch. Durable only after [`Store::durable`].
@@ -148,16 +153,12 @@ impl Store {
             return self.join_pending(req, BuildId(keys::read_u64(&id)?), w);
         }
         let last_start = self.last_start(feed.name.as_str())?;
-        let cooling = cooling_until(feed, last_start, req.now_ms).filter(|_| !req.force);
-        let (kind, run_at_ms) = match (cooling, feed.on_cooldown) {
-            (Some(until), CooldownPolicy::Reject) => {
-                let secs = (until - req.now_ms + 999) / 1000;
-                return Ok(Admission::Rejected {
-                    retry_after_secs: secs.max(1) as u64,
-                });
+        let decision = policy::admit_new(feed, last_start, req.trigger.kind, req.force, req.now_ms);
+        let (kind, run_at_ms) = match decision {
+            NewBuild::Reject { retry_after_secs } => {
+                return Ok(Admission::Rejected { retry_after_secs })
             }
-            (Some(until), CooldownPolicy::Defer) => (TriggerKind::Deferred, Some(until)),
-            (None, _) => (req.trigger.kind, None),
+            NewBuild::Queue { kind, run_at_ms } => (kind, run_at_ms),
         };
         let id = self.next_build_id(w)?;
         let mut triggers = TriggerList::default();
@@ -210,20 +211,18 @@ impl Store {
             .get(seq)?
             .ok_or_else(|| StoreError::Corrupt(format!("pending build {id} has no queue entry")))?;
         let mut entry: QueueEntry = codec::decode(&raw)?;
-        if req.force && !entry.force {
-            entry.force = true;
-            entry.run_at_ms = None;
+        let join = policy::join(entry.waiting(), req.force, req.now_ms);
+        if join.changed {
+            (entry.run_at_ms, entry.force) = (join.waiting.run_at_ms, join.waiting.force);
             w.insert(&self.queue, seq, codec::encode(&entry)?);
         }
-        Ok(
-            match entry.run_at_ms.filter(|t| *t > req.now_ms && !entry.force) {
-                Some(run_at_ms) => Admission::Deferred {
-                    build: id,
-                    run_at_ms,
-                },
-                None => Admission::Coalesced(id),
+        Ok(match join.deferred_until {
+            Some(run_at_ms) => Admission::Deferred {
+                build: id,
+                run_at_ms,
             },
-        )
+            None => Admission::Coalesced(id),
+        })
     }
 
     /// Claims the first startable build in FIFO order: its feed is not running, not
@@ -235,10 +234,9 @@ impl Store {
         for item in self.queue.iter() {
             let (seq, value) = item?;
             let entry: QueueEntry = codec::decode(&value)?;
-            if busy.contains(&entry.feed) {
-                continue;
-            }
+            let feed_busy = busy.contains(&entry.feed);
             let info = match feeds.get(&entry.feed) {
+                _ if feed_busy => None,
                 Some(info) => info.clone(),
                 None => {
                     let feed = self.feed(entry.feed.as_str())?;
@@ -248,28 +246,23 @@ impl Store {
                     info
                 }
             };
-            let Some((feed, last_start)) = info else {
-                continue;
-            };
-            if feed.paused {
-                continue;
-            }
-            let not_before = if entry.force {
-                None
-            } else {
-                entry
-                    .run_at_ms
-                    .into_iter()
-                    .chain(cooling_until(&feed, last_start, now_ms))
-                    .max()
-            };
-            match not_before {
-                Some(t) if t > now_ms => {
+            let (feed, last_start) = info.map_or((None, None), |(f, l)| (Some(f), l));
+            match policy::eligibility(
+                entry.waiting(),
+                feed.as_ref(),
+                feed_busy,
+                last_start,
+                now_ms,
+            ) {
+                Eligibility::Skip => {}
+                Eligibility::Wait(t) => {
                     wake = Some(wake.map_or(t, |w| w.min(t)));
                     // Later builds of this feed must not overtake it.
                     feeds.insert(entry.feed.clone(), None);
                 }
-                _ => return Ok(Pick::Start(Box::new(self.claim(&seq, &entry, now_ms)?))),
+                Eligibility::Start => {
+                    return Ok(Pick::Start(Box::new(self.claim(&seq, &entry, now_ms)?)))
+                }
             }
         }
         Ok(wake.map_or(Pick::Idle, Pick::WaitUntil))
@@ -471,19 +464,12 @@ impl Store {
         for item in self.queue.iter().take(limit) {
             let entry: QueueEntry = codec::decode(&item?.1)?;
             let build = self.build_required(entry.build)?;
-            let not_before = if entry.force {
-                None
-            } else {
-                let feed = self.feed(entry.feed.as_str())?;
-                let cooling = feed.and_then(|f| {
-                    cooling_until(&f, self.last_start(f.name.as_str()).ok().flatten(), now_ms)
-                });
-                entry
-                    .run_at_ms
-                    .into_iter()
-                    .chain(cooling)
-                    .max()
-                    .filter(|t| *t > now_ms)
+            let not_before = match entry.force {
+                true => None,
+                false => self.feed(entry.feed.as_str())?.and_then(|f| {
+                    let last_start = self.last_start(f.name.as_str()).ok().flatten();
+                    policy::not_before(entry.waiting(), &f, last_start, now_ms)
+                }),
             };
             waiting.push((build, not_before));
         }
@@ -496,9 +482,9 @@ impl Store {
         let (mut due, mut deferred) = (0, 0);
         for item in self.queue.iter() {
             let entry: QueueEntry = codec::decode(&item?.1)?;
-            match entry.run_at_ms {
-                Some(t) if t > now_ms && !entry.force => deferred += 1,
-                _ => due += 1,
+            match policy::is_deferred(entry.waiting(), now_ms) {
+                true => deferred += 1,
+                false => due += 1,
             }
         }
         Ok((due, deferred))
@@ -515,6 +501,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+    use crate::feed::CooldownPolicy;
     use crate::store::test_support::temp_store;
 
     fn feed(name: &str, cooldown_secs: u64, on_cooldown: CooldownPolicy) -> Feed {

@@ -1,0 +1,274 @@
+//! The scheduling rules as pure functions over plain values: what becomes of a trigger
+//! (coalesce, defer, reject, queue; cooldown and `--force`) and when a queued build
+//! may start. The store reads the facts, calls these under its write lock, and
+//! persists the decision in one atomic batch; it decides nothing itself.
+
+use crate::build::TriggerKind;
+use crate::feed::{CooldownPolicy, Feed};
+
+/// What a trigger for a ref with no build pending becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NewBuild {
+    /// Cooldown policy `reject`: refuse, and say when to try again.
+    Reject {
+        /// Seconds until the cooldown ends (Retry-After), at least 1.
+        retry_after_secs: u64,
+    },
+    /// Queue a new build of this kind, startable from `run_at_ms` (deferred) or now.
+    Queue {
+        /// The trigger's own kind, or `Deferred` when the cooldown holds it back.
+        kind: TriggerKind,
+        /// Not before this time, Unix ms; `None` = as soon as a worker is free.
+        run_at_ms: Option<i64>,
+    },
+}
+
+/// Decides a trigger for a ref with no pending build: the feed's last start and its
+/// cooldown policy say whether it is queued, deferred or rejected; `force` skips it.
+pub(crate) fn admit_new(
+    feed: &Feed,
+    last_start_ms: Option<i64>,
+    kind: TriggerKind,
+    force: bool,
+    now_ms: i64,
+) -> NewBuild {
+    let cooling = cooling_until(feed, last_start_ms, now_ms).filter(|_| !force);
+    match (cooling, feed.on_cooldown) {
+        (Some(until), CooldownPolicy::Reject) => NewBuild::Reject {
+            retry_after_secs: ((until - now_ms + 999) / 1000).max(1) as u64,
+        },
+        (Some(until), CooldownPolicy::Defer) => NewBuild::Queue {
+            kind: TriggerKind::Deferred,
+            run_at_ms: Some(until),
+        },
+        (None, _) => NewBuild::Queue {
+            kind,
+            run_at_ms: None,
+        },
+    }
+}
+
+/// A queued build's facts for the policy: when it may run and whether it skips the cooldown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    /// Not before this time (deferred by the cooldown), Unix ms.
+    pub run_at_ms: Option<i64>,
+    /// Ignores the cooldown (`trigger --force`, retries).
+    pub force: bool,
+}
+
+/// What a trigger joining a pending build does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Join {
+    /// The pending build's facts after the join (a forced trigger forces it).
+    pub waiting: Waiting,
+    /// Whether `waiting` changed and must be written back.
+    pub changed: bool,
+    /// `Some(t)`: the build is still deferred until `t`; `None`: it coalesced.
+    pub deferred_until: Option<i64>,
+}
+
+/// Decides a trigger for a ref whose build is still queued: it joins that build; a
+/// forced trigger lifts the deferral.
+pub(crate) fn join(pending: Waiting, force: bool, now_ms: i64) -> Join {
+    let mut waiting = pending;
+    let changed = force && !pending.force;
+    if changed {
+        waiting = Waiting {
+            run_at_ms: None,
+            force: true,
+        };
+    }
+    let deferred_until = waiting.run_at_ms.filter(|t| *t > now_ms && !waiting.force);
+    Join {
+        waiting,
+        changed,
+        deferred_until,
+    }
+}
+
+/// The cooldown end for a feed whose last build started at `last_start_ms`, if still ahead.
+pub(crate) fn cooling_until(feed: &Feed, last_start_ms: Option<i64>, now_ms: i64) -> Option<i64> {
+    let cooldown_ms = i64::try_from(feed.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let until = last_start_ms?.saturating_add(cooldown_ms);
+    (feed.cooldown_secs > 0 && until > now_ms).then_some(until)
+}
+
+/// When a queued build may start at the earliest, if that is still ahead: the later
+/// of its deferral and its feed's cooldown, unless it is forced.
+pub(crate) fn not_before(
+    waiting: Waiting,
+    feed: &Feed,
+    last_start_ms: Option<i64>,
+    now_ms: i64,
+) -> Option<i64> {
+    if waiting.force {
+        return None;
+    }
+    waiting
+        .run_at_ms
+        .into_iter()
+        .chain(cooling_until(feed, last_start_ms, now_ms))
+        .max()
+        .filter(|t| *t > now_ms)
+}
+
+/// Whether a queued build counts as deferred in the queue's (due, deferred) counts.
+pub(crate) fn is_deferred(waiting: Waiting, now_ms: i64) -> bool {
+    matches!(waiting.run_at_ms, Some(t) if t > now_ms && !waiting.force)
+}
+
+/// Claim eligibility of the first waiting build of a feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Eligibility {
+    /// Start it now.
+    Start,
+    /// Its feed is running, paused or gone: look at later builds of other feeds.
+    Skip,
+    /// Not before this time; later builds of the same feed must not overtake it.
+    Wait(i64),
+}
+
+/// Decides whether a queued build may start now: at most one build per feed, none for
+/// a paused or removed feed, none before its deferral or the feed's cooldown ends.
+pub(crate) fn eligibility(
+    waiting: Waiting,
+    feed: Option<&Feed>,
+    feed_busy: bool,
+    last_start_ms: Option<i64>,
+    now_ms: i64,
+) -> Eligibility {
+    let Some(feed) = feed.filter(|f| !feed_busy && !f.paused) else {
+        return Eligibility::Skip;
+    };
+    match not_before(waiting, feed, last_start_ms, now_ms) {
+        Some(t) => Eligibility::Wait(t),
+        None => Eligibility::Start,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(cooldown_secs: u64, on_cooldown: CooldownPolicy) -> Feed {
+        Feed {
+            cooldown_secs,
+            on_cooldown,
+            ..crate::feed::sample("web")
+        }
+    }
+
+    const HOOK: TriggerKind = TriggerKind::Hook;
+
+    #[test]
+    fn new_trigger_queues_defers_or_rejects_by_cooldown() {
+        let defer = feed(60, CooldownPolicy::Defer);
+        let reject = feed(60, CooldownPolicy::Reject);
+        let queued = NewBuild::Queue {
+            kind: HOOK,
+            run_at_ms: None,
+        };
+        assert_eq!(admit_new(&defer, None, HOOK, false, 1000), queued);
+        assert_eq!(admit_new(&defer, Some(0), HOOK, false, 60_000), queued);
+        assert_eq!(
+            admit_new(&defer, Some(0), HOOK, false, 1000),
+            NewBuild::Queue {
+                kind: TriggerKind::Deferred,
+                run_at_ms: Some(60_000)
+            }
+        );
+        assert_eq!(
+            admit_new(&reject, Some(0), HOOK, false, 1000),
+            NewBuild::Reject {
+                retry_after_secs: 59
+            }
+        );
+        assert_eq!(
+            admit_new(&reject, Some(0), HOOK, false, 59_999),
+            NewBuild::Reject {
+                retry_after_secs: 1
+            },
+            "rounded up, never 0"
+        );
+        assert_eq!(
+            admit_new(&reject, Some(0), HOOK, true, 1000),
+            queued,
+            "--force"
+        );
+        let none = feed(0, CooldownPolicy::Reject);
+        assert_eq!(admit_new(&none, Some(999), HOOK, false, 1000), queued);
+    }
+
+    #[test]
+    fn joining_coalesces_or_stays_deferred_and_force_lifts_the_deferral() {
+        let deferred = Waiting {
+            run_at_ms: Some(5000),
+            force: false,
+        };
+        let j = join(deferred, false, 1000);
+        assert_eq!((j.changed, j.deferred_until), (false, Some(5000)));
+        let j = join(deferred, false, 5000);
+        assert_eq!(j.deferred_until, None, "due now: coalesced");
+        let j = join(deferred, true, 1000);
+        assert!(j.changed);
+        assert_eq!(
+            j.waiting,
+            Waiting {
+                run_at_ms: None,
+                force: true
+            }
+        );
+        assert_eq!(j.deferred_until, None);
+        let forced = j.waiting;
+        assert!(!join(forced, true, 1000).changed, "already forced");
+    }
+
+    #[test]
+    fn eligibility_honours_busy_paused_deferral_and_cooldown() {
+        let f = feed(10, CooldownPolicy::Defer);
+        let due = Waiting {
+            run_at_ms: None,
+            force: false,
+        };
+        assert_eq!(
+            eligibility(due, Some(&f), false, None, 0),
+            Eligibility::Start
+        );
+        assert_eq!(eligibility(due, Some(&f), true, None, 0), Eligibility::Skip);
+        assert_eq!(eligibility(due, None, false, None, 0), Eligibility::Skip);
+        let paused = Feed {
+            paused: true,
+            ..f.clone()
+        };
+        assert_eq!(
+            eligibility(due, Some(&paused), false, None, 0),
+            Eligibility::Skip
+        );
+        assert_eq!(
+            eligibility(due, Some(&f), false, Some(1000), 2000),
+            Eligibility::Wait(11_000),
+            "cooling down"
+        );
+        let deferred = Waiting {
+            run_at_ms: Some(20_000),
+            force: false,
+        };
+        assert_eq!(
+            eligibility(deferred, Some(&f), false, Some(1000), 2000),
+            Eligibility::Wait(20_000),
+            "the later of deferral and cooldown"
+        );
+        let forced = Waiting {
+            run_at_ms: Some(20_000),
+            force: true,
+        };
+        assert_eq!(
+            eligibility(forced, Some(&f), false, Some(1000), 2000),
+            Eligibility::Start
+        );
+        assert!(is_deferred(deferred, 2000));
+        assert!(!is_deferred(deferred, 20_000));
+        assert!(!is_deferred(forced, 2000));
+    }
+}
