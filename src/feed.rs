@@ -161,15 +161,6 @@ pub struct Feed {
     pub created_ms: i64,
 }
 
-impl Feed {
-    /// The feed's branch patterns as the rules that judge every trigger's ref.
-    pub fn rules(&self) -> crate::hook::WatchRules<'_> {
-        crate::hook::WatchRules {
-            patterns: &self.branches,
-        }
-    }
-}
-
 /// Checks a repository URL: a scheme hookd can fetch, an absolute path, or scp-like `host:path`.
 pub fn validate_repo(url: &str) -> Result<(), FeedError> {
     let bad = |why| Err(FeedError::BadRepo(url.to_owned(), why));

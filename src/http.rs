@@ -155,7 +155,7 @@ async fn hook(
     if body::declared_length(req.headers()).is_some_and(|len| len > config.max_body_bytes) {
         return too_large(config.max_body_bytes);
     }
-    let Some(target) = intake::target(app, token) else {
+    let Some(target) = intake::target(&app.routes, &app.key(), token) else {
         // The body is never read, so the connection cannot carry another request.
         return close(hook_response(intake::not_found()));
     };
@@ -169,7 +169,13 @@ async fn hook(
         Ok(body) => body,
         Err(e) => return body_refused(&e, config.max_body_bytes),
     };
-    let reply = intake::handle(app, target, &parts.headers, parts.uri.query(), body.bytes).await;
+    let ctx = intake::Context {
+        scheduler: &app.scheduler,
+        store: &app.store,
+        metrics: &app.metrics,
+        allow_sha1: config.allow_sha1,
+    };
+    let reply = intake::handle(ctx, target, &parts.headers, parts.uri.query(), body.bytes).await;
     hook_response(reply)
 }
 

@@ -380,7 +380,7 @@ fn feed_view(app: &App, feed: &Feed) -> Result<FeedView> {
 /// ref), which the feed must watch unless `any_ref`; else the feed's default, if the
 /// feed has one (a feed watching only tag globs has none).
 fn manual_ref(feed: &Feed, named: Option<String>, any_ref: bool) -> Result<String> {
-    let rules = feed.rules();
+    let rules = hook::WatchRules::of(feed);
     let Some(name) = named else {
         return hook::implicit_ref(&rules).map_err(|none| {
             CommandError::Other(format!(

@@ -24,6 +24,15 @@ pub struct WatchRules<'a> {
     pub patterns: &'a [String],
 }
 
+impl<'a> WatchRules<'a> {
+    /// A feed's branch patterns as the rules that judge every trigger's ref.
+    pub fn of(feed: &'a crate::feed::Feed) -> Self {
+        Self {
+            patterns: &feed.branches,
+        }
+    }
+}
+
 /// What to do with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

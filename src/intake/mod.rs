@@ -1,18 +1,22 @@
 //! Intake: the webhook path, one hook request from token to reply. Resolves the token
 //! in the routing table ([`Routes`]), verifies the signature, parses the delivery,
-//! applies the feed's watch rules, admits the trigger durably, and says what to answer. Every outcome is recorded as a delivery.
+//! applies the feed's watch rules, admits the trigger durably, and says what to answer.
+//! Every outcome is recorded as a delivery.
 
 use bytes::Bytes;
 use http::HeaderMap;
 
-use crate::app::App;
 use crate::build::{Trigger, TriggerKind};
 use crate::clock::{now_ms, rfc3339};
 use crate::feed::Feed;
-use crate::hook::{self, Decision, Delivery, Provider, SignatureError};
+use crate::hook::{self, Decision, Delivery, Provider, SignatureError, WatchRules};
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
 use crate::scheduler::{ScheduleError, Submission};
 use crate::secret::Secret;
+use crate::store::Store;
 use crate::store::{Admission, DeliveryRecord, StoredReply};
+use crate::token::ServerKey;
 
 mod routes;
 
@@ -48,6 +52,19 @@ pub fn not_found() -> HookReply {
     HookReply::new(404, "not_found", None)
 }
 
+/// The parts of the daemon a hook request uses.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// Admits triggers.
+    pub scheduler: &'a Scheduler,
+    /// Records deliveries that queue nothing.
+    pub store: &'a Store,
+    /// Delivery and admission counters.
+    pub metrics: &'a Metrics,
+    /// Whether SHA-1 signatures are accepted (from the settings in force).
+    pub allow_sha1: bool,
+}
+
 /// The feed a live hook token opens, with its webhook secret.
 pub struct Target {
     feed: Feed,
@@ -56,8 +73,8 @@ pub struct Target {
 
 /// Resolves a hook token before its request body is read, so a request with an
 /// unknown, malformed or revoked token costs no body read.
-pub fn target(app: &App, token: &str) -> Option<Target> {
-    let entry = app.routes.lookup(app.key().check(token))?;
+pub fn target(routes: &Routes, key: &ServerKey, token: &str) -> Option<Target> {
+    let entry = routes.lookup(key.check(token))?;
     Some(Target {
         feed: entry.feed.clone(),
         secret: entry.secret.clone(),
@@ -66,14 +83,14 @@ pub fn target(app: &App, token: &str) -> Option<Target> {
 
 /// Handles one hook request whose body has been read within the limits.
 pub async fn handle(
-    app: &App,
+    ctx: Context<'_>,
     target: Target,
     headers: &HeaderMap,
     query: Option<&str>,
     body: Bytes,
 ) -> HookReply {
     let intake = Intake {
-        app,
+        ctx,
         feed: target.feed,
         headers,
         body,
@@ -83,7 +100,7 @@ pub async fn handle(
 
 /// One request after the token check.
 struct Intake<'a> {
-    app: &'a App,
+    ctx: Context<'a>,
     feed: Feed,
     headers: &'a HeaderMap,
     body: Bytes,
@@ -116,7 +133,7 @@ impl Intake<'_> {
                 return reply;
             }
         };
-        match hook::decide(&delivery, &self.feed.rules()) {
+        match hook::decide(&delivery, &WatchRules::of(&self.feed)) {
             Decision::Pong => {
                 let reply = HookReply::new(200, "pong", None);
                 self.record(provider, Some(&delivery), &reply, "pong", None)
@@ -160,7 +177,7 @@ impl Intake<'_> {
                 unsigned: false,
             });
         };
-        let allow_sha1 = self.app.config().allow_sha1;
+        let allow_sha1 = self.ctx.allow_sha1;
         hook::verify(provider, self.headers, &self.body, secret, allow_sha1).map_err(|e| Refusal {
             unsigned: matches!(
                 e,
@@ -198,8 +215,8 @@ impl Intake<'_> {
             delivery: Some(record),
         };
         let started = std::time::Instant::now();
-        let result = self.app.scheduler.submit(sub, stored_reply).await;
-        self.app
+        let result = self.ctx.scheduler.submit(sub, stored_reply).await;
+        self.ctx
             .metrics
             .admission(started.elapsed().as_micros() as u64);
         let word = result.as_ref().map_or("unavailable", Admission::word);
@@ -227,7 +244,7 @@ impl Intake<'_> {
                 HookReply::new(503, "unavailable", Some("shutting down"))
             }
         };
-        self.app
+        self.ctx
             .metrics
             .delivery(delivery.provider().as_str(), word);
         tracing::info!(feed = %self.feed.name, provider = delivery.provider().as_str(), status = reply.status, outcome = word, "delivery");
@@ -253,12 +270,12 @@ impl Intake<'_> {
             record.git_ref = push.git_ref.clone();
             record.commit = push.commit.clone();
         }
-        self.app.metrics.delivery(provider.as_str(), outcome);
+        self.ctx.metrics.delivery(provider.as_str(), outcome);
         tracing::info!(feed = %self.feed.name, provider = provider.as_str(), status = reply.status, outcome, reason = reason.as_deref().unwrap_or(""), "delivery");
         record.reason = reason;
         let feed = self.feed.name.clone();
         let saved = self
-            .app
+            .ctx
             .store
             .write_durable(move |store| store.record_delivery(feed.as_str(), record))
             .await;

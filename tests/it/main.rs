@@ -1,6 +1,7 @@
 //! hookd's integration tests: the real binary, real sockets, real processes.
 
 mod admin;
+mod architecture;
 mod builds;
 mod cli;
 mod config;

@@ -1,0 +1,196 @@
+//! The layout's rules, checked on the source: which top-level module may import which,
+//! where sled and git2 may appear, and that the modules form no cycle. A change that
+//! reaches back up the chain fails here, before review.
+//!
+//! Only non-test code counts: a file's `#[cfg(test)]` tail and `tests.rs` files may
+//! use whatever helps them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Top-level module → the top-level modules its non-test code names (`crate::x`).
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// Each module's non-test source, by its path under `src/`.
+fn sources() -> Vec<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src/ is readable") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                let text = std::fs::read_to_string(&path).expect("source is UTF-8");
+                let rel = path.strip_prefix(&root).expect("under src").to_owned();
+                out.push((rel, code_of(&text)));
+            }
+        }
+    }
+    out
+}
+
+/// The text before the test module, without `//` comments.
+fn code_of(text: &str) -> String {
+    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+    text.lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The top-level module a file belongs to (`runner/git/mirror.rs` → `runner`).
+fn top_of(rel: &Path) -> String {
+    let first = rel.components().next().expect("a path under src");
+    let name = first.as_os_str().to_string_lossy();
+    name.trim_end_matches(".rs").to_owned()
+}
+
+/// The `crate::x` names in `code`.
+fn crate_refs(code: &str) -> BTreeSet<String> {
+    code.match_indices("crate::")
+        .filter(|(i, _)| {
+            !code[..*i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$')
+        })
+        .map(|(i, m)| {
+            code[i + m.len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+fn graph() -> Graph {
+    let mut graph = Graph::new();
+    for (rel, code) in sources() {
+        let top = top_of(&rel);
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let refs = graph.entry(top.clone()).or_default();
+        refs.extend(crate_refs(&code).into_iter().filter(|r| *r != top));
+    }
+    graph
+}
+
+fn assert_imports_none(graph: &Graph, module: &str, forbidden: &[&str]) {
+    let refs = graph.get(module).expect("module exists");
+    let bad: Vec<_> = forbidden.iter().filter(|f| refs.contains(**f)).collect();
+    assert!(
+        bad.is_empty(),
+        "{module} must not import {bad:?} (it imports {refs:?})"
+    );
+}
+
+#[test]
+fn store_and_runner_import_nothing_above_them() {
+    let graph = graph();
+    let above_store = [
+        "http",
+        "intake",
+        "hook",
+        "runner",
+        "admin",
+        "scheduler",
+        "app",
+        "daemon",
+    ];
+    assert_imports_none(&graph, "store", &above_store);
+    let above_runner = [
+        "http",
+        "intake",
+        "admin",
+        "store",
+        "app",
+        "scheduler",
+        "daemon",
+    ];
+    assert_imports_none(&graph, "runner", &above_runner);
+    assert_imports_none(&graph, "runner", &["metrics"]);
+}
+
+#[test]
+fn hook_is_pure() {
+    let graph = graph();
+    let allowed: BTreeSet<String> = ["build", "feed", "secret"].map(String::from).into();
+    let refs = &graph["hook"];
+    let above: Vec<_> = refs.difference(&allowed).collect();
+    assert!(above.is_empty(), "hook imports {above:?}");
+}
+
+/// Whether a path under `src/` lies under the module `dir`.
+fn under(rel: &Path, dir: &str) -> bool {
+    rel.starts_with(dir) || rel == Path::new(&format!("{dir}.rs"))
+}
+
+#[test]
+fn sled_only_in_store_and_git2_only_in_runner() {
+    for (rel, code) in sources() {
+        for (krate, home) in [("sled", "store"), ("git2", "runner")] {
+            let used =
+                code.contains(&format!("{krate}::")) || code.contains(&format!("use {krate}"));
+            assert!(
+                !used || under(&rel, home),
+                "{} uses {krate}, which belongs in src/{home}/",
+                rel.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn top_level_modules_form_no_cycle() {
+    let graph = graph();
+    // Depth-first search; a module met again while still on the path closes a cycle.
+    fn visit(
+        graph: &Graph,
+        node: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(graph, next, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(cycle) = visit(&graph, node, &mut Vec::new(), &mut done) {
+            panic!("module cycle: {}", cycle.join(" → "));
+        }
+    }
+}
+
+#[test]
+fn the_checks_see_imports() {
+    // Guards the checks themselves: a reader that found nothing would pass everything.
+    assert_eq!(
+        crate_refs("use crate::store::Store;\nlet x = crate::app::App::new();"),
+        ["app", "store"].map(String::from).into()
+    );
+    assert_eq!(
+        code_of("use a; // crate::x\n#[cfg(test)]\nuse crate::y;"),
+        "use a; "
+    );
+    let graph = graph();
+    assert!(graph["scheduler"].contains("runner"), "{graph:?}");
+    assert!(graph["http"].contains("intake"), "{graph:?}");
+}
