@@ -18,7 +18,8 @@ use hookd::build::{BuildId, BuildStatus, Trigger, TriggerKind};
 
 use hookd::clock::now_ms;
 use hookd::feed::{CommandSpec, CooldownPolicy, Feed, FeedName};
-use hookd::store::{AdmitRequest, DeliveryRecord, Pick, Store, StoreOptions, StoredReply};
+use hookd::reply::HookReply;
+use hookd::store::{AdmitRequest, DeliveryRecord, Pick, Store, StoreOptions};
 
 const FEEDS: usize = 1000;
 
@@ -53,10 +54,6 @@ fn trigger(n: usize) -> Trigger {
         delivery_id: Some(format!("delivery-{n}")),
         commit: Some(format!("{n:040x}")),
     }
-}
-
-fn no_reply(_: &hookd::store::Admission) -> StoredReply {
-    StoredReply::default()
 }
 
 fn percentiles(mut micros: Vec<u64>) -> String {
@@ -205,7 +202,7 @@ fn admit_distinct(store: &Store, feeds: &[Feed], offset: usize, count: usize) ->
             now_ms: now_ms(),
         };
         let t = Instant::now();
-        store.admit(&req, None, no_reply).expect("admit");
+        store.admit(&req, None).expect("admit");
         lat.push(t.elapsed().as_micros() as u64);
     }
     (started.elapsed().as_secs_f64(), lat)
@@ -231,12 +228,12 @@ fn admit_coalescing(store: &Store, feed: &Feed, count: usize, durable: bool) -> 
             delivery_id: Some(format!("{}-{i}", feed.name)),
             git_ref: Some("refs/heads/main".into()),
             commit: Some(format!("{i:040x}")),
-            reply: StoredReply::default(),
+            reply: HookReply::Pong,
             outcome: String::new(),
             reason: None,
         };
         let t = Instant::now();
-        store.admit(&req, Some(record), no_reply).expect("admit");
+        store.admit(&req, Some(record)).expect("admit");
         if durable {
             store.durable_blocking().expect("flush");
         }

@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::intake::{self, HookReply};
+use crate::intake;
+use crate::reply::HookReply;
 
 mod body;
 mod connections;
@@ -30,7 +31,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// `Retry-After` when the body budget is spent: a burst of large posts is over in
 /// about that long.
-const BUSY_RETRY_AFTER_SECS: &str = "5";
+const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 /// The routes hookd answers.
 enum Route<'a> {
@@ -153,11 +154,11 @@ async fn hook(
 ) -> Response<Full<Bytes>> {
     let config = app.config();
     if body::declared_length(req.headers()).is_some_and(|len| len > config.max_body_bytes) {
-        return too_large(config.max_body_bytes);
+        return body_refused(&BodyError::TooLarge, config.max_body_bytes);
     }
     let Some(target) = intake::target(&app.routes, &app.key(), token) else {
         // The body is never read, so the connection cannot carry another request.
-        return close(hook_response(intake::not_found()));
+        return close(hook_response(HookReply::NotFound));
     };
     let (parts, body) = req.into_parts();
     let limits = body::Limits {
@@ -182,46 +183,28 @@ async fn hook(
 /// The reply to a body that was not read to its end; the connection cannot carry
 /// another request.
 fn body_refused(error: &BodyError, limit: u64) -> Response<Full<Bytes>> {
-    match error {
-        BodyError::TooLarge => too_large(limit),
+    let reply = match error {
+        BodyError::TooLarge => HookReply::TooLarge { limit },
         BodyError::OverBudget => {
             tracing::warn!("request body budget exhausted; answering 503");
-            let mut response = json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"status":"unavailable","reason":"too many request bodies in memory; retry later"}"#,
-            );
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
-            );
-            close(response)
+            HookReply::Busy {
+                retry_after_secs: BUSY_RETRY_AFTER_SECS,
+            }
         }
-        BodyError::Timeout => close(json(
-            StatusCode::REQUEST_TIMEOUT,
-            r#"{"status":"timeout","reason":"request body took too long"}"#,
-        )),
+        BodyError::Timeout => HookReply::TimedOut,
         BodyError::Unreadable(e) => {
             tracing::debug!(error = %e, "request body read failed");
-            close(json(
-                StatusCode::BAD_REQUEST,
-                r#"{"status":"bad_request","reason":"request body could not be read"}"#,
-            ))
+            HookReply::Unreadable
         }
-    }
-}
-
-fn too_large(limit: u64) -> Response<Full<Bytes>> {
-    let body = format!(
-        r#"{{"status":"too_large","reason":"request body is over the {limit} byte limit"}}"#
-    );
-    close(json(StatusCode::PAYLOAD_TOO_LARGE, &body))
+    };
+    close(hook_response(reply))
 }
 
 /// Turns an intake reply into the HTTP response the forge sees.
 fn hook_response(reply: HookReply) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json(status, &reply.body);
-    if let Some(secs) = reply.retry_after {
+    let parts = reply.parts();
+    let mut response = json(parts.status, &parts.body);
+    if let Some(secs) = parts.retry_after {
         if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }

@@ -43,6 +43,7 @@ pub mod logging;
 pub mod metrics;
 pub mod paths;
 pub mod policy;
+pub mod reply;
 pub mod runner;
 pub mod scheduler;
 pub mod secret;

@@ -22,7 +22,7 @@ use crate::config::LiveConfig;
 use crate::feed::{Feed, FeedName};
 use crate::metrics::Metrics;
 use crate::runner::{BuildDirs, BuildSpec, Reporter, RunEvent};
-use crate::store::{Admission, AdmitRequest, DeliveryRecord, Pick, Store, StoreError, StoredReply};
+use crate::store::{Admission, AdmitRequest, DeliveryRecord, Pick, Store, StoreError};
 
 /// Errors of scheduling operations, for the admin and HTTP layers to map.
 #[derive(Debug, thiserror::Error)]
@@ -160,11 +160,7 @@ impl Scheduler {
 
     /// Admits a trigger and waits until it is durable on disk; only then may the
     /// caller reply 2xx. Wakes the dispatcher when a build became startable.
-    pub async fn submit(
-        &self,
-        sub: Submission,
-        reply: fn(&Admission) -> StoredReply,
-    ) -> Result<Admission, ScheduleError> {
+    pub async fn submit(&self, sub: Submission) -> Result<Admission, ScheduleError> {
         let feed = sub.feed.name.clone();
         let admission = self
             .inner
@@ -178,7 +174,7 @@ impl Scheduler {
                     force: sub.force,
                     now_ms: now_ms(),
                 };
-                store.admit(&req, sub.delivery, reply)
+                store.admit(&req, sub.delivery)
             })
             .await?;
         match &admission {

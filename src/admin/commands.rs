@@ -435,7 +435,7 @@ async fn trigger(
     };
     let admission = app
         .scheduler
-        .submit(sub, |_| Default::default())
+        .submit(sub)
         .await
         .map_err(|e| CommandError::Other(e.to_string()))?;
     let view = |status: &str, build: BuildId, run_at: Option<i64>| TriggerView {
@@ -552,17 +552,9 @@ fn delivery_view(d: crate::store::DeliveryRecord) -> DeliveryView {
         delivery_id: d.delivery_id,
         git_ref: d.git_ref,
         commit: d.commit,
-        http_status: d.reply.status,
-        build: reply_build(&d.reply.body),
+        http_status: d.reply.parts().status.as_u16(),
+        build: d.reply.build().map(|b| b.0),
         outcome: d.outcome,
         reason: d.reason,
     }
-}
-
-/// The build id a hook reply named (`{"build":ID,…}`), if it named one.
-fn reply_build(body: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()?
-        .get("build")?
-        .as_u64()
 }

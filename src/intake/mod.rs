@@ -7,50 +7,21 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::build::{Trigger, TriggerKind};
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::now_ms;
 use crate::feed::Feed;
 use crate::hook::{self, Decision, Delivery, Provider, SignatureError, WatchRules};
 use crate::metrics::Metrics;
+use crate::reply::HookReply;
 use crate::scheduler::Scheduler;
 use crate::scheduler::{ScheduleError, Submission};
 use crate::secret::Secret;
 use crate::store::Store;
-use crate::store::{Admission, DeliveryRecord, StoredReply};
+use crate::store::{Admission, DeliveryRecord};
 use crate::token::ServerKey;
 
 mod routes;
 
 pub use routes::{Entry, Routes};
-
-/// What to send back to the forge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookReply {
-    /// HTTP status code.
-    pub status: u16,
-    /// JSON body, always with a `status` field.
-    pub body: String,
-    /// Seconds for `Retry-After` (cooldown policy `reject`).
-    pub retry_after: Option<u64>,
-}
-
-impl HookReply {
-    fn new(status: u16, word: &str, reason: Option<&str>) -> Self {
-        let mut body = serde_json::json!({ "status": word });
-        if let Some(reason) = reason {
-            body["reason"] = reason.into();
-        }
-        Self {
-            status,
-            body: body.to_string(),
-            retry_after: None,
-        }
-    }
-}
-
-/// The same body and status for an unknown, malformed or revoked token.
-pub fn not_found() -> HookReply {
-    HookReply::new(404, "not_found", None)
-}
 
 /// The parts of the daemon a hook request uses.
 #[derive(Clone, Copy)]
@@ -112,54 +83,47 @@ impl Intake<'_> {
         if self.feed.has_secret {
             if let Err(refusal) = self.verify(provider, secret.as_ref()) {
                 if refusal.unsigned && is_ping(self.headers, query, &self.body) {
-                    let reply = HookReply::new(200, "pong", None);
                     let why = Some("unsigned test delivery".to_owned());
-                    self.record(provider, None, &reply, "pong", why).await;
-                    return reply;
+                    return self.record(provider, None, HookReply::Pong, why).await;
                 }
-                let reply = HookReply::new(401, "unauthorized", Some(&refusal.reason));
-                self.record(provider, None, &reply, "unauthorized", Some(refusal.reason))
-                    .await;
-                return reply;
+                let reason = refusal.reason;
+                let reply = HookReply::Unauthorized {
+                    reason: reason.clone(),
+                };
+                return self.record(provider, None, reply, Some(reason)).await;
             }
         }
         let delivery = match hook::parse_bounded(self.headers, query, &self.body) {
             Ok(d) => d,
             Err(e) => {
                 let reason = e.to_string();
-                let reply = HookReply::new(400, "bad_request", Some(&reason));
-                self.record(provider, None, &reply, "bad_request", Some(reason))
-                    .await;
-                return reply;
+                let reply = HookReply::BadRequest {
+                    reason: reason.clone(),
+                };
+                return self.record(provider, None, reply, Some(reason)).await;
             }
         };
         match hook::decide(&delivery, &WatchRules::of(&self.feed)) {
             Decision::Pong => {
-                let reply = HookReply::new(200, "pong", None);
-                self.record(provider, Some(&delivery), &reply, "pong", None)
-                    .await;
-                reply
+                self.record(provider, Some(&delivery), HookReply::Pong, None)
+                    .await
             }
             Decision::NeedsRef(none) => {
                 let reason = format!(
                     "{none}; name the ref to build, e.g. ?ref=refs/tags/v1.2 or ?branch=NAME"
                 );
-                let reply = HookReply::new(400, "bad_request", Some(&reason));
-                self.record(
-                    provider,
-                    Some(&delivery),
-                    &reply,
-                    "bad_request",
-                    Some(reason),
-                )
-                .await;
-                reply
+                let reply = HookReply::BadRequest {
+                    reason: reason.clone(),
+                };
+                self.record(provider, Some(&delivery), reply, Some(reason))
+                    .await
             }
             Decision::Ignore(reason) => {
-                let reply = HookReply::new(200, "ignored", Some(&reason));
-                self.record(provider, Some(&delivery), &reply, "ignored", Some(reason))
-                    .await;
-                reply
+                let reply = HookReply::Ignored {
+                    reason: reason.clone(),
+                };
+                self.record(provider, Some(&delivery), reply, Some(reason))
+                    .await
             }
             Decision::Build {
                 git_ref,
@@ -215,63 +179,52 @@ impl Intake<'_> {
             delivery: Some(record),
         };
         let started = std::time::Instant::now();
-        let result = self.ctx.scheduler.submit(sub, stored_reply).await;
+        let result = self.ctx.scheduler.submit(sub).await;
         self.ctx
             .metrics
             .admission(started.elapsed().as_micros() as u64);
         let word = result.as_ref().map_or("unavailable", Admission::word);
         let reply = match result {
-            Ok(Admission::Replayed(stored)) => {
-                return HookReply {
-                    status: stored.status,
-                    body: stored.body,
-                    retry_after: None,
-                }
-            }
-            Ok(admission) => admission_reply(&admission),
+            Ok(Admission::Replayed(first)) => return first,
+            Ok(admission) => admission.reply(),
             Err(ScheduleError::Store(e)) => {
                 let key = format!("trigger not durable: {e}");
                 if let Some(repeats) = crate::logging::once_per_interval(&key) {
                     tracing::error!(feed = %self.feed.name, error = %e, repeats, "trigger not durable; answering 503");
                 }
-                HookReply::new(
-                    503,
-                    "unavailable",
-                    Some("the trigger could not be stored durably; retry later"),
-                )
+                HookReply::Unavailable {
+                    reason: "the trigger could not be stored durably; retry later".into(),
+                }
             }
-            Err(ScheduleError::ShuttingDown) => {
-                HookReply::new(503, "unavailable", Some("shutting down"))
-            }
+            Err(ScheduleError::ShuttingDown) => HookReply::Unavailable {
+                reason: "shutting down".into(),
+            },
         };
         self.ctx
             .metrics
             .delivery(delivery.provider().as_str(), word);
-        tracing::info!(feed = %self.feed.name, provider = delivery.provider().as_str(), status = reply.status, outcome = word, "delivery");
+        tracing::info!(feed = %self.feed.name, provider = delivery.provider().as_str(), status = reply.parts().status.as_u16(), outcome = word, "delivery");
         reply
     }
 
-    /// Records a delivery that queued nothing.
+    /// Records a delivery that queued nothing, and returns its reply.
     async fn record(
         &self,
         provider: Provider,
         delivery: Option<&Delivery>,
-        reply: &HookReply,
-        outcome: &str,
+        reply: HookReply,
         reason: Option<String>,
-    ) {
+    ) -> HookReply {
+        let outcome = reply.word();
         let mut record = delivery_record(provider, delivery, now_ms());
-        record.reply = StoredReply {
-            status: reply.status,
-            body: reply.body.clone(),
-        };
+        record.reply = reply.clone();
         record.outcome = outcome.to_owned();
         if let Some(Delivery::Push(push)) = delivery {
             record.git_ref = push.git_ref.clone();
             record.commit = push.commit.clone();
         }
         self.ctx.metrics.delivery(provider.as_str(), outcome);
-        tracing::info!(feed = %self.feed.name, provider = provider.as_str(), status = reply.status, outcome, reason = reason.as_deref().unwrap_or(""), "delivery");
+        tracing::info!(feed = %self.feed.name, provider = provider.as_str(), status = reply.parts().status.as_u16(), outcome, reason = reason.as_deref().unwrap_or(""), "delivery");
         record.reason = reason;
         let feed = self.feed.name.clone();
         let saved = self
@@ -282,6 +235,7 @@ impl Intake<'_> {
         if saved.is_err() {
             tracing::warn!(feed = %self.feed.name, "could not record a delivery in the history");
         }
+        reply
     }
 }
 
@@ -311,56 +265,8 @@ fn delivery_record(provider: Provider, delivery: Option<&Delivery>, now: i64) ->
         delivery_id: delivery.and_then(|d| d.delivery_id().map(str::to_owned)),
         git_ref: None,
         commit: None,
-        reply: StoredReply::default(),
+        reply: HookReply::Pong,
         outcome: String::new(),
         reason: None,
-    }
-}
-
-/// The reply for an admitted trigger (also stored for redeliveries).
-pub fn admission_reply(admission: &Admission) -> HookReply {
-    let (status, body) = match admission {
-        Admission::Queued(id) => (202, serde_json::json!({"status": "queued", "build": id.0})),
-        Admission::Coalesced(id) => (
-            202,
-            serde_json::json!({"status": "coalesced", "build": id.0}),
-        ),
-        Admission::Deferred { build, run_at_ms } => (
-            202,
-            serde_json::json!({"status": "deferred", "build": build.0, "run_at": rfc3339(*run_at_ms)}),
-        ),
-        Admission::Rejected { retry_after_secs } => {
-            let body = serde_json::json!({
-                "status": "rejected",
-                "reason": "the feed is cooling down",
-                "retry_after": retry_after_secs,
-            });
-            return HookReply {
-                status: 429,
-                body: body.to_string(),
-                retry_after: Some(*retry_after_secs),
-            };
-        }
-        Admission::Replayed(stored) => {
-            return HookReply {
-                status: stored.status,
-                body: stored.body.clone(),
-                retry_after: None,
-            }
-        }
-    };
-    HookReply {
-        status,
-        body: body.to_string(),
-        retry_after: None,
-    }
-}
-
-/// [`admission_reply`] in the stored form the store keeps for redeliveries.
-fn stored_reply(admission: &Admission) -> StoredReply {
-    let reply = admission_reply(admission);
-    StoredReply {
-        status: reply.status,
-        body: reply.body,
     }
 }

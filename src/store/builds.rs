@@ -333,7 +333,6 @@ mod tests {
     use crate::feed::Feed;
     use crate::store::queue::{AdmitRequest, Pick};
     use crate::store::test_support::temp_store;
-    use crate::store::StoredReply;
 
     fn admit(store: &Store, feed: &Feed, branch: &str) -> BuildId {
         let req = AdmitRequest {
@@ -351,7 +350,7 @@ mod tests {
             force: true,
             now_ms: now_ms(),
         };
-        match store.admit(&req, None, |_| StoredReply::default()).unwrap() {
+        match store.admit(&req, None).unwrap() {
             crate::store::Admission::Queued(id) => id,
             other => panic!("{other:?}"),
         }

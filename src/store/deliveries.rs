@@ -6,14 +6,7 @@ use super::space::Writes;
 use super::{codec, keys, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-/// A reply as sent, kept so a redelivery can be answered identically.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct StoredReply {
-    /// HTTP status code.
-    pub status: u16,
-    /// The JSON body.
-    pub body: String,
-}
+use crate::reply::HookReply;
 
 /// One delivery to a feed and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +23,8 @@ pub struct DeliveryRecord {
     pub git_ref: Option<String>,
     /// The commit it named, if any.
     pub commit: Option<String>,
-    /// The reply it got.
-    pub reply: StoredReply,
+    /// The reply it got; a redelivery of its id gets it again.
+    pub reply: HookReply,
     /// The reply's `status` word (queued, ignored, …).
     pub outcome: String,
     /// Why, for filtered or refused deliveries.
@@ -88,10 +81,7 @@ impl Store {
             None => 1,
         };
         w.insert(&self.meta, counter, &n.to_be_bytes());
-        if let (Some(id), true) = (
-            &record.delivery_id,
-            (200..300).contains(&record.reply.status),
-        ) {
+        if let (Some(id), true) = (&record.delivery_id, record.reply.is_success()) {
             w.insert(
                 &self.delivery_ids,
                 keys::feed_text(feed, id),

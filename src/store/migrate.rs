@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 
 use super::builds::BLOCK_IDS;
 use super::space::Writes;
-use super::{codec, keys, Store, StoreError, SCHEMA_VERSION};
+use serde::{Deserialize, Serialize};
+
+use super::{codec, keys, DeliveryRecord, Store, StoreError, SCHEMA_VERSION};
 use crate::build::Build;
+use crate::reply::HookReply;
 
 impl Store {
     /// Schema 1 kept every build under its own key and one index key per build
@@ -37,8 +40,55 @@ impl Store {
                 self.put_build(&build, &mut w)?;
             }
         }
+        w.insert(&self.meta, keys::SCHEMA, &2u32.to_be_bytes());
+        self.apply(w)
+    }
+
+    /// Schema 2 kept each delivery's reply as the status and body sent; schema 3 keeps
+    /// the reply as data ([`HookReply`]). Old replies become [`HookReply::Recorded`], so
+    /// a redelivery still gets the very bytes the first delivery got.
+    pub(super) fn migrate_from_v2(&self) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut w = Writes::default();
+        for item in self.deliveries.iter() {
+            let (key, value) = item?;
+            let old: DeliveryRecordV2 = codec::decode(&value)?;
+            w.insert(&self.deliveries, key, codec::encode(&old.upgrade())?);
+        }
         w.insert(&self.meta, keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes());
         self.apply(w)
+    }
+}
+
+/// A delivery record as schema 2 stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct DeliveryRecordV2 {
+    at_ms: i64,
+    provider: String,
+    event: String,
+    delivery_id: Option<String>,
+    git_ref: Option<String>,
+    commit: Option<String>,
+    /// HTTP status and JSON body, as sent.
+    reply: (u16, String),
+    outcome: String,
+    reason: Option<String>,
+}
+
+impl DeliveryRecordV2 {
+    fn upgrade(self) -> DeliveryRecord {
+        let (status, body) = self.reply;
+        DeliveryRecord {
+            at_ms: self.at_ms,
+            provider: self.provider,
+            event: self.event,
+            delivery_id: self.delivery_id,
+            git_ref: self.git_ref,
+            commit: self.commit,
+            reply: HookReply::Recorded { status, body },
+            outcome: self.outcome,
+            reason: self.reason,
+        }
     }
 }
 
@@ -112,5 +162,53 @@ mod tests {
         // Opening again changes nothing.
         store.check_schema().unwrap();
         assert_eq!(store.builds(Some("a"), 1000).unwrap(), listed);
+    }
+
+    #[test]
+    fn schema_2_replies_become_data_and_still_replay_byte_for_byte() {
+        use super::DeliveryRecordV2;
+        use crate::reply::HookReply;
+        let (_d, store) = temp_store();
+        store.add_feed(&crate::feed::sample("a")).unwrap();
+        // A delivery as schema 2 wrote it, its id remembered for redelivery.
+        let body = r#"{"build":1,"status":"queued"}"#.to_owned();
+        let old = DeliveryRecordV2 {
+            at_ms: 5,
+            provider: "github".into(),
+            event: "push".into(),
+            delivery_id: Some("d-1".into()),
+            git_ref: Some("refs/heads/main".into()),
+            commit: None,
+            reply: (202, body.clone()),
+            outcome: "queued".into(),
+            reason: None,
+        };
+        store
+            .deliveries
+            .insert(keys::feed_u64("a", 1), codec::encode(&old).unwrap())
+            .unwrap();
+        store
+            .delivery_ids
+            .insert(keys::feed_text("a", "d-1"), &1u64.to_be_bytes())
+            .unwrap();
+        store
+            .meta
+            .insert(keys::SCHEMA, &2u32.to_be_bytes())
+            .unwrap();
+        store.check_schema().unwrap();
+        let first = store.delivery_by_id("a", "d-1").unwrap().expect("kept");
+        assert_eq!(
+            first.reply,
+            HookReply::Recorded {
+                status: 202,
+                body: body.clone()
+            }
+        );
+        let parts = first.reply.parts();
+        assert_eq!((parts.status.as_u16(), parts.body), (202, body));
+        assert_eq!(first.reply.build(), Some(BuildId(1)));
+        assert_eq!((first.outcome.as_str(), first.at_ms), ("queued", 5));
+        let schema = store.meta.get(keys::SCHEMA).unwrap().unwrap();
+        assert_eq!(keys::read_u32(&schema).unwrap(), SCHEMA_VERSION);
     }
 }

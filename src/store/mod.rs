@@ -22,13 +22,13 @@ use std::path::{Path, PathBuf};
 
 use space::{Parts, Space, Writes};
 
-pub use deliveries::{DeliveryRecord, StoredReply};
+pub use deliveries::DeliveryRecord;
 pub use queue::{Admission, AdmitRequest, Pick, QueueEntry, QueueView};
 pub use tokens::TokenRecord;
 
 /// Version of the key layout; a store written by a newer layout is refused, not misread,
 /// and an older one is migrated when opened (see `migrate`).
-const SCHEMA_VERSION: u32 = 2;
+const SCHEMA_VERSION: u32 = 3;
 
 /// Everything that can go wrong below the domain layer.
 #[derive(Debug, thiserror::Error)]
@@ -343,10 +343,13 @@ impl Store {
             }
             Some(v) => match keys::read_u32(&v)? {
                 SCHEMA_VERSION => Ok(()),
-                1 => {
-                    self.migrate_from_v1()?;
+                found @ (1 | 2) => {
+                    if found == 1 {
+                        self.migrate_from_v1()?;
+                    }
+                    self.migrate_from_v2()?;
                     self.durable_blocking()?;
-                    tracing::info!(from = 1, to = SCHEMA_VERSION, "store layout upgraded");
+                    tracing::info!(from = found, to = SCHEMA_VERSION, "store layout upgraded");
                     Ok(())
                 }
                 found if found > SCHEMA_VERSION => Err(StoreError::Schema { found }),

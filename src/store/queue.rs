@@ -10,12 +10,13 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::deliveries::{DeliveryRecord, StoredReply};
+use super::deliveries::DeliveryRecord;
 use super::space::Writes;
 use super::{codec, keys, Store, StoreError};
 use crate::build::{Build, BuildId, BuildStatus, Trigger, TriggerKind, TriggerList};
 use crate::feed::{Feed, FeedName};
 use crate::policy::{self, Eligibility, NewBuild, Waiting};
+use crate::reply::HookReply;
 
 /// One not-yet-started build's place in the FIFO; carries what the scheduler needs
 /// to decide eligibility without loading the build.
@@ -61,7 +62,7 @@ pub enum Admission {
         retry_after_secs: u64,
     },
     /// The delivery id was seen before: the first reply again, nothing new queued.
-    Replayed(StoredReply),
+    Replayed(HookReply),
 }
 
 impl Admission {
@@ -73,6 +74,22 @@ impl Admission {
             Self::Deferred { .. } => "deferred",
             Self::Rejected { .. } => "rejected",
             Self::Replayed(_) => "replayed",
+        }
+    }
+
+    /// What the sender is told, and what a redelivery of it will be told again.
+    pub fn reply(&self) -> HookReply {
+        match self {
+            Self::Queued(build) => HookReply::Queued { build: *build },
+            Self::Coalesced(build) => HookReply::Coalesced { build: *build },
+            Self::Deferred { build, run_at_ms } => HookReply::Deferred {
+                build: *build,
+                run_at_ms: *run_at_ms,
+            },
+            Self::Rejected { retry_after_secs } => HookReply::Rejected {
+                retry_after_secs: *retry_after_secs,
+            },
+            Self::Replayed(first) => first.clone(),
         }
     }
 }
@@ -121,7 +138,6 @@ impl Store {
         &self,
         req: &AdmitRequest<'_>,
         delivery: Option<DeliveryRecord>,
-        reply: fn(&Admission) -> StoredReply,
     ) -> Result<Admission, StoreError> {
         let _guard = self.lock();
         if let Some(seen) = delivery.as_ref().and_then(|d| d.delivery_id.as_deref()) {
@@ -132,7 +148,7 @@ impl Store {
         let mut w = Writes::default();
         let admission = self.admit_writes(req, &mut w)?;
         if let Some(mut record) = delivery {
-            record.reply = reply(&admission);
+            record.reply = admission.reply();
             record.outcome = admission.word().to_owned();
             self.delivery_writes(req.feed.name.as_str(), record, &mut w)?;
         }
@@ -532,7 +548,7 @@ mod tests {
             force: false,
             now_ms,
         };
-        store.admit(&req, None, |_| StoredReply::default()).unwrap()
+        store.admit(&req, None).unwrap()
     }
 
     fn start(store: &Store, now_ms: i64) -> Pick {
@@ -635,7 +651,7 @@ mod tests {
             now_ms: 100_500,
         };
         assert_eq!(
-            store.admit(&req, None, |_| StoredReply::default()).unwrap(),
+            store.admit(&req, None).unwrap(),
             Admission::Queued(BuildId(2))
         );
         store
@@ -688,7 +704,7 @@ mod tests {
             delivery_id: Some("d-1".into()),
             git_ref: None,
             commit: None,
-            reply: StoredReply::default(),
+            reply: HookReply::Pong,
             outcome: "queued".into(),
             reason: None,
         };
@@ -700,28 +716,21 @@ mod tests {
             force: false,
             now_ms: 0,
         };
-        let reply = |_: &Admission| StoredReply {
-            status: 202,
-            body: "first".into(),
-        };
         assert_eq!(
-            store.admit(&req, Some(record.clone()), reply).unwrap(),
+            store.admit(&req, Some(record.clone())).unwrap(),
             Admission::Queued(BuildId(1))
         );
-        let again = store.admit(&req, Some(record.clone()), reply).unwrap();
+        let again = store.admit(&req, Some(record.clone())).unwrap();
         assert_eq!(
             again,
-            Admission::Replayed(StoredReply {
-                status: 202,
-                body: "first".into()
-            })
+            Admission::Replayed(HookReply::Queued { build: BuildId(1) })
         );
         assert_eq!(store.deliveries("a", 10).unwrap().len(), 1);
         // The window is 3 deliveries: after 3 more the id is forgotten.
         for i in 0..3 {
             let mut r = record.clone();
             r.delivery_id = Some(format!("other-{i}"));
-            store.admit(&req, Some(r), reply).unwrap();
+            store.admit(&req, Some(r)).unwrap();
         }
         assert_eq!(store.deliveries("a", 10).unwrap().len(), 3);
         assert!(store.delivery_by_id("a", "d-1").unwrap().is_none());
