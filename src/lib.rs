@@ -3,26 +3,36 @@
 //! cooldown, fetches the commit with libgit2 and runs the build command.
 //!
 //! # Layout
-//! One webhook flows one way: `http` → `intake` (token, `hook` verify/parse/decide)
-//! → `store` (durable) → reply; then `scheduler` → `runner` (fetch, run, log) → `store`.
+//! One webhook flows one way: `http` → `intake` (routing table, `hook` verify/parse/
+//! decide) → `scheduler::submit` → `store` (durable, `policy` decides) → a [`reply`].
+//! Then `scheduler` claims the build and hands `runner` a plain `BuildSpec`; the
+//! runner reports `RunEvent`s, and the scheduler alone turns them into store writes and
+//! metrics and publishes each change on a broadcast (`admin log --follow` listens).
+//! No module reaches back up the chain; `tests/it/architecture.rs` checks it.
 //!
 //! - [`cli`]: clap types only.
-//! - [`config`]: TOML (unknown keys refused) → one validated [`config::Config`].
+//! - [`config`]: TOML (unknown keys refused) → one validated [`config::Config`]; the
+//!   settings in force ([`config::LiveConfig`]), replaced whole on SIGHUP.
 //! - [`feed`], [`build`]: the domain records and their validation.
 //! - [`clock`]: wall time as Unix milliseconds, the records' one time base.
-//! - [`token`]: hook tokens, minted and checked with the server key.
-//! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries.
-//! - [`secret`]: webhook secrets that never print, and their 0600 files.
 //! - [`paths`]: every path under the data dir, and the 0600 atomic write.
+//! - [`token`]: hook tokens, minted and checked with the server key.
+//! - [`secret`]: webhook secrets that never print, and their 0600 files.
+//! - [`policy`]: the scheduling rules (admission, cooldown, claim eligibility) as pure
+//!   functions over plain values.
+//! - [`reply`]: every outcome of a hook request, and its one mapping to HTTP.
+//! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries; applies
+//!   the policy's decisions atomically.
 //! - [`hook`]: pure webhook logic (no I/O): provider detection, parsing, signatures, rules.
 //! - [`intake`]: the webhook path: the token → feed routing table in memory, and one
 //!   hook request from token to reply.
 //! - [`http`]: hyper accept loop, limits, routes, responses.
-//! - [`scheduler`]: admission, FIFO dispatch to workers, cancel, shutdown grace.
-//! - [`runner`]: one build: git fetch and checkout, the command, its log, and the
-//!   processes it leaves behind.
+//! - [`scheduler`]: admission, FIFO dispatch to workers, cancel, shutdown grace; the one
+//!   place build state changes, published as `BuildUpdate`s.
+//! - [`runner`]: one build from a `BuildSpec`: git fetch and checkout, the command, its
+//!   log, and the processes it leaves behind; it reports events and writes no records.
 //! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client.
-//! - [`app`]: the handles shared by the daemon's tasks.
+//! - [`app`]: the handles shared by the daemon's tasks (the composition root).
 //! - [`daemon`]: start-up, recovery, signals, ordered shutdown.
 //! - [`heal`]: after a full disk, a restart in place once the disk takes writes again.
 //! - [`metrics`], [`logging`], [`systemd`]: operations.
