@@ -43,12 +43,7 @@ fn builds_start_in_trigger_order_across_feeds() {
     let cmd = gated_command(&record, &gate);
     let hooks: Vec<String> = ["a", "b", "c"]
         .iter()
-        .map(|n| {
-            d.add_feed(
-                n,
-                &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-            )
-        })
+        .map(|n| d.add_repo_feed(n, &repo, &cmd, &["--cooldown", "0"]))
         .collect();
     let first = queued_id(&d.post(&hooks[0], &[], b""));
     wait_for(30, "first build running", || {
@@ -85,23 +80,8 @@ fn at_most_one_build_per_feed_even_with_free_workers() {
     repo.git(&["branch", "dev"]);
     let (record, gate) = (d.dir.path().join("record"), d.dir.path().join("gate"));
     let cmd = gated_command(&record, &gate);
-    let a = d.add_feed(
-        "a",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            &cmd,
-            "--cooldown",
-            "0",
-            "--branch",
-            "*",
-        ],
-    );
-    let b = d.add_feed(
-        "b",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let a = d.add_repo_feed("a", &repo, &cmd, &["--cooldown", "0", "--branch", "*"]);
+    let b = d.add_repo_feed("b", &repo, &cmd, &["--cooldown", "0"]);
     let a_main = queued_id(&d.post(&a, &[], b""));
     let a_dev = queued_id(&d.post(&format!("{a}?branch=dev"), &[], b""));
     let b_main = queued_id(&d.post(&b, &[], b""));
@@ -134,21 +114,8 @@ fn pushes_during_a_queued_build_coalesce_into_it() {
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let (record, gate) = (d.dir.path().join("record"), d.dir.path().join("gate"));
     let cmd = gated_command(&record, &gate);
-    let blocker = d.add_feed(
-        "blocker",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
-    let hook = d.add_feed(
-        "x",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
+    let blocker = d.add_repo_feed("blocker", &repo, &cmd, &["--cooldown", "0"]);
+    let hook = d.add_repo_feed("x", &repo, "true", &["--cooldown", "0"]);
     queued_id(&d.post(&blocker, &[], b""));
     let id = queued_id(&d.post(&hook, &[], b""));
     for _ in 0..3 {
@@ -176,10 +143,7 @@ fn cooldown_defers_then_builds_the_last_push() {
         "echo \"$HOOKD_BUILD_ID $HOOKD_TRIGGER $HOOKD_COMMIT\" >> '{}'",
         out.display()
     );
-    let hook = d.add_feed(
-        "cool",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "4"],
-    );
+    let hook = d.add_repo_feed("cool", &repo, &cmd, &["--cooldown", "4"]);
     let first = queued_id(&d.post(&hook, &[], b""));
     assert_eq!(d.wait_build(first, 60)["status"], "succeeded");
     repo.commit("f", "2", "second");
@@ -213,18 +177,11 @@ fn cooldown_defers_then_builds_the_last_push() {
 fn reject_policy_answers_429_with_retry_after() {
     let d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
+    let hook = d.add_repo_feed(
         "strict",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--cooldown",
-            "300",
-            "--on-cooldown",
-            "reject",
-        ],
+        &repo,
+        "true",
+        &["--cooldown", "300", "--on-cooldown", "reject"],
     );
     let id = queued_id(&d.post(&hook, &[], b""));
     d.wait_build(id, 60);
@@ -253,10 +210,7 @@ fn the_build_sees_its_environment_and_nothing_else() {
         "env | sort > '{}'; cat > /dev/null; echo on-stderr >&2",
         env_file.display()
     );
-    let hook = d.add_feed(
-        "envy",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("envy", &repo, &cmd, &["--cooldown", "0"]);
     let id = queued_id(&d.post(&hook, &[], b""));
     assert_eq!(
         d.wait_build(id, 60)["status"],
@@ -294,19 +248,7 @@ fn an_injection_branch_name_is_only_ever_a_value() {
     repo.git(&["branch", evil]);
     let seen = d.dir.path().join("seen");
     let cmd = format!("printf %s \"$HOOKD_BRANCH\" > '{}'", seen.display());
-    let hook = d.add_feed(
-        "inj",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            &cmd,
-            "--cooldown",
-            "0",
-            "--branch",
-            "*",
-        ],
-    );
+    let hook = d.add_repo_feed("inj", &repo, &cmd, &["--cooldown", "0", "--branch", "*"]);
     let id = queued_id(&d.post(
         &format!("{hook}?branch=%24%28touch%24%7BIFS%7Dpwned%29"),
         &[],
@@ -327,19 +269,7 @@ fn timeout_and_cancel_kill_the_whole_process_group() {
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let pidfile = d.dir.path().join("pid");
     let cmd = format!("sleep 1000 & echo $! > '{}'; sleep 1000", pidfile.display());
-    let hook = d.add_feed(
-        "slow",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            &cmd,
-            "--cooldown",
-            "0",
-            "--timeout",
-            "1",
-        ],
-    );
+    let hook = d.add_repo_feed("slow", &repo, &cmd, &["--cooldown", "0", "--timeout", "1"]);
     let id = queued_id(&d.post(&hook, &[], b""));
     assert_eq!(d.wait_build(id, 60)["status"], "timed_out");
     let pid: i32 = std::fs::read_to_string(&pidfile)
@@ -374,10 +304,7 @@ fn removing_a_feed_stops_its_running_build_quietly() {
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let pidfile = d.dir.path().join("pid");
     let cmd = format!("sleep 1000 & echo $! > '{}'; sleep 1000", pidfile.display());
-    let hook = d.add_feed(
-        "doomed",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("doomed", &repo, &cmd, &["--cooldown", "0"]);
     let id = queued_id(&d.post(&hook, &[], b""));
     let pid: i32 = wait_for(30, "build started", || {
         std::fs::read_to_string(&pidfile)
@@ -407,28 +334,13 @@ fn a_queued_build_can_be_cancelled() {
     let d = TestDaemon::start_with("workers = 1\n");
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let (record, gate) = (d.dir.path().join("record"), d.dir.path().join("gate"));
-    let blocker = d.add_feed(
+    let blocker = d.add_repo_feed(
         "blocker",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            &gated_command(&record, &gate),
-            "--cooldown",
-            "0",
-        ],
+        &repo,
+        &gated_command(&record, &gate),
+        &["--cooldown", "0"],
     );
-    let hook = d.add_feed(
-        "victim",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
+    let hook = d.add_repo_feed("victim", &repo, "true", &["--cooldown", "0"]);
     queued_id(&d.post(&blocker, &[], b""));
     let id = queued_id(&d.post(&hook, &[], b""));
     assert!(d
@@ -444,16 +356,11 @@ fn a_queued_build_can_be_cancelled() {
 fn failures_keep_their_exit_code_and_logs_are_kept() {
     let d = TestDaemon::start_with("[builds]\nlog_max_bytes = 2000\nkeep_builds = 2\n");
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
+    let hook = d.add_repo_feed(
         "noisy",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "echo to-stdout; echo to-stderr >&2; head -c 5000 /dev/zero | tr '\\0' x; exit 3",
-            "--cooldown",
-            "0",
-        ],
+        &repo,
+        "echo to-stdout; echo to-stderr >&2; head -c 5000 /dev/zero | tr '\\0' x; exit 3",
+        &["--cooldown", "0"],
     );
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -496,10 +403,7 @@ fn log_follow_streams_until_the_build_ends() {
         "echo before; while [ ! -e '{}' ]; do sleep 0.02; done; echo after",
         gate.display()
     );
-    let hook = d.add_feed(
-        "follow",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("follow", &repo, &cmd, &["--cooldown", "0"]);
     let id = queued_id(&d.post(&hook, &[], b""));
     wait_for(30, "build running", || {
         (d.build(id)["status"] == "running").then_some(())
@@ -532,10 +436,7 @@ fn kill_9_during_a_build_reruns_it_once_and_reaps_its_processes() {
         pidfile.display(),
         gated_command(&record, &gate)
     );
-    let hook = d.add_feed(
-        "crash",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("crash", &repo, &cmd, &["--cooldown", "0"]);
     let id = queued_id(&d.post(&hook, &[], b""));
     // The pgid must be recorded before the crash for the reaper to find the group.
     let pid: i32 = wait_for(30, "build running with its pgid recorded", || {
@@ -580,17 +481,7 @@ fn kill_9_during_a_build_reruns_it_once_and_reaps_its_processes() {
 fn deferred_triggers_survive_kill_9_and_still_fire() {
     let mut d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
-        "later",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--cooldown",
-            "5",
-        ],
-    );
+    let hook = d.add_repo_feed("later", &repo, "true", &["--cooldown", "5"]);
     let first = queued_id(&d.post(&hook, &[], b""));
     d.wait_build(first, 60);
     let deferred = d.post(&hook, &[], b"");
@@ -606,16 +497,11 @@ fn deferred_triggers_survive_kill_9_and_still_fire() {
 fn build_history_survives_kill_9_and_ids_carry_on() {
     let mut d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
+    let hook = d.add_repo_feed(
         "hist",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "echo built-$HOOKD_BUILD_ID",
-            "--cooldown",
-            "0",
-        ],
+        &repo,
+        "echo built-$HOOKD_BUILD_ID",
+        &["--cooldown", "0"],
     );
     // More than one shelf's worth (16 ids), so finished builds are packed.
     let ids: Vec<u64> = (0..20)

@@ -346,6 +346,20 @@ impl TestDaemon {
         hook_path(feed["hook_urls"][0]["url"].as_str().expect("hook url"))
     }
 
+    /// A feed building `repo` with `command` (plus `extra` flags); returns its hook path.
+    pub fn add_repo_feed(
+        &self,
+        name: &str,
+        repo: &GitRepo,
+        command: &str,
+        extra: &[&str],
+    ) -> String {
+        let url = repo.url();
+        let mut args = vec!["--repo", url.as_str(), "--command", command];
+        args.extend_from_slice(extra);
+        self.add_feed(name, &args)
+    }
+
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpReply {
         http(self.addr, "POST", path, headers, body)
     }
