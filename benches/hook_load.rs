@@ -7,6 +7,8 @@
 //! run it does the same against adnanh/webhook (`apt-get install webhook`) with a
 //! payload-hmac-sha256 rule, when that binary is installed.
 //!
+//! Then it measures hookd's memory in a burst of large posts (see `burst`).
+//!
 //! `HOOKD_BENCH_SECS` sets the seconds per concurrency level (default 5).
 
 use std::net::SocketAddr;
@@ -14,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "hook_load/burst.rs"]
+mod burst;
 
 use hmac::Mac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +63,7 @@ fn main() {
     let idle = rss_mib(target.pid).0;
     println!("hookd idle resident memory: {idle:.1} MiB");
     report(&target, &rt.block_on(measure(&target, &body, secs)));
+    burst::report(&rt.block_on(burst::run(&target)));
     let _ = hookd.kill();
     let _ = hookd.wait();
 

@@ -26,7 +26,8 @@
 //! - [`hook`]: pure webhook logic (no I/O): provider detection, parsing, signatures, rules.
 //! - [`intake`]: the webhook path: the token → feed routing table in memory, and one
 //!   hook request from token to reply.
-//! - [`http`]: hyper accept loop, limits, routes, responses.
+//! - [`http`]: hyper accept loop, connection slots, body budget, routes, responses.
+//! - [`allocator`]: memory handed back to the system after a burst of connections.
 //! - [`scheduler`]: admission, FIFO dispatch to workers, cancel, shutdown grace; the one
 //!   place build state changes, published as `BuildUpdate`s.
 //! - [`runner`]: one build from a `BuildSpec`: git fetch and checkout, the command, its
@@ -38,6 +39,7 @@
 //! - [`metrics`], [`logging`], [`systemd`]: operations.
 
 pub mod admin;
+pub(crate) mod allocator;
 pub mod app;
 pub mod build;
 pub mod cli;

@@ -24,6 +24,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// Connections open at once that count as a burst: when the last of them closes, the
+/// memory they used is handed back to the system.
+const BURST: usize = 16;
+
 /// How long a closed idle connection gets to finish its goodbye (flush, FIN) before it
 /// is dropped outright.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -38,6 +42,8 @@ pub(crate) struct Slots {
     next_id: AtomicU64,
     /// Wakes the accept loop (a connection closed or became idle) and the drain.
     changed: Notify,
+    /// Most connections open at once since they were last all closed.
+    peak: AtomicUsize,
 }
 
 /// What the accept loop and the connection's own task know about one connection.
@@ -81,6 +87,7 @@ impl Slots {
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             changed: Notify::new(),
+            peak: AtomicUsize::new(0),
         })
     }
 
@@ -134,6 +141,7 @@ impl Slots {
             }
         }
         open.insert(id, state.clone());
+        self.peak.fetch_max(open.len(), Ordering::Relaxed);
         Slot {
             id,
             handle: Handle {
@@ -193,8 +201,17 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.handle.slots.lock().remove(&self.id);
-        self.handle.slots.changed.notify_one();
+        let slots = &self.handle.slots;
+        let mut open = slots.lock();
+        open.remove(&self.id);
+        let burst_over = open.is_empty() && slots.peak.swap(0, Ordering::Relaxed) >= BURST;
+        drop(open);
+        slots.changed.notify_one();
+        if burst_over {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn_blocking(crate::allocator::release);
+            }
+        }
     }
 }
 
