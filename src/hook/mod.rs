@@ -20,9 +20,7 @@ pub use detect::{body_needed, detect};
 pub use error::{ParseError, SignatureError};
 pub use event::{Delivery, Provider, PushEvent};
 pub use provider::parse;
-pub use rules::{
-    check_pattern, decide, implicit_ref, short_name, BadPattern, Decision, NoDefaultRef, WatchRules,
-};
+pub use rules::{decide, implicit_ref, short_name, Decision, NoDefaultRef, WatchRules};
 pub use signature::verify;
 
 /// [`parse`], then [`Delivery::bounded`]: what the intake stores. A malformed or

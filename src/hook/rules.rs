@@ -52,29 +52,6 @@ pub enum Decision {
     Ignore(String),
 }
 
-/// A branch pattern that cannot be compiled, for config validation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("branch pattern {pattern:?} is invalid: {reason}")]
-pub struct BadPattern {
-    pub pattern: String,
-    pub reason: String,
-}
-
-/// Checks a branch pattern when the config is loaded, so a typo is an error there
-/// rather than a feed that silently never builds.
-pub fn check_pattern(pattern: &str) -> Result<(), BadPattern> {
-    let bad = |reason: String| BadPattern {
-        pattern: pattern.to_owned(),
-        reason,
-    };
-    if pattern.trim().is_empty() {
-        return Err(bad("it is empty".to_owned()));
-    }
-    Pattern::new(pattern)
-        .map(drop)
-        .map_err(|err| bad(err.msg.to_owned()))
-}
-
 /// A trigger that names no ref (`curl -X POST URL`, `hookd admin trigger NAME`) on a
 /// feed whose patterns give it nothing to build by default: hookd never builds a ref
 /// the feed does not watch, so the caller must name one.
@@ -480,13 +457,5 @@ mod tests {
             decide_with_delivery(&bare, &["refs/tags/v*"]),
             Decision::NeedsRef(_)
         ));
-    }
-
-    #[test]
-    fn pattern_checks() {
-        assert_eq!(check_pattern("release/*"), Ok(()));
-        assert!(check_pattern("[").is_err());
-        assert!(check_pattern(" ").is_err());
-        assert!(check_pattern("a***b").is_err());
     }
 }

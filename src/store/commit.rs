@@ -87,12 +87,8 @@ impl Committer {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Waits until everything written before this call is on disk.
-    pub(crate) async fn durable(&self) -> FlushResult {
-        self.run(|| ()).await
-    }
-
-    /// [`Self::durable`] for blocking callers (admin commands on the blocking pool).
+    /// Waits until everything written before this call is on disk (for blocking callers:
+    /// admin commands on the blocking pool).
     pub(crate) fn durable_blocking(&self) -> FlushResult {
         let (tx, rx) = oneshot::channel();
         self.send(Box::new(move || {

@@ -358,11 +358,6 @@ impl Store {
         }
     }
 
-    /// Resolves once every write made before the call is on disk (fsync'd).
-    pub async fn durable(&self) -> Result<(), StoreError> {
-        self.committer.durable().await.map_err(durability)
-    }
-
     /// Runs `write` on the store's writer thread and resolves once it is on disk: the
     /// webhook path's one thread hop (group commit, see `commit`).
     pub async fn write_durable<T: Send + 'static>(
@@ -376,7 +371,8 @@ impl Store {
             .map_err(durability)?
     }
 
-    /// [`Self::durable`] for code already on a blocking thread.
+    /// Waits until every write made before the call is on disk (fsync'd), for code
+    /// already on a blocking thread.
     pub fn durable_blocking(&self) -> Result<(), StoreError> {
         self.committer.durable_blocking().map_err(durability)
     }

@@ -133,7 +133,7 @@ pub struct QueueView {
 
 impl Store {
     /// Admits a trigger: coalesces, defers, rejects or queues it, and records the
-    /// delivery (when given) in the same atomic batch. Durable only after [`Store::durable`].
+    /// delivery (when given) in the same atomic batch. Durable only after [`Store::durable_blocking`] or [`Store::write_durable`].
     pub fn admit(
         &self,
         req: &AdmitRequest<'_>,
