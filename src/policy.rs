@@ -87,15 +87,32 @@ pub(crate) fn join(pending: Waiting, force: bool, now_ms: i64) -> Join {
     }
 }
 
-/// The cooldown end for a feed whose last build started at `last_start_ms`, if still ahead.
+fn cooldown_ms(feed: &Feed) -> i64 {
+    i64::try_from(feed.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// A feed's last start as the rules count it: one stamped after now (by a wall clock
+/// that was ahead and has been set back) counts as now, so no stored time holds a feed
+/// longer than one cooldown. The store writes the counted start back.
+pub(crate) fn counted_start(last_start_ms: Option<i64>, now_ms: i64) -> Option<i64> {
+    last_start_ms.map(|t| t.min(now_ms))
+}
+
+/// The cooldown end for a feed whose last build started at `last_start_ms`, if still
+/// ahead; never later than now + the cooldown.
 pub(crate) fn cooling_until(feed: &Feed, last_start_ms: Option<i64>, now_ms: i64) -> Option<i64> {
-    let cooldown_ms = i64::try_from(feed.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let until = last_start_ms?.saturating_add(cooldown_ms);
+    let until = counted_start(last_start_ms, now_ms)?.saturating_add(cooldown_ms(feed));
     (feed.cooldown_secs > 0 && until > now_ms).then_some(until)
 }
 
+/// A deferral as the rules count it: never later than now + the feed's cooldown,
+/// whatever the stored time says. The store writes the counted time back.
+pub(crate) fn counted_run_at(feed: &Feed, run_at_ms: Option<i64>, now_ms: i64) -> Option<i64> {
+    run_at_ms.map(|t| t.min(now_ms.saturating_add(cooldown_ms(feed))))
+}
+
 /// When a queued build may start at the earliest, if that is still ahead: the later
-/// of its deferral and its feed's cooldown, unless it is forced.
+/// of its deferral and its feed's cooldown, each as counted, unless it is forced.
 pub(crate) fn not_before(
     waiting: Waiting,
     feed: &Feed,
@@ -105,8 +122,7 @@ pub(crate) fn not_before(
     if waiting.force {
         return None;
     }
-    waiting
-        .run_at_ms
+    counted_run_at(feed, waiting.run_at_ms, now_ms)
         .into_iter()
         .chain(cooling_until(feed, last_start_ms, now_ms))
         .max()
@@ -251,12 +267,12 @@ mod tests {
             "cooling down"
         );
         let deferred = Waiting {
-            run_at_ms: Some(20_000),
+            run_at_ms: Some(11_500),
             force: false,
         };
         assert_eq!(
             eligibility(deferred, Some(&f), false, Some(1000), 2000),
-            Eligibility::Wait(20_000),
+            Eligibility::Wait(11_500),
             "the later of deferral and cooldown"
         );
         let forced = Waiting {
@@ -270,5 +286,45 @@ mod tests {
         assert!(is_deferred(deferred, 2000));
         assert!(!is_deferred(deferred, 20_000));
         assert!(!is_deferred(forced, 2000));
+    }
+
+    #[test]
+    fn no_stored_time_holds_a_build_past_now_plus_the_cooldown() {
+        let f = Feed {
+            cooldown_secs: 60,
+            ..crate::feed::sample("a")
+        };
+        let (now, day) = (10 * 86_400_000, 86_400_000);
+        // Started and deferred by a daemon whose clock was a day ahead.
+        let ahead = Waiting {
+            run_at_ms: Some(now + day + 60_000),
+            force: false,
+        };
+        assert_eq!(cooling_until(&f, Some(now + day), now), Some(now + 60_000));
+        assert_eq!(
+            not_before(ahead, &f, Some(now + day), now),
+            Some(now + 60_000)
+        );
+        assert_eq!(not_before(ahead, &f, None, now), Some(now + 60_000));
+        // Once both are written back as counted, the end stays put.
+        let counted = Waiting {
+            run_at_ms: counted_run_at(&f, ahead.run_at_ms, now),
+            force: false,
+        };
+        assert_eq!(
+            not_before(counted, &f, Some(now), now + 30_000),
+            Some(now + 60_000)
+        );
+        assert_eq!(not_before(counted, &f, Some(now), now + 60_000), None);
+        // Times that are not ahead are kept as they are.
+        let fair = Waiting {
+            run_at_ms: Some(now + 20_000),
+            force: false,
+        };
+        assert_eq!(
+            not_before(fair, &f, Some(now - 40_000), now),
+            Some(now + 20_000)
+        );
+        assert_eq!(counted_start(Some(now - 1), now), Some(now - 1));
     }
 }

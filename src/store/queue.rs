@@ -168,7 +168,7 @@ impl Store {
         if let Some(id) = self.pending.get(&pkey)? {
             return self.join_pending(req, BuildId(keys::read_u64(&id)?), w);
         }
-        let last_start = self.last_start(feed.name.as_str())?;
+        let last_start = self.counted_start(feed.name.as_str(), req.now_ms, w)?;
         let decision = policy::admit_new(feed, last_start, req.trigger.kind, req.force, req.now_ms);
         let (kind, run_at_ms) = match decision {
             NewBuild::Reject { retry_after_secs } => {
@@ -246,6 +246,7 @@ impl Store {
     pub fn claim_next(&self, busy: &HashSet<FeedName>, now_ms: i64) -> Result<Pick, StoreError> {
         let _guard = self.lock();
         let mut feeds: HashMap<FeedName, Option<(Feed, Option<i64>)>> = HashMap::new();
+        let mut fixes = Writes::default();
         let mut wake: Option<i64> = None;
         for item in self.queue.iter() {
             let (seq, value) = item?;
@@ -256,13 +257,16 @@ impl Store {
                 Some(info) => info.clone(),
                 None => {
                     let feed = self.feed(entry.feed.as_str())?;
-                    let last = self.last_start(entry.feed.as_str())?;
+                    let last = self.counted_start(entry.feed.as_str(), now_ms, &mut fixes)?;
                     let info = feed.map(|f| (f, last));
                     feeds.insert(entry.feed.clone(), info.clone());
                     info
                 }
             };
             let (feed, last_start) = info.map_or((None, None), |(f, l)| (Some(f), l));
+            if let Some(f) = &feed {
+                self.count_run_at(&seq, &entry, f, now_ms, &mut fixes)?;
+            }
             match policy::eligibility(
                 entry.waiting(),
                 feed.as_ref(),
@@ -277,11 +281,53 @@ impl Store {
                     feeds.insert(entry.feed.clone(), None);
                 }
                 Eligibility::Start => {
-                    return Ok(Pick::Start(Box::new(self.claim(&seq, &entry, now_ms)?)))
+                    self.apply(fixes)?;
+                    return Ok(Pick::Start(Box::new(self.claim(&seq, &entry, now_ms)?)));
                 }
             }
         }
+        self.apply(fixes)?;
         Ok(wake.map_or(Pick::Idle, Pick::WaitUntil))
+    }
+
+    /// Stages writing back a deferral that lies past now + the cooldown as counted
+    /// ([`policy::counted_run_at`]), so the wait it leaves ends at a fixed time.
+    fn count_run_at(
+        &self,
+        seq: &[u8],
+        entry: &QueueEntry,
+        feed: &Feed,
+        now_ms: i64,
+        w: &mut Writes,
+    ) -> Result<(), StoreError> {
+        let counted = policy::counted_run_at(feed, entry.run_at_ms, now_ms);
+        if counted != entry.run_at_ms {
+            let fixed = QueueEntry {
+                run_at_ms: counted,
+                ..entry.clone()
+            };
+            w.insert(&self.queue, seq, codec::encode(&fixed)?);
+        }
+        Ok(())
+    }
+
+    /// The feed's last start as the rules count it ([`policy::counted_start`]); stages
+    /// writing it back when the stored one lies ahead (the clock was set back), so the
+    /// cooldown it leaves ends at a fixed time, not one cooldown from every look.
+    fn counted_start(
+        &self,
+        feed: &str,
+        now_ms: i64,
+        w: &mut Writes,
+    ) -> Result<Option<i64>, StoreError> {
+        let stored = self.last_start(feed)?;
+        let counted = policy::counted_start(stored, now_ms);
+        if counted != stored {
+            if let Some(t) = counted {
+                w.insert(&self.cooldowns, feed, &t.to_be_bytes());
+            }
+        }
+        Ok(counted)
     }
 
     fn claim(&self, seq: &[u8], entry: &QueueEntry, now_ms: i64) -> Result<Build, StoreError> {

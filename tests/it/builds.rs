@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{wait_for, GitRepo, TestDaemon};
+use crate::support::{wait_for, GitRepo, Launch, TestDaemon};
 
 /// A feed whose builds append "FEED BUILD TRIGGER" to `record` and then wait until
 /// the file `gate` exists (so tests can hold builds running).
@@ -171,6 +171,57 @@ fn cooldown_defers_then_builds_the_last_push() {
         2,
         "one build now, one later: {lines}"
     );
+}
+
+/// Parses an RFC 3339 time from the admin output.
+fn time_of(value: &serde_json::Value) -> std::time::SystemTime {
+    humantime::parse_rfc3339(value.as_str().expect("a time")).expect("RFC 3339")
+}
+
+#[test]
+fn a_clock_set_back_defers_the_next_build_by_one_cooldown_at_most() {
+    let ahead = Launch {
+        faketime: Some("+1d"),
+        ..Launch::default()
+    };
+    let mut d = TestDaemon::start_launched("", &[], ahead);
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let hook = d.add_feed(
+        "clock",
+        &[
+            "--repo",
+            &repo.url(),
+            "--command",
+            "true",
+            "--cooldown",
+            "3",
+        ],
+    );
+    let first = queued_id(&d.post(&hook, &[], b""));
+    let built = d.wait_build(first, 60);
+    assert_eq!(built["status"], "succeeded");
+    let half_day = std::time::Duration::from_secs(12 * 3600);
+    assert!(
+        time_of(&built["started_at"]) > std::time::SystemTime::now() + half_day,
+        "faketime did not move the daemon's clock: {built}"
+    );
+    d.restart_launched(Launch::default());
+    let before = std::time::SystemTime::now();
+    let second = d.post(&hook, &[], b"");
+    assert_eq!(second.json()["status"], "deferred", "{}", second.body);
+    let queue = d.admin_json(&["queue"]);
+    assert_eq!(queue["deferred"][0]["id"], second.json()["build"]);
+    // now + the 3 s cooldown, and 1 s for the reply's whole seconds.
+    let latest = before + std::time::Duration::from_secs(4);
+    for run_at in [&second.json()["run_at"], &queue["deferred"][0]["run_at"]] {
+        assert!(
+            time_of(run_at) <= latest,
+            "run_at {run_at} is past now + cooldown ({})",
+            humantime::format_rfc3339_seconds(latest)
+        );
+    }
+    let id = second.json()["build"].as_u64().unwrap();
+    assert_eq!(d.wait_build(id, 60)["status"], "succeeded");
 }
 
 #[test]

@@ -102,6 +102,10 @@ pub struct Launch {
     /// Started by a parent that leaks a descriptor (fd 9, a copy of stderr), as
     /// shells and some supervisors do.
     pub leaked_fd: bool,
+    /// Started with libfaketime preloaded (Debian's `faketime`) and this offset
+    /// (`+1d`): its clocks are that far off. (The `faketime` wrapper forks, so a kill
+    /// would not reach the daemon.)
+    pub faketime: Option<&'static str>,
 }
 
 /// A running daemon with its own data dir.
@@ -235,6 +239,9 @@ impl TestDaemon {
             cmd.args(["serve", "--listen", "127.0.0.1:0"]);
             (cmd, None)
         };
+        if let Some(offset) = self.how.faketime {
+            cmd.env("LD_PRELOAD", libfaketime()).env("FAKETIME", offset);
+        }
         let Launch {
             umask, leaked_fd, ..
         } = self.how;
@@ -412,6 +419,13 @@ impl TestDaemon {
         self.launch();
     }
 
+    /// Starts the daemon again on the same data dir, launched the given way.
+    pub fn restart_launched(&mut self, how: Launch) {
+        self.kill9();
+        self.how = how;
+        self.launch();
+    }
+
     pub fn set_config(&mut self, config: &str) {
         self.config = config.to_owned();
         std::fs::write(self.config_path(), config).unwrap();
@@ -425,6 +439,15 @@ impl Drop for TestDaemon {
 }
 
 /// `http://127.0.0.1:PORT/hooks/TOKEN` → `/hooks/TOKEN`.
+/// Debian's libfaketime (package `faketime`), under the multiarch library directory.
+pub fn libfaketime() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .map(|e| e.unwrap().path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime.so.1 (install the faketime package)")
+}
+
 pub fn hook_path(url: &str) -> String {
     let at = url.find("/hooks/").expect("hook path in url");
     url[at..].to_owned()
