@@ -115,6 +115,9 @@ struct RunningBuild {
     feed: FeedName,
     /// Fired by `cancel`.
     cancel: CancellationToken,
+    /// Set once the build has ended and its status is being recorded: a cancel then
+    /// answers with that status instead of "stopping" a build users already see over.
+    over: Option<&'static str>,
 }
 
 /// Handle to the scheduler; cheap to clone.
@@ -190,9 +193,8 @@ impl Scheduler {
 
     /// Cancels a queued or running build.
     pub async fn cancel(&self, id: BuildId) -> Result<CancelOutcome, ScheduleError> {
-        if let Some(run) = self.running().get(&id) {
-            run.cancel.cancel();
-            return Ok(CancelOutcome::Stopping);
+        if let Some(outcome) = self.cancel_running(id) {
+            return Ok(outcome);
         }
         let store = self.inner.store.clone();
         let outcome = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
@@ -216,13 +218,26 @@ impl Scheduler {
             self.publish(id, &build.feed, Change::Finished { status });
         }
         // A running build may have been claimed between the two looks.
-        if let (CancelOutcome::AlreadyOver(word), Some(run)) = (&outcome, self.running().get(&id)) {
-            if word == "running" {
-                run.cancel.cancel();
-                return Ok(CancelOutcome::Stopping);
+        if matches!(&outcome, CancelOutcome::AlreadyOver(word) if word == "running") {
+            if let Some(outcome) = self.cancel_running(id) {
+                return Ok(outcome);
             }
         }
         Ok(outcome)
+    }
+
+    /// Stops a build that runs now; `None` when it is not running. A build that has
+    /// ended but whose end is still being recorded answers with its final status.
+    fn cancel_running(&self, id: BuildId) -> Option<CancelOutcome> {
+        let running = self.running();
+        let run = running.get(&id)?;
+        Some(match run.over {
+            Some(word) => CancelOutcome::AlreadyOver(word.to_owned()),
+            None => {
+                run.cancel.cancel();
+                CancelOutcome::Stopping
+            }
+        })
     }
 
     /// Cancels whatever runs for a feed (feed removal).
@@ -326,6 +341,7 @@ impl Scheduler {
             RunningBuild {
                 feed: build.feed.clone(),
                 cancel: cancel.clone(),
+                over: None,
             },
         );
         tracing::info!(feed = %build.feed, build = build.id.0, trigger = build.kind.word(), "build started");
@@ -467,7 +483,15 @@ impl Scheduler {
 
     async fn record_end(&self, id: BuildId, feed: &FeedName, status: BuildStatus) {
         let store = self.inner.store.clone();
-        if status == BuildStatus::Cancelled && self.inner.kill_all.is_cancelled() {
+        let interrupted = status == BuildStatus::Cancelled && self.inner.kill_all.is_cancelled();
+        if let Some(run) = self.running().get_mut(&id) {
+            run.over = Some(if interrupted {
+                BuildStatus::Interrupted.word()
+            } else {
+                status.word()
+            });
+        }
+        if interrupted {
             // Stopped by shutdown, not by an operator: it runs again after restart.
             let result = tokio::task::spawn_blocking(move || {
                 store.interrupt(id, now_ms())?;
