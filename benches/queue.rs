@@ -42,6 +42,7 @@ fn feed(i: usize) -> Feed {
         has_secret: false,
         paused: false,
         created_ms: now_ms(),
+        badge: false,
     }
 }
 

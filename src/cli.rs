@@ -295,6 +295,18 @@ pub struct FeedSpecArgs {
     /// answer or lists no watched branch (local paths are always checked).
     #[arg(long)]
     pub check: bool,
+    /// Show the feed's build status at /badge/NAME.svg and in /cc.xml.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub badge: Option<OnOff>,
+}
+
+/// A switch typed as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// A count or duration that must not be 0 (a 0 s timeout would kill every build).

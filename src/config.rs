@@ -135,6 +135,8 @@ pub struct RawConfig {
     pub http: RawHttp,
     /// Build execution settings.
     pub builds: RawBuilds,
+    /// The status pages, JSON API and badges.
+    pub web: RawWeb,
     /// Per-feed credentials for private repositories, by feed name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub feeds: BTreeMap<String, FeedCredentials>,
@@ -177,6 +179,18 @@ pub struct RawBuilds {
     /// Extra environment variables given to every build.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+}
+
+/// `[web]`: the read-only status pages, JSON API and badges.
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWeb {
+    /// Serve them at all.
+    pub enabled: Option<bool>,
+    /// Their own address; empty = on the hook listener.
+    pub listen: Option<String>,
+    /// Heading of every page.
+    pub title: Option<String>,
 }
 
 /// `[feeds.NAME]`: secrets for fetching a private repository; never stored in the database.
@@ -238,9 +252,25 @@ pub struct Config {
     pub build_env: BTreeMap<String, String>,
     /// Repository credentials by feed name.
     pub credentials: BTreeMap<String, FeedCredentials>,
+    /// The status pages, JSON API and badges.
+    pub web: WebConfig,
     /// The file this came from, for SIGHUP reloads.
     pub source: Option<PathBuf>,
 }
+
+/// `[web]` as validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebConfig {
+    /// Whether the pages, API and badges are served.
+    pub enabled: bool,
+    /// Their own listener; `None` = the hook listener serves them.
+    pub listen: Option<SocketAddr>,
+    /// Heading of every page.
+    pub title: String,
+}
+
+/// Default page title.
+pub const DEFAULT_WEB_TITLE: &str = "hookd";
 
 /// Default hook endpoint.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -333,6 +363,11 @@ impl Config {
                 kill_grace_secs: Some(self.kill_grace.as_secs()),
                 shutdown_grace_secs: Some(self.shutdown_grace.as_secs()),
                 env: self.build_env.clone(),
+            },
+            web: RawWeb {
+                enabled: Some(self.web.enabled),
+                listen: Some(self.web.listen.map(|a| a.to_string()).unwrap_or_default()),
+                title: Some(self.web.title.clone()),
             },
             feeds: self.credentials.clone(),
         };
@@ -435,6 +470,7 @@ impl Config {
             shutdown_grace: secs(raw.builds.shutdown_grace_secs.unwrap_or(30)),
             build_env: raw.builds.env.clone(),
             credentials: raw.feeds.clone(),
+            web: web_config(&raw.web)?,
             source: args.config.clone(),
         })
     }
@@ -450,6 +486,34 @@ impl Config {
         }
         self
     }
+}
+
+/// `[web]` with its defaults; `listen` must be an IP:port when set.
+fn web_config(raw: &RawWeb) -> Result<WebConfig, ConfigError> {
+    let listen = match raw.listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(text.parse().map_err(|_| {
+            ConfigError::invalid(
+                &["web", "listen"],
+                format!("{text:?} is not an IP:port address (e.g. 127.0.0.1:8081)"),
+            )
+        })?),
+    };
+    let title = raw
+        .title
+        .clone()
+        .unwrap_or_else(|| DEFAULT_WEB_TITLE.into());
+    if title.chars().any(char::is_control) || title.len() > 200 {
+        return Err(ConfigError::invalid(
+            &["web", "title"],
+            "must be at most 200 characters, none of them control characters",
+        ));
+    }
+    Ok(WebConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        listen,
+        title,
+    })
 }
 
 fn secs(n: u64) -> Duration {

@@ -64,6 +64,7 @@ pub async fn run(
     let handover = std::os::fd::AsFd::as_fd(&listener)
         .try_clone_to_owned()
         .context("keeping the hook socket for a restart in place")?;
+    let web_listener = bind_web(&config.web).await?;
     let admin = crate::admin::server::bind(&config.admin_socket).await?;
     let config = config.with_bound_addr(bound);
     let (live, metrics) = (LiveConfig::new(config), Arc::<Metrics>::default());
@@ -77,7 +78,20 @@ pub async fn run(
     tokio::task::spawn_blocking(move || routes.reload(&store, &dir)).await??;
 
     let shutdown = CancellationToken::new();
-    let http = tokio::spawn(crate::http::serve(listener, app.clone(), shutdown.clone()));
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        app.clone(),
+        crate::http::Role::Hooks,
+        shutdown.clone(),
+    ));
+    let web = web_listener.map(|listener| {
+        tokio::spawn(crate::http::serve(
+            listener,
+            app.clone(),
+            crate::http::Role::Web,
+            shutdown.clone(),
+        ))
+    });
     let admin_task = tokio::spawn(crate::admin::server::serve(
         admin,
         app.clone(),
@@ -105,6 +119,9 @@ pub async fn run(
     crate::systemd::notify("STOPPING=1\nSTATUS=draining");
     shutdown.cancel();
     let _ = http.await;
+    if let Some(web) = web {
+        let _ = web.await;
+    }
     let _ = builds.await;
     let _ = healer.await;
     let _ = reaper.await;
@@ -179,6 +196,18 @@ async fn recover(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// The web side's own listener, when `[web] listen` names one (read at start only).
+async fn bind_web(web: &crate::config::WebConfig) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = web.listen.filter(|_| web.enabled) else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ([web] listen)"))?;
+    tracing::info!(listen = %addr, "web pages on their own listener");
+    Ok(Some(listener))
 }
 
 /// The hook listener: the socket systemd passed (socket activation), else a new one

@@ -159,6 +159,10 @@ pub struct Feed {
     pub paused: bool,
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
+    /// Whether `/badge/NAME.svg` and CCTray show it (off by default: a badge tells
+    /// the world the feed exists).
+    #[serde(default)]
+    pub badge: bool,
 }
 
 /// Checks a repository URL: a scheme hookd can fetch, an absolute path, or scp-like `host:path`.
@@ -218,6 +222,7 @@ pub(crate) fn sample(name: &str) -> Feed {
         has_secret: false,
         paused: false,
         created_ms: 0,
+        badge: false,
     }
 }
 

@@ -33,6 +33,16 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// about that long.
 const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The hook listener: hooks, health, metrics, and the web side unless `[web]
+    /// listen` gives it its own.
+    Hooks,
+    /// `[web] listen`: the web side only.
+    Web,
+}
+
 /// The routes hookd answers.
 enum Route<'a> {
     /// `POST /hooks/{token}`.
@@ -63,7 +73,8 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 
 /// Accepts connections until `shutdown` fires, then lets in-flight requests finish
 /// (up to a deadline) and returns.
-pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, app: App, role: Role, shutdown: CancellationToken) {
+    let reads: Arc<dyn crate::web::Source> = Arc::new(crate::admin::reads::Reads(app.clone()));
     let slots = Slots::new();
     let budget = Arc::new(Budget::default());
     loop {
@@ -89,11 +100,12 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
         let io = slot.watch(stream);
         let service = {
             let (app, budget, requests) = (app.clone(), budget.clone(), slot.requests());
+            let reads = reads.clone();
             service_fn(move |req| {
                 let request = requests.start();
-                let (app, budget) = (app.clone(), budget.clone());
+                let (app, budget, reads) = (app.clone(), budget.clone(), reads.clone());
                 async move {
-                    let response = handle(app, budget, req).await;
+                    let response = handle(app, budget, &reads, role, req).await;
                     drop(request);
                     response
                 }
@@ -123,11 +135,17 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
 async fn handle(
     app: App,
     budget: Arc<Budget>,
+    reads: &Arc<dyn crate::web::Source>,
+    role: Role,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
-    let response = match route(req.method(), req.uri().path()) {
+    let route = match role {
+        Role::Hooks => route(req.method(), req.uri().path()),
+        Role::Web => Route::NotFound,
+    };
+    let response = match route {
         Route::Hook(token) => {
             let token = token.to_owned();
             hook(&app, &budget, &token, req).await
@@ -138,10 +156,28 @@ async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"status":"method_not_allowed"}"#,
         ),
-        Route::NotFound => json(StatusCode::NOT_FOUND, r#"{"status":"not_found"}"#),
+        Route::NotFound => web(&app, reads, role, &req)
+            .await
+            .unwrap_or_else(|| json(StatusCode::NOT_FOUND, r#"{"status":"not_found"}"#)),
     };
     tracing::debug!(%method, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     Ok(response)
+}
+
+/// The web side's reply, when this listener serves it and the path is one of its.
+async fn web(
+    app: &App,
+    reads: &Arc<dyn crate::web::Source>,
+    role: Role,
+    req: &Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    let web = &app.config().web;
+    let here = web.enabled && (role == Role::Web || web.listen.is_none());
+    if !here {
+        return None;
+    }
+    let uri = req.uri();
+    crate::web::handle(reads, req.method(), uri.path(), uri.query(), req.headers()).await
 }
 
 /// `POST /hooks/{token}`: check the declared size and the token, read the body within

@@ -33,6 +33,7 @@
 //! - [`runner`]: one build from a `BuildSpec`: git fetch and checkout, the command, its
 //!   log, and the processes it leaves behind; it reports events and writes no records.
 //! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client.
+//! - [`web`]: read-only pages, JSON API and badges, over the reads `admin` hands it.
 //! - [`app`]: the handles shared by the daemon's tasks (the composition root).
 //! - [`daemon`]: start-up, recovery, signals, ordered shutdown.
 //! - [`heal`]: after a full disk, a restart in place once the disk takes writes again.
@@ -62,3 +63,4 @@ pub mod secret;
 pub mod store;
 pub mod systemd;
 pub mod token;
+pub mod web;

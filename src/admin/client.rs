@@ -260,6 +260,7 @@ fn add_spec(args: FeedAddArgs) -> FeedSpecArgs {
         timeout: Some(args.timeout),
         secret_file: args.secret_file,
         check: args.check,
+        badge: None,
     }
 }
 
@@ -281,6 +282,7 @@ fn feed_spec(args: FeedSpecArgs, clear_secret: bool) -> anyhow::Result<FeedSpec>
         secret,
         clear_secret,
         check: args.check,
+        badge: args.badge.map(|b| b == crate::cli::OnOff::On),
     })
 }
 

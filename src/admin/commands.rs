@@ -128,7 +128,7 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
             store.feed_required(&name)?;
             Ok(Reply::Tokens(tokens(app, &name, false)?))
         }
-        Request::Queue => queue(app),
+        Request::Queue => queue(app).map(Reply::Queue),
         Request::Builds { name, limit } => {
             if let Some(name) = &name {
                 store.feed_required(name)?;
@@ -151,7 +151,7 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
                     .collect(),
             ))
         }
-        Request::Status => status(app),
+        Request::Status => status(app).map(Reply::Status),
         Request::Export => crate::admin::backup::export(app),
         Request::Import { backup } => crate::admin::backup::import(app, backup),
         Request::Trigger { .. }
@@ -185,6 +185,7 @@ fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         has_secret: secret.is_some(),
         paused: false,
         created_ms: now_ms(),
+        badge: spec.badge.unwrap_or(false),
     };
     validate(&feed)?;
     // Refuse a taken name before touching its secret file.
@@ -227,6 +228,7 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         on_cooldown: spec.on_cooldown.unwrap_or(old.on_cooldown),
         timeout_secs: spec.timeout_secs.unwrap_or(old.timeout_secs),
         has_secret,
+        badge: spec.badge.unwrap_or(old.badge),
         ..old.clone()
     };
     validate(&new)?;
@@ -478,7 +480,8 @@ async fn cancel(app: &App, id: u64) -> Result<Reply> {
     }
 }
 
-fn queue(app: &App) -> Result<Reply> {
+/// Running, queued and deferred builds (also the web side's `/api/v1/queue`).
+pub(super) fn queue(app: &App) -> Result<QueueOut> {
     let view = app.store.queue_view(now_ms(), QUEUE_SHOWN)?;
     let paused = paused_feeds(app)?;
     let mut out = QueueOut {
@@ -495,7 +498,7 @@ fn queue(app: &App) -> Result<Reply> {
             None => out.queued.push(v),
         }
     }
-    Ok(Reply::Queue(out))
+    Ok(out)
 }
 
 /// Waiting builds the queue view reads at most.
@@ -503,7 +506,7 @@ const QUEUE_SHOWN: usize = 1000;
 
 /// Views of stored builds with what only the queue and the feeds know: when a
 /// deferred build may start, and whether a queued one waits on a paused feed.
-fn build_views(app: &App, builds: &[crate::build::Build]) -> Result<Vec<BuildView>> {
+pub(super) fn build_views(app: &App, builds: &[crate::build::Build]) -> Result<Vec<BuildView>> {
     let mut views: Vec<BuildView> = builds.iter().map(BuildView::new).collect();
     if !views.iter().any(|v| v.status == "queued") {
         return Ok(views);
@@ -530,9 +533,10 @@ fn paused_feeds(app: &App) -> Result<std::collections::HashSet<String>> {
         .collect())
 }
 
-fn status(app: &App) -> Result<Reply> {
+/// Daemon status (also the web side's `/api/v1/status`).
+pub(super) fn status(app: &App) -> Result<StatusView> {
     let config = app.config();
-    Ok(Reply::Status(StatusView {
+    Ok(StatusView {
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_secs: app.started.elapsed().as_secs(),
         workers: config.workers,
@@ -541,10 +545,11 @@ fn status(app: &App) -> Result<Reply> {
         listen: config.listen.to_string(),
         data_dir: config.data_dir.display().to_string(),
         feeds: app.store.feeds()?.len(),
-    }))
+    })
 }
 
-fn delivery_view(d: crate::store::DeliveryRecord) -> DeliveryView {
+/// A stored delivery as operators see it.
+pub(super) fn delivery_view(d: crate::store::DeliveryRecord) -> DeliveryView {
     DeliveryView {
         at: rfc3339(d.at_ms),
         provider: d.provider,

@@ -5,5 +5,6 @@ pub mod backup;
 pub mod client;
 pub mod commands;
 pub mod proto;
+pub mod reads;
 pub mod render;
 pub mod server;

@@ -34,6 +34,9 @@ pub struct FeedSpec {
     /// checked).
     #[serde(default)]
     pub check: bool,
+    /// Show a badge (`--badge on|off`).
+    #[serde(default)]
+    pub badge: Option<bool>,
 }
 
 /// Every request the admin socket answers.
@@ -249,6 +252,9 @@ pub struct FeedView {
     pub has_secret: bool,
     /// Whether builds are paused.
     pub paused: bool,
+    /// Whether its badge is shown.
+    #[serde(default)]
+    pub badge: bool,
     /// Creation time (RFC 3339).
     pub created: String,
     /// Active hook URLs.
@@ -271,6 +277,7 @@ impl FeedView {
             timeout_secs: feed.timeout_secs,
             has_secret: feed.has_secret,
             paused: feed.paused,
+            badge: feed.badge,
             created: rfc3339(feed.created_ms),
             hook_urls,
             remote_refs: None,
@@ -326,6 +333,9 @@ pub struct BuildView {
     pub trigger: String,
     /// How many triggers it serves.
     pub trigger_count: u64,
+    /// Who sent the newest trigger (github, gitlab, …, manual).
+    #[serde(default)]
+    pub provider: Option<String>,
     /// Delivery ids of the newest triggers.
     pub delivery_ids: Vec<String>,
     /// Queued at.
@@ -384,6 +394,7 @@ impl BuildView {
             reason,
             trigger: b.kind.word().to_owned(),
             trigger_count: b.triggers.count,
+            provider: b.triggers.latest.last().map(|t| t.provider.clone()),
             delivery_ids: b
                 .triggers
                 .latest

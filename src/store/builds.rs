@@ -89,6 +89,22 @@ impl Store {
         }
     }
 
+    /// A feed's newest build that `wanted` accepts, read from the newest end of the
+    /// feed's index (no listing, no scan): what a badge shows.
+    pub fn newest_build_where(
+        &self,
+        feed: &str,
+        wanted: impl Fn(&Build) -> bool,
+    ) -> Result<Option<Build>, StoreError> {
+        for id in self.feed_build_ids(feed).rev() {
+            let build = self.build_required(BuildId(id?))?;
+            if wanted(&build) {
+                return Ok(Some(build));
+            }
+        }
+        Ok(None)
+    }
+
     /// Newest first across feeds: the live builds and the shelves are each in id order,
     /// so the two are merged as they are read.
     fn newest_builds(&self, limit: usize) -> Result<Vec<Build>, StoreError> {

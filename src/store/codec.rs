@@ -10,7 +10,12 @@ const VALUE_VERSION: u8 = 1;
 
 /// Encodes a value as `[version] ++ bincode(value)`.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![VALUE_VERSION];
+    encode_as(VALUE_VERSION, value)
+}
+
+/// Encodes a record whose own format moved past [`VALUE_VERSION`] (fields added).
+pub(crate) fn encode_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![version];
     let body = bincode::serde::encode_to_vec(value, bincode::config::standard())
         .map_err(|e| StoreError::Encode(e.to_string()))?;
     out.extend_from_slice(&body);
@@ -19,8 +24,13 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 /// Decodes a value written by [`encode`]; a wrong version or trailing bytes are corruption.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    decode_as(VALUE_VERSION, bytes)
+}
+
+/// Decodes a value written by [`encode_as`] with `version`.
+pub(crate) fn decode_as<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&VALUE_VERSION, body)) => {
+        Some((&v, body)) if v == version => {
             let (value, used) =
                 bincode::serde::decode_from_slice(body, bincode::config::standard())
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;

@@ -2,7 +2,55 @@
 
 use super::space::Writes;
 use super::{codec, keys, Store, StoreError};
-use crate::feed::{Feed, FeedName};
+use crate::feed::{CommandSpec, CooldownPolicy, Feed, FeedName};
+
+/// Feed records are written in format 2 (`badge` added); format 1 records (the
+/// common value version) are read as badge off.
+const FEED_FORMAT: u8 = 2;
+
+fn encode_feed(feed: &Feed) -> Result<Vec<u8>, StoreError> {
+    codec::encode_as(FEED_FORMAT, feed)
+}
+
+fn decode_feed(bytes: &[u8]) -> Result<Feed, StoreError> {
+    match bytes.first() {
+        Some(&FEED_FORMAT) => codec::decode_as(FEED_FORMAT, bytes),
+        _ => codec::decode::<FeedV1>(bytes).map(Feed::from),
+    }
+}
+
+/// A feed as format 1 stored it (before `badge`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FeedV1 {
+    name: FeedName,
+    repo: String,
+    branches: Vec<String>,
+    command: CommandSpec,
+    cooldown_secs: u64,
+    on_cooldown: CooldownPolicy,
+    timeout_secs: u64,
+    has_secret: bool,
+    paused: bool,
+    created_ms: i64,
+}
+
+impl From<FeedV1> for Feed {
+    fn from(v: FeedV1) -> Self {
+        Self {
+            name: v.name,
+            repo: v.repo,
+            branches: v.branches,
+            command: v.command,
+            cooldown_secs: v.cooldown_secs,
+            on_cooldown: v.on_cooldown,
+            timeout_secs: v.timeout_secs,
+            has_secret: v.has_secret,
+            paused: v.paused,
+            created_ms: v.created_ms,
+            badge: false,
+        }
+    }
+}
 
 impl Store {
     /// Adds a new feed; refuses a name that exists.
@@ -13,14 +61,14 @@ impl Store {
             if self.feeds.get(name)?.is_some() {
                 return Err(StoreError::FeedExists(name.to_owned()));
             }
-            self.feeds.insert(name, codec::encode(feed)?)?;
+            self.feeds.insert(name, encode_feed(feed)?)?;
         }
         self.durable_blocking()
     }
 
     /// Reads one feed.
     pub fn feed(&self, name: &str) -> Result<Option<Feed>, StoreError> {
-        self.feeds.get(name)?.map(|v| codec::decode(&v)).transpose()
+        self.feeds.get(name)?.map(|v| decode_feed(&v)).transpose()
     }
 
     /// Reads one feed that must exist.
@@ -33,7 +81,7 @@ impl Store {
     pub fn feeds(&self) -> Result<Vec<Feed>, StoreError> {
         self.feeds
             .iter()
-            .map(|item| codec::decode(&item?.1))
+            .map(|item| decode_feed(&item?.1))
             .collect()
     }
 
@@ -46,7 +94,7 @@ impl Store {
         let updated = {
             let _guard = self.lock();
             let new = change(self.feed_required(name)?);
-            self.feeds.insert(name, codec::encode(&new)?)?;
+            self.feeds.insert(name, encode_feed(&new)?)?;
             new
         };
         self.durable_blocking()?;
@@ -88,6 +136,36 @@ mod tests {
 
     fn feed(name: &str) -> Feed {
         crate::feed::sample(name)
+    }
+
+    #[test]
+    fn format_1_feeds_read_with_badge_off() {
+        let (_dir, store) = temp_store();
+        let old = feed("web");
+        let v1 = super::FeedV1 {
+            name: old.name.clone(),
+            repo: old.repo.clone(),
+            branches: old.branches.clone(),
+            command: old.command.clone(),
+            cooldown_secs: old.cooldown_secs,
+            on_cooldown: old.on_cooldown,
+            timeout_secs: old.timeout_secs,
+            has_secret: old.has_secret,
+            paused: old.paused,
+            created_ms: old.created_ms,
+        };
+        let bytes = crate::store::codec::encode(&v1).unwrap();
+        store.feeds.insert("web", bytes).unwrap();
+        assert_eq!(store.feed("web").unwrap().unwrap(), old);
+        let badged = store
+            .update_feed("web", |f| Feed { badge: true, ..f })
+            .unwrap();
+        assert!(badged.badge);
+        assert!(store.feed("web").unwrap().unwrap().badge);
+        assert_eq!(
+            store.feeds.get("web").unwrap().unwrap()[0],
+            super::FEED_FORMAT
+        );
     }
 
     #[test]

@@ -16,3 +16,4 @@ mod source;
 mod store;
 mod support;
 mod tags;
+mod web;

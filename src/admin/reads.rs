@@ -1,0 +1,146 @@
+//! The web side's window on the daemon: the admin server's own reads and views
+//! (`commands`, `proto`), without hook URLs, behind [`crate::web::Source`].
+
+use std::io::{Read, Seek, SeekFrom};
+
+use crate::admin::commands::{self, CommandError};
+use crate::admin::proto::{BuildView, DeliveryView, FeedView, QueueOut, StatusView};
+use crate::app::App;
+use crate::build::{BuildId, BuildStatus};
+use crate::store::StoreError;
+use crate::web::{ReadError, Source};
+
+/// [`Source`] over the daemon's shared handles.
+pub struct Reads(pub App);
+
+impl From<CommandError> for ReadError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Store(e) => e.into(),
+            CommandError::Feed(e) => Self::NotFound(e.to_string()),
+            CommandError::Other(m) => Self::Unavailable(m),
+        }
+    }
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoFeed(_) | StoreError::NoBuild(_) => Self::NotFound(e.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl Reads {
+    /// A feed that exists; a name that cannot be one is not found either.
+    fn stored_feed(&self, name: &str) -> Result<crate::feed::Feed, ReadError> {
+        crate::feed::FeedName::parse(name).map_err(|e| ReadError::NotFound(e.to_string()))?;
+        Ok(self.0.store.feed_required(name)?)
+    }
+}
+
+/// A build a badge can show: one that has started (a queued one says nothing yet).
+fn started(status: &BuildStatus) -> bool {
+    !matches!(status, BuildStatus::Queued)
+}
+
+impl Source for Reads {
+    fn title(&self) -> String {
+        self.0.config().web.title.clone()
+    }
+
+    fn feeds(&self) -> Result<Vec<FeedView>, ReadError> {
+        Ok(self
+            .0
+            .store
+            .feeds()?
+            .iter()
+            .map(|f| FeedView::new(f, Vec::new()))
+            .collect())
+    }
+
+    fn feed(&self, name: &str) -> Result<FeedView, ReadError> {
+        Ok(FeedView::new(&self.stored_feed(name)?, Vec::new()))
+    }
+
+    fn builds(&self, name: &str, skip: usize, limit: usize) -> Result<Vec<BuildView>, ReadError> {
+        self.stored_feed(name)?;
+        let builds = self
+            .0
+            .store
+            .builds(Some(name), skip.saturating_add(limit))?;
+        let page: Vec<_> = builds.into_iter().skip(skip).collect();
+        Ok(commands::build_views(&self.0, &page)?)
+    }
+
+    fn build(&self, id: u64) -> Result<BuildView, ReadError> {
+        let build = self.0.store.build_required(BuildId(id))?;
+        let mut views = commands::build_views(&self.0, std::slice::from_ref(&build))?;
+        Ok(views.remove(0))
+    }
+
+    fn deliveries(&self, name: &str, limit: usize) -> Result<Vec<DeliveryView>, ReadError> {
+        self.stored_feed(name)?;
+        Ok(self
+            .0
+            .store
+            .deliveries(name, limit)?
+            .into_iter()
+            .map(commands::delivery_view)
+            .collect())
+    }
+
+    fn queue(&self) -> Result<QueueOut, ReadError> {
+        Ok(commands::queue(&self.0)?)
+    }
+
+    fn status(&self) -> Result<StatusView, ReadError> {
+        Ok(commands::status(&self.0)?)
+    }
+
+    fn badge(&self, name: &str, branch: Option<&str>) -> Result<Option<Option<String>>, ReadError> {
+        let feed = match crate::feed::FeedName::parse(name) {
+            Ok(_) => self.0.store.feed(name)?,
+            Err(_) => None,
+        };
+        if !feed.is_some_and(|f| f.badge) {
+            return Ok(None);
+        }
+        let newest = self.0.store.newest_build_where(name, |b| {
+            started(&b.status) && branch.is_none_or(|br| b.branch == br)
+        })?;
+        Ok(Some(newest.map(|b| b.status.word().to_owned())))
+    }
+
+    fn badge_feeds(&self) -> Result<Vec<(String, Option<BuildView>)>, ReadError> {
+        let mut out = Vec::new();
+        for feed in self.0.store.feeds()?.into_iter().filter(|f| f.badge) {
+            let newest = self
+                .0
+                .store
+                .newest_build_where(feed.name.as_str(), |b| started(&b.status))?;
+            out.push((feed.name.to_string(), newest.as_ref().map(BuildView::new)));
+        }
+        Ok(out)
+    }
+
+    fn log_tail(&self, id: u64, max: u64) -> Result<(Vec<u8>, bool), ReadError> {
+        self.0.store.build_required(BuildId(id))?;
+        let path = crate::paths::log(&self.0.config().data_dir, BuildId(id));
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+            Err(e) => return Err(ReadError::Unavailable(format!("cannot read the log: {e}"))),
+        };
+        let read = || -> std::io::Result<(Vec<u8>, bool)> {
+            let len = file.metadata()?.len();
+            let start = len.saturating_sub(max);
+            file.seek(SeekFrom::Start(start))?;
+            let mut out = Vec::new();
+            file.take(len - start).read_to_end(&mut out)?;
+            Ok((out, start > 0))
+        };
+        read().map_err(|e| ReadError::Unavailable(format!("cannot read the log: {e}")))
+    }
+}
