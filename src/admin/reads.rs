@@ -11,7 +11,7 @@ use crate::store::StoreError;
 use crate::web::{ReadError, Source};
 
 /// [`Source`] over the daemon's shared handles.
-pub struct Reads(pub App);
+pub(crate) struct Reads(pub(crate) App);
 
 impl From<CommandError> for ReadError {
     fn from(e: CommandError) -> Self {

@@ -66,13 +66,15 @@ pub(super) fn render_svg(message: &str, color: &str) -> String {
     )
 }
 
-/// The status word a badge shows, `None` for unknown (no badge, no feed, no build).
-fn state(
+/// What a feed's badge says, and its colour: `unknown` for a feed without a badge,
+/// without a started build, or no feed at all.
+fn said(
     source: &dyn Source,
     name: &str,
     branch: Option<&str>,
-) -> Result<Option<String>, ReadError> {
-    Ok(source.badge(name, branch)?.flatten())
+) -> Result<(&'static str, &'static str), ReadError> {
+    let status = source.badge(name, branch)?.flatten();
+    Ok(message(status.as_deref()))
 }
 
 /// `/badge/NAME.svg`.
@@ -82,13 +84,9 @@ pub(super) fn svg(
     branch: Option<&str>,
     if_none_match: Option<&str>,
 ) -> Result<Reply, ReadError> {
-    let status = state(source, name, branch)?;
-    let (text, color) = message(status.as_deref());
-    Ok(cached(
-        render_svg(text, color),
-        "image/svg+xml",
-        if_none_match,
-    ))
+    let (text, color) = said(source, name, branch)?;
+    let body = render_svg(text, color);
+    Ok(cached(body, "image/svg+xml", if_none_match))
 }
 
 /// `/badge/NAME.json`: the shields.io endpoint format.
@@ -98,8 +96,7 @@ pub(super) fn endpoint_json(
     branch: Option<&str>,
     if_none_match: Option<&str>,
 ) -> Result<Reply, ReadError> {
-    let status = state(source, name, branch)?;
-    let (text, color) = message(status.as_deref());
+    let (text, color) = said(source, name, branch)?;
     let body = serde_json::json!({
         "schemaVersion": 1,
         "label": LABEL,
