@@ -1,5 +1,5 @@
 //! The web side's window on the daemon: the admin server's own reads and views
-//! (`commands`, `proto`), without hook URLs, behind [`crate::web::Source`].
+//! (`commands`, `proto`), without hook URLs, behind [`Source`], the interface the web side reads through.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -8,7 +8,47 @@ use crate::admin::proto::{BuildView, DeliveryView, FeedView, QueueOut, StatusVie
 use crate::app::App;
 use crate::build::{BuildId, BuildStatus};
 use crate::store::StoreError;
-use crate::web::{ReadError, Source};
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No such feed or build (or a name that cannot be one).
+    #[error("{0}")]
+    NotFound(String),
+    /// The store could not answer.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The reads the web side is allowed: the admin protocol's views, without hook URLs.
+/// Every method blocks (store reads); the web side calls them on the blocking pool.
+pub trait Source: Send + Sync + 'static {
+    /// Page heading (`[web] title`), read per request so a reload applies.
+    fn title(&self) -> String;
+    /// Every feed, by name.
+    fn feeds(&self) -> Result<Vec<FeedView>, ReadError>;
+    /// One feed.
+    fn feed(&self, name: &str) -> Result<FeedView, ReadError>;
+    /// A feed's newest builds, newest first, skipping `skip`.
+    fn builds(&self, name: &str, skip: usize, limit: usize) -> Result<Vec<BuildView>, ReadError>;
+    /// One build.
+    fn build(&self, id: u64) -> Result<BuildView, ReadError>;
+    /// A feed's newest deliveries.
+    fn deliveries(&self, name: &str, limit: usize) -> Result<Vec<DeliveryView>, ReadError>;
+    /// Running, queued and deferred builds.
+    fn queue(&self) -> Result<QueueOut, ReadError>;
+    /// Daemon status.
+    fn status(&self) -> Result<StatusView, ReadError>;
+    /// The badge state of an opted-in feed: the status word of its newest started
+    /// build (of `branch`, if named), `None` when it has none. `Ok(None)` also for a
+    /// feed without a badge or no feed at all: the caller must not tell them apart.
+    /// Reads the feed's build index from the newest end, never a listing.
+    fn badge(&self, name: &str, branch: Option<&str>) -> Result<Option<Option<String>>, ReadError>;
+    /// Opted-in feeds with their newest started build, for CCTray.
+    fn badge_feeds(&self) -> Result<Vec<(String, Option<BuildView>)>, ReadError>;
+    /// Up to `max` bytes of a build's log from its end, and whether the start was cut.
+    fn log_tail(&self, id: u64, max: u64) -> Result<(Vec<u8>, bool), ReadError>;
+}
 
 /// [`Source`] over the daemon's shared handles.
 pub(crate) struct Reads(pub(crate) App);

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::admin::proto::{BuildView, DeliveryView, FeedView, QueueOut, StatusView};
+/// The reads the web side may make, defined by the admin side that answers them
+/// (so admin never imports web: the dependency points one way).
+pub use crate::admin::reads::{ReadError, Source};
 
 mod badge;
 mod html;
@@ -25,47 +27,6 @@ const API_LIMIT: usize = 20;
 const API_LIMIT_MAX: usize = 1000;
 /// Largest log tail shown on a build page (the whole log is at `/builds/ID/log`).
 const PAGE_LOG_BYTES: u64 = 256 * 1024;
-
-/// Why a read failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// No such feed or build (or a name that cannot be one).
-    #[error("{0}")]
-    NotFound(String),
-    /// The store could not answer.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-/// The reads the web side is allowed: the admin protocol's views, without hook URLs.
-/// Every method blocks (store reads); the web side calls them on the blocking pool.
-pub trait Source: Send + Sync + 'static {
-    /// Page heading (`[web] title`), read per request so a reload applies.
-    fn title(&self) -> String;
-    /// Every feed, by name.
-    fn feeds(&self) -> Result<Vec<FeedView>, ReadError>;
-    /// One feed.
-    fn feed(&self, name: &str) -> Result<FeedView, ReadError>;
-    /// A feed's newest builds, newest first, skipping `skip`.
-    fn builds(&self, name: &str, skip: usize, limit: usize) -> Result<Vec<BuildView>, ReadError>;
-    /// One build.
-    fn build(&self, id: u64) -> Result<BuildView, ReadError>;
-    /// A feed's newest deliveries.
-    fn deliveries(&self, name: &str, limit: usize) -> Result<Vec<DeliveryView>, ReadError>;
-    /// Running, queued and deferred builds.
-    fn queue(&self) -> Result<QueueOut, ReadError>;
-    /// Daemon status.
-    fn status(&self) -> Result<StatusView, ReadError>;
-    /// The badge state of an opted-in feed: the status word of its newest started
-    /// build (of `branch`, if named), `None` when it has none. `Ok(None)` also for a
-    /// feed without a badge or no feed at all: the caller must not tell them apart.
-    /// Reads the feed's build index from the newest end, never a listing.
-    fn badge(&self, name: &str, branch: Option<&str>) -> Result<Option<Option<String>>, ReadError>;
-    /// Opted-in feeds with their newest started build, for CCTray.
-    fn badge_feeds(&self) -> Result<Vec<(String, Option<BuildView>)>, ReadError>;
-    /// Up to `max` bytes of a build's log from its end, and whether the start was cut.
-    fn log_tail(&self, id: u64, max: u64) -> Result<(Vec<u8>, bool), ReadError>;
-}
 
 /// The response type of the HTTP side.
 pub type Reply = Response<Full<Bytes>>;
