@@ -4,7 +4,7 @@
 //! A connection is *idle* while no request is in progress on it; idle ones are closed
 //! after the idle timeout. At the cap, a new connection is still accepted and the
 //! connection idle the longest is closed to make room (as common reverse proxies reuse their keep-alive
-//! connections when it runs short): a crowd of keep-alive or header-trickling clients
+//! connections when they run short): a crowd of keep-alive or header-trickling clients
 //! cannot keep a forge's delivery waiting, and no request in progress is ever cut off.
 //! Only when every connection is busy with a request do new ones wait in the backlog.
 
