@@ -43,8 +43,11 @@ fn api_replies_are_the_admin_json() {
     );
     d.add_feed("api", &["--repo", &repo.url(), "--command", "true"]);
     let first = queued_id(&d.post(&hook, &[], b""));
-    wait_for(30, "build running", || {
-        (d.build(first)["status"] == "running").then_some(())
+    // Running its command: the commit, subject and process group are filled in after
+    // the build starts, so comparing two reads before then races the runner.
+    wait_for(30, "build running its command", || {
+        let b = d.build(first);
+        (b["status"] == "running" && !b["commit"].is_null() && !b["pgid"].is_null()).then_some(())
     });
     let second = queued_id(&d.post(&hook, &[], b""));
 
