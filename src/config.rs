@@ -11,10 +11,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::ConfigArgs;
-use crate::feed::FeedName;
-
-mod declared;
-pub use declared::{DeclaredFeed, RawCommand, RawFeed};
 
 /// Why a config could not be used; shown to the operator verbatim.
 #[derive(Debug, thiserror::Error)]
@@ -104,24 +100,17 @@ fn where_(origin: &Option<PathBuf>, key: &[String], line: Option<usize>) -> Stri
     }
 }
 
-/// The 1-based line where a key (`["builds", "keep_builds"]`) is written; for a key
-/// that is not written (a required one left out), the line of the deepest table
-/// around it that is.
+/// The 1-based line where a key (`["builds", "keep_builds"]`) is written, if it is in
+/// the text.
 fn key_line(text: &str, key: &[String]) -> Option<usize> {
     let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let (last, parents) = key.split_last()?;
     let mut table: &dyn toml_edit::TableLike = doc.as_table();
-    let mut found = None;
-    for part in key {
-        let Some(start) = table.key(part).and_then(|k| k.span()).map(|s| s.start) else {
-            break;
-        };
-        found = Some(text[..start].matches('\n').count() + 1);
-        match table.get(part).and_then(|item| item.as_table_like()) {
-            Some(inner) => table = inner,
-            None => break,
-        }
+    for part in parents {
+        table = table.get(part)?.as_table_like()?;
     }
-    found
+    let start = table.key(last)?.span()?.start;
+    Some(text[..start].matches('\n').count() + 1)
 }
 
 /// The settings file as written: every key optional, unknown keys refused.
@@ -148,10 +137,9 @@ pub struct RawConfig {
     pub builds: RawBuilds,
     /// The status pages, JSON API and badges.
     pub web: RawWeb,
-    /// Per-feed tables by feed name: credentials for private repositories, and with
-    /// `repo` a declared feed.
+    /// Per-feed credentials for private repositories, by feed name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub feeds: BTreeMap<String, RawFeed>,
+    pub feeds: BTreeMap<String, FeedCredentials>,
 }
 
 /// `[http]`: limits against hostile or broken clients.
@@ -203,10 +191,11 @@ pub struct RawWeb {
     pub listen: Option<String>,
     /// Heading of every page.
     pub title: Option<String>,
+    /// Live streams (event streams, followed logs) open at once, per listener.
+    pub max_streams: Option<usize>,
 }
 
-/// The credential keys of `[feeds.NAME]`: secrets for fetching a private repository;
-/// never stored in the database.
+/// `[feeds.NAME]`: secrets for fetching a private repository; never stored in the database.
 #[derive(Debug, Deserialize, Serialize, Default, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedCredentials {
@@ -265,8 +254,6 @@ pub struct Config {
     pub build_env: BTreeMap<String, String>,
     /// Repository credentials by feed name.
     pub credentials: BTreeMap<String, FeedCredentials>,
-    /// The feeds the file declares (`[feeds.NAME]` with `repo`), by name.
-    pub declared: BTreeMap<FeedName, DeclaredFeed>,
     /// The status pages, JSON API and badges.
     pub web: WebConfig,
     /// The file this came from, for SIGHUP reloads.
@@ -282,10 +269,14 @@ pub struct WebConfig {
     pub listen: Option<SocketAddr>,
     /// Heading of every page.
     pub title: String,
+    /// Live streams open at once per listener; 503 beyond (read at start).
+    pub max_streams: usize,
 }
 
 /// Default page title.
 pub const DEFAULT_WEB_TITLE: &str = "hookd";
+/// Default cap on live streams: a team's open pages, with room to spare.
+pub const DEFAULT_WEB_STREAMS: usize = 64;
 
 /// Default hook endpoint.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -323,74 +314,13 @@ impl Config {
             return Self::from_raw(RawConfig::default(), args);
         };
         let text = read_text(path)?;
-        Self::from_text(path, &text, args)
-    }
-
-    /// Settings from a file's text (read by whoever could read it): parsed, checked,
-    /// and with each declared feed's line found. Credential files are not opened.
-    pub fn from_text(path: &Path, text: &str, args: &ConfigArgs) -> Result<Self, ConfigError> {
-        let raw = parse_raw(path, text)?;
-        let mut config = Self::from_raw(raw, args).map_err(|e| e.located(path, text))?;
-        config.locate_declared(text);
-        Ok(config)
-    }
-
-    /// [`Config::from_text`] plus the check that the credential and secret files it
-    /// names can be read, as [`Config::load`] does.
-    pub fn from_text_checked(
-        path: &Path,
-        text: &str,
-        args: &ConfigArgs,
-    ) -> Result<Self, ConfigError> {
-        let config = Self::from_text(path, text, args)?;
-        config
-            .check_credential_files()
-            .map_err(|e| e.located(path, text))?;
-        Ok(config)
-    }
-
-    /// Records the line of each declared feed's table, for messages that send the
-    /// operator to it.
-    fn locate_declared(&mut self, text: &str) {
-        for (name, declared) in &mut self.declared {
-            declared.line = key_line(text, &["feeds".into(), name.to_string()]);
-        }
-    }
-
-    /// Where a declared feed is written: `FILE line N`, for the operator.
-    pub fn declared_at(&self, name: &FeedName) -> String {
-        let file = self
-            .source
-            .as_ref()
-            .map_or("the config file".to_owned(), |p| p.display().to_string());
-        match self.declared.get(name).and_then(|d| d.line) {
-            Some(line) => format!("{file} line {line}"),
-            None => file,
-        }
+        let raw = parse_raw(path, &text)?;
+        Self::from_raw(raw, args).map_err(|e| e.located(path, &text))
     }
 
     /// Every `[feeds.NAME]` key file must exist and be readable by this process:
     /// otherwise the first private fetch would fail, long after the config passed.
     fn check_credential_files(&self) -> Result<(), ConfigError> {
-        let secret_files = self
-            .declared
-            .iter()
-            .map(|(name, d)| (name.as_str(), &d.secret_file));
-        for (name, secret_file) in secret_files {
-            let Some(path) = secret_file else { continue };
-            let problem = match std::fs::read_to_string(path) {
-                Ok(text) if text.trim().is_empty() => "it is empty".to_owned(),
-                Ok(_) => continue,
-                Err(e) => e.to_string(),
-            };
-            return Err(ConfigError::invalid(
-                &["feeds", name, "secret_file"],
-                format!(
-                    "cannot use {} as a webhook secret: {problem}",
-                    path.display()
-                ),
-            ));
-        }
         for (name, credentials) in &self.credentials {
             let files = [
                 ("ssh_key", &credentials.ssh_key),
@@ -444,32 +374,11 @@ impl Config {
                 enabled: Some(self.web.enabled),
                 listen: Some(self.web.listen.map(|a| a.to_string()).unwrap_or_default()),
                 title: Some(self.web.title.clone()),
+                max_streams: Some(self.web.max_streams),
             },
-            feeds: self.feed_tables(),
+            feeds: self.credentials.clone(),
         };
         toml::to_string(&raw)
-    }
-
-    /// Every `[feeds.NAME]` table as `check-config` prints it.
-    fn feed_tables(&self) -> BTreeMap<String, RawFeed> {
-        let none = FeedCredentials::default();
-        let names = self
-            .credentials
-            .keys()
-            .cloned()
-            .chain(self.declared.keys().map(|n| n.to_string()))
-            .collect::<std::collections::BTreeSet<_>>();
-        names
-            .into_iter()
-            .map(|name| {
-                let credentials = self.credentials.get(&name).unwrap_or(&none);
-                let declared = FeedName::parse(&name)
-                    .ok()
-                    .and_then(|n| self.declared.get(&n));
-                let raw = RawFeed::from_parts(credentials, declared);
-                (name, raw)
-            })
-            .collect()
     }
 
     /// Applies overrides and defaults to a parsed file.
@@ -506,7 +415,10 @@ impl Config {
             Some(v) => Ok(v),
             None => Ok(default),
         };
-        let declared = declared::declared_feeds(&raw.feeds)?;
+        for name in raw.feeds.keys() {
+            crate::feed::FeedName::parse(name)
+                .map_err(|e| ConfigError::invalid(&["feeds", name], e.to_string()))?;
+        }
         let max_body_bytes = positive(
             &["http", "max_body_bytes"],
             raw.http.max_body_bytes,
@@ -564,12 +476,7 @@ impl Config {
             kill_grace: secs(raw.builds.kill_grace_secs.unwrap_or(10)),
             shutdown_grace: secs(raw.builds.shutdown_grace_secs.unwrap_or(30)),
             build_env: raw.builds.env.clone(),
-            credentials: raw
-                .feeds
-                .iter()
-                .map(|(name, table)| (name.clone(), table.credentials()))
-                .collect(),
-            declared,
+            credentials: raw.feeds.clone(),
             web: web_config(&raw.web)?,
             source: args.config.clone(),
         })
@@ -609,10 +516,18 @@ fn web_config(raw: &RawWeb) -> Result<WebConfig, ConfigError> {
             "must be at most 200 characters, none of them control characters",
         ));
     }
+    let max_streams = raw.max_streams.unwrap_or(DEFAULT_WEB_STREAMS);
+    if max_streams == 0 {
+        return Err(ConfigError::invalid(
+            &["web", "max_streams"],
+            "must be at least 1",
+        ));
+    }
     Ok(WebConfig {
         enabled: raw.enabled.unwrap_or(true),
         listen,
         title,
+        max_streams,
     })
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::intake;
 use crate::reply::HookReply;
+use crate::web::Body;
 
 mod body;
 mod connections;
@@ -75,6 +75,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 /// (up to a deadline) and returns.
 pub async fn serve(listener: TcpListener, app: App, role: Role, shutdown: CancellationToken) {
     let reads: Arc<dyn crate::web::Source> = Arc::new(crate::admin::reads::Reads(app.clone()));
+    let streams = crate::web::Streams::new(app.config().web.max_streams, shutdown.clone());
     let slots = Slots::new();
     let budget = Arc::new(Budget::default());
     loop {
@@ -100,14 +101,16 @@ pub async fn serve(listener: TcpListener, app: App, role: Role, shutdown: Cancel
         let io = slot.watch(stream);
         let service = {
             let (app, budget, requests) = (app.clone(), budget.clone(), slot.requests());
-            let reads = reads.clone();
+            let (reads, streams) = (reads.clone(), streams.clone());
             service_fn(move |req| {
                 let request = requests.start();
-                let (app, budget, reads) = (app.clone(), budget.clone(), reads.clone());
+                let (app, budget) = (app.clone(), budget.clone());
+                let (reads, streams) = (reads.clone(), streams.clone());
                 async move {
-                    let response = handle(app, budget, &reads, role, req).await;
-                    drop(request);
-                    response
+                    let response = handle(app, budget, &reads, &streams, role, req).await;
+                    // A stream keeps its request in progress until it ends, so its
+                    // connection is neither closed as idle nor given away at the cap.
+                    Ok::<_, Infallible>(response.map(|body| body.holding(request)))
                 }
             })
         };
@@ -136,9 +139,10 @@ async fn handle(
     app: App,
     budget: Arc<Budget>,
     reads: &Arc<dyn crate::web::Source>,
+    streams: &crate::web::Streams,
     role: Role,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let route = match role {
@@ -156,28 +160,30 @@ async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"status":"method_not_allowed"}"#,
         ),
-        Route::NotFound => web(&app, reads, role, &req)
+        Route::NotFound => web(&app, reads, streams, role, &req)
             .await
             .unwrap_or_else(|| json(StatusCode::NOT_FOUND, r#"{"status":"not_found"}"#)),
     };
     tracing::debug!(%method, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
-    Ok(response)
+    response
 }
 
 /// The web side's reply, when this listener serves it and the path is one of its.
 async fn web(
     app: &App,
     reads: &Arc<dyn crate::web::Source>,
+    streams: &crate::web::Streams,
     role: Role,
     req: &Request<Incoming>,
-) -> Option<Response<Full<Bytes>>> {
+) -> Option<Response<Body>> {
     let web = &app.config().web;
     let here = web.enabled && (role == Role::Web || web.listen.is_none());
     if !here {
         return None;
     }
     let uri = req.uri();
-    crate::web::handle(reads, req.method(), uri.path(), uri.query(), req.headers()).await
+    let (method, headers) = (req.method(), req.headers());
+    crate::web::handle(reads, streams, method, uri.path(), uri.query(), headers).await
 }
 
 /// `POST /hooks/{token}`: check the declared size and the token, read the body within
@@ -187,7 +193,7 @@ async fn hook(
     budget: &Arc<Budget>,
     token: &str,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let config = app.config();
     if body::declared_length(req.headers()).is_some_and(|len| len > config.max_body_bytes) {
         return body_refused(&BodyError::TooLarge, config.max_body_bytes);
@@ -218,7 +224,7 @@ async fn hook(
 
 /// The reply to a body that was not read to its end; the connection cannot carry
 /// another request.
-fn body_refused(error: &BodyError, limit: u64) -> Response<Full<Bytes>> {
+fn body_refused(error: &BodyError, limit: u64) -> Response<Body> {
     let reply = match error {
         BodyError::TooLarge => HookReply::TooLarge { limit },
         BodyError::OverBudget => {
@@ -237,7 +243,7 @@ fn body_refused(error: &BodyError, limit: u64) -> Response<Full<Bytes>> {
 }
 
 /// Turns an intake reply into the HTTP response the forge sees.
-fn hook_response(reply: HookReply) -> Response<Full<Bytes>> {
+fn hook_response(reply: HookReply) -> Response<Body> {
     let parts = reply.parts();
     let mut response = json(parts.status, &parts.body);
     if let Some(secs) = parts.retry_after {
@@ -248,7 +254,7 @@ fn hook_response(reply: HookReply) -> Response<Full<Bytes>> {
     response
 }
 
-async fn metrics(app: &App) -> Response<Full<Bytes>> {
+async fn metrics(app: &App) -> Response<Body> {
     let store = app.store.clone();
     let counts =
         tokio::task::spawn_blocking(move || store.queue_counts(crate::clock::now_ms())).await;
@@ -261,7 +267,7 @@ async fn metrics(app: &App) -> Response<Full<Bytes>> {
     text(StatusCode::OK, crate::metrics::render(&app.metrics, gauges))
 }
 
-async fn health(app: &App) -> Response<Full<Bytes>> {
+async fn health(app: &App) -> Response<Body> {
     let store = app.store.clone();
     let ok = tokio::task::spawn_blocking(move || store.check_writable()).await;
     match ok {
@@ -273,20 +279,16 @@ async fn health(app: &App) -> Response<Full<Bytes>> {
     }
 }
 
-fn json(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, body: &str) -> Response<Body> {
     with_type(status, body.to_owned(), "application/json")
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: String) -> Response<Body> {
     with_type(status, body, "text/plain; version=0.0.4; charset=utf-8")
 }
 
-fn with_type(
-    status: StatusCode,
-    body: String,
-    content_type: &'static str,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Bytes::from(body).into());
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -296,7 +298,7 @@ fn with_type(
 }
 
 /// Marks a response as the connection's last (the rest of its body is never read).
-fn close(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+fn close(mut response: Response<Body>) -> Response<Body> {
     response.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),

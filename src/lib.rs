@@ -7,7 +7,8 @@
 //! decide) → `scheduler::submit` → `store` (durable, `policy` decides) → a [`reply`].
 //! Then `scheduler` claims the build and hands `runner` a plain `BuildSpec`; the
 //! runner reports `RunEvent`s, and the scheduler alone turns them into store writes and
-//! metrics and publishes each change on a broadcast (`admin log --follow` listens).
+//! metrics and publishes each change on a broadcast (`admin log --follow` and the web
+//! side's live views listen).
 //! No module reaches back up the chain; `tests/it/architecture.rs` checks it.
 //!
 //! - [`cli`]: clap types only.
@@ -33,7 +34,8 @@
 //! - [`runner`]: one build from a `BuildSpec`: git fetch and checkout, the command, its
 //!   log, and the processes it leaves behind; it reports events and writes no records.
 //! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client.
-//! - [`web`]: read-only pages, JSON API and badges, over the reads `admin` hands it.
+//! - [`web`]: read-only pages, JSON API, badges and live views (Server-Sent Events),
+//!   over the reads and the build updates `admin` hands it.
 //! - [`app`]: the handles shared by the daemon's tasks (the composition root).
 //! - [`daemon`]: start-up, recovery, signals, ordered shutdown.
 //! - [`heal`]: after a full disk, a restart in place once the disk takes writes again.

@@ -7,6 +7,7 @@ use crate::admin::commands::{self, CommandError};
 use crate::admin::proto::{BuildView, DeliveryView, FeedView, QueueOut, StatusView};
 use crate::app::App;
 use crate::build::{BuildId, BuildStatus};
+use crate::scheduler::BuildUpdate;
 use crate::store::StoreError;
 
 /// Why a read failed.
@@ -46,8 +47,31 @@ pub trait Source: Send + Sync + 'static {
     fn badge(&self, name: &str, branch: Option<&str>) -> Result<Option<Option<String>>, ReadError>;
     /// Opted-in feeds with their newest started build, for CCTray.
     fn badge_feeds(&self) -> Result<Vec<(String, Option<BuildView>)>, ReadError>;
-    /// Up to `max` bytes of a build's log from its end, and whether the start was cut.
-    fn log_tail(&self, id: u64, max: u64) -> Result<(Vec<u8>, bool), ReadError>;
+    /// Up to `max` bytes of a build's log from its end.
+    fn log_tail(&self, id: u64, max: u64) -> Result<LogTail, ReadError>;
+    /// Up to `max` bytes of a build's log from byte `offset` (empty at its end, or
+    /// while the build has no log yet). Live views read it as it grows.
+    fn log_chunk(&self, id: u64, offset: u64, max: usize) -> Result<Vec<u8>, ReadError>;
+    /// Every build state change from now on (the scheduler's broadcast). Subscribe
+    /// before reading, so no change between the read and the first update is missed.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BuildUpdate>;
+}
+
+/// The end of a build's log, and where in the file it starts (so a live view can
+/// continue from its end without a gap or a repeat).
+#[derive(Debug, Default)]
+pub struct LogTail {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Offset of the first byte in the log; above 0 when the start was cut.
+    pub start: u64,
+}
+
+impl LogTail {
+    /// Offset just past the last byte: where following the log continues.
+    pub fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
 }
 
 /// [`Source`] over the daemon's shared handles.
@@ -165,22 +189,52 @@ impl Source for Reads {
         Ok(out)
     }
 
-    fn log_tail(&self, id: u64, max: u64) -> Result<(Vec<u8>, bool), ReadError> {
+    fn log_tail(&self, id: u64, max: u64) -> Result<LogTail, ReadError> {
         self.0.store.build_required(BuildId(id))?;
-        let path = crate::paths::log(&self.0.config().data_dir, BuildId(id));
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
-            Err(e) => return Err(ReadError::Unavailable(format!("cannot read the log: {e}"))),
+        let Some(mut file) = self.log_file(id)? else {
+            return Ok(LogTail::default());
         };
-        let read = || -> std::io::Result<(Vec<u8>, bool)> {
+        let read = || -> std::io::Result<LogTail> {
             let len = file.metadata()?.len();
             let start = len.saturating_sub(max);
             file.seek(SeekFrom::Start(start))?;
-            let mut out = Vec::new();
-            file.take(len - start).read_to_end(&mut out)?;
-            Ok((out, start > 0))
+            let mut bytes = Vec::new();
+            file.take(len - start).read_to_end(&mut bytes)?;
+            Ok(LogTail { bytes, start })
         };
-        read().map_err(|e| ReadError::Unavailable(format!("cannot read the log: {e}")))
+        read().map_err(log_unreadable)
     }
+
+    fn log_chunk(&self, id: u64, offset: u64, max: usize) -> Result<Vec<u8>, ReadError> {
+        let Some(mut file) = self.log_file(id)? else {
+            return Ok(Vec::new());
+        };
+        let read = || -> std::io::Result<Vec<u8>> {
+            file.seek(SeekFrom::Start(offset))?;
+            let mut bytes = Vec::with_capacity(max.min(64 * 1024));
+            file.take(max as u64).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        read().map_err(log_unreadable)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BuildUpdate> {
+        self.0.scheduler.subscribe()
+    }
+}
+
+impl Reads {
+    /// A build's log file, `None` while it has none.
+    fn log_file(&self, id: u64) -> Result<Option<std::fs::File>, ReadError> {
+        let path = crate::paths::log(&self.0.config().data_dir, BuildId(id));
+        match std::fs::File::open(&path) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(log_unreadable(e)),
+        }
+    }
+}
+
+fn log_unreadable(e: std::io::Error) -> ReadError {
+    ReadError::Unavailable(format!("cannot read the log: {e}"))
 }

@@ -7,15 +7,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use http_body_util::Full;
 
 /// The reads the web side may make, defined by the admin side that answers them
 /// (so admin never imports web: the dependency points one way).
-pub use crate::admin::reads::{ReadError, Source};
+pub use crate::admin::reads::{LogTail, ReadError, Source};
+pub use stream::{Body, Streams};
 
 mod badge;
 mod html;
+mod live;
 mod pages;
+mod stream;
 
 /// Builds listed per page of a feed page.
 const BUILDS_PER_PAGE: usize = 25;
@@ -28,12 +30,14 @@ const API_LIMIT_MAX: usize = 1000;
 /// Largest log tail shown on a build page (the whole log is at `/builds/ID/log`).
 const PAGE_LOG_BYTES: u64 = 256 * 1024;
 
-/// The response type of the HTTP side.
-pub type Reply = Response<Full<Bytes>>;
+/// A web reply: a whole body, or a stream (live views).
+pub type Reply = Response<Body>;
 
 /// Answers one request for a web path; `None` when the path is not one of ours.
+/// Live views take a slot of `streams`.
 pub async fn handle(
     source: &Arc<dyn Source>,
+    streams: &Streams,
     method: &Method,
     path: &str,
     query: Option<&str>,
@@ -45,6 +49,11 @@ pub async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed; the web side is read-only",
         ));
+    }
+    if let Some(live) = page.live() {
+        let head = method == Method::HEAD;
+        let reply = live::answer(source, streams, live, headers, query, head).await;
+        return Some(secure(reply));
     }
     let source = source.clone();
     let if_none_match = headers
@@ -77,6 +86,8 @@ enum Page {
     Feed(String, usize),
     Build(u64),
     Log(u64),
+    BuildEvents(u64),
+    Events,
 }
 
 impl Page {
@@ -97,6 +108,8 @@ impl Page {
             ),
             ["builds", n] => Self::Build(id(n)?),
             ["builds", n, "log"] => Self::Log(id(n)?),
+            ["builds", n, "events"] => Self::BuildEvents(id(n)?),
+            ["events"] => Self::Events,
             ["cc.xml"] => Self::CcTray,
             ["style.css"] => Self::Style,
             ["badge", file] => {
@@ -119,6 +132,16 @@ impl Page {
             },
             _ => return None,
         })
+    }
+
+    /// The live view a path names, if it names one.
+    fn live(&self) -> Option<live::Live> {
+        match *self {
+            Self::Events => Some(live::Live::Events),
+            Self::BuildEvents(id) => Some(live::Live::BuildEvents(id)),
+            Self::Log(id) => Some(live::Live::Log(id)),
+            _ => None,
+        }
     }
 
     fn answer(self, source: &dyn Source, if_none_match: Option<&str>) -> Reply {
@@ -146,17 +169,22 @@ impl Page {
             Self::Overview => pages::overview(source),
             Self::Feed(name, page) => pages::feed(source, &name, page),
             Self::Build(id) => pages::build(source, id),
-            Self::Log(id) => source
-                .log_tail(id, u64::MAX)
-                .map(|(log, _)| with_type(StatusCode::OK, log, "text/plain; charset=utf-8")),
-        };
-        result.unwrap_or_else(|e| match e {
-            ReadError::NotFound(m) => error(StatusCode::NOT_FOUND, &m),
-            ReadError::Unavailable(m) => {
-                tracing::warn!(error = %m, "web read failed");
-                error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+            Self::Log(_) | Self::BuildEvents(_) | Self::Events => {
+                Err(ReadError::NotFound("a live view".into()))
             }
-        })
+        };
+        result.unwrap_or_else(read_error)
+    }
+}
+
+/// The reply to a read that failed.
+fn read_error(e: ReadError) -> Reply {
+    match e {
+        ReadError::NotFound(m) => error(StatusCode::NOT_FOUND, &m),
+        ReadError::Unavailable(m) => {
+            tracing::warn!(error = %m, "web read failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+        }
     }
 }
 
@@ -216,7 +244,7 @@ fn error(status: StatusCode, reason: &str) -> Reply {
 }
 
 fn with_type(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Bytes::from(body).into());
     *response.status_mut() = status;
     response
         .headers_mut()

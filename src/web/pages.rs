@@ -186,7 +186,7 @@ pub(super) fn feed(source: &dyn Source, name: &str, page: usize) -> Result<Reply
 /// `/builds/ID`: everything about one build and the end of its log.
 pub(super) fn build(source: &dyn Source, id: u64) -> Result<Reply, ReadError> {
     let b = source.build(id)?;
-    let (log, cut) = source.log_tail(id, PAGE_LOG_BYTES)?;
+    let log = source.log_tail(id, PAGE_LOG_BYTES)?;
     let mut h = Html::page(&source.title(), &format!("Build #{id}"));
     h.tag("<dl><dt>Status</dt><dd>").status(&b.status);
     if let Some(code) = b.exit_code {
@@ -225,11 +225,16 @@ pub(super) fn build(source: &dyn Source, id: u64) -> Result<Reply, ReadError> {
     h.tag("</dd><dt>Took</dt><dd>").text(&duration(&b));
     h.tag("</dd></dl><h2>Log</h2><p>")
         .link(&format!("/builds/{id}/log"), "raw log");
-    if cut {
+    if log.start > 0 {
         h.text(" (only the end is shown here)");
     }
-    h.tag("</p><pre>")
-        .text(&String::from_utf8_lossy(&log))
+    // The page's script follows the log from where the page ends (`data-from`).
+    h.tag("</p><pre id=\"log\" data-build=\"")
+        .text(&id.to_string())
+        .tag("\" data-from=\"")
+        .text(&log.end().to_string())
+        .tag("\">")
+        .text(&String::from_utf8_lossy(&log.bytes))
         .tag("</pre>");
     Ok(page_reply(h))
 }

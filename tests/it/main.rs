@@ -9,6 +9,7 @@ mod data_dir;
 mod intake;
 mod isolation;
 mod limits;
+mod live;
 mod ops;
 mod packaging;
 mod readme;

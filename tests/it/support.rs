@@ -75,6 +75,14 @@ pub fn parse_reply(raw: &[u8]) -> HttpReply {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no HTTP reply: {text:?}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("\r\ntransfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -88,8 +96,22 @@ pub fn parse_reply(raw: &[u8]) -> HttpReply {
     HttpReply {
         status,
         headers,
-        body: body.to_owned(),
+        body,
     }
+}
+
+/// A chunked body's content (streamed replies have no length).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").expect("chunk end");
+    }
+    out
 }
 
 /// How the daemon process is started, beyond its config and environment.
