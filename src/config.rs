@@ -11,6 +11,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::ConfigArgs;
+use crate::feed::FeedName;
+
+mod declared;
+pub use declared::{DeclaredFeed, RawCommand, RawFeed};
 
 /// Why a config could not be used; shown to the operator verbatim.
 #[derive(Debug, thiserror::Error)]
@@ -100,17 +104,24 @@ fn where_(origin: &Option<PathBuf>, key: &[String], line: Option<usize>) -> Stri
     }
 }
 
-/// The 1-based line where a key (`["builds", "keep_builds"]`) is written, if it is in
-/// the text.
+/// The 1-based line where a key (`["builds", "keep_builds"]`) is written; for a key
+/// that is not written (a required one left out), the line of the deepest table
+/// around it that is.
 fn key_line(text: &str, key: &[String]) -> Option<usize> {
     let doc = toml_edit::ImDocument::parse(text).ok()?;
-    let (last, parents) = key.split_last()?;
     let mut table: &dyn toml_edit::TableLike = doc.as_table();
-    for part in parents {
-        table = table.get(part)?.as_table_like()?;
+    let mut found = None;
+    for part in key {
+        let Some(start) = table.key(part).and_then(|k| k.span()).map(|s| s.start) else {
+            break;
+        };
+        found = Some(text[..start].matches('\n').count() + 1);
+        match table.get(part).and_then(|item| item.as_table_like()) {
+            Some(inner) => table = inner,
+            None => break,
+        }
     }
-    let start = table.key(last)?.span()?.start;
-    Some(text[..start].matches('\n').count() + 1)
+    found
 }
 
 /// The settings file as written: every key optional, unknown keys refused.
@@ -137,9 +148,10 @@ pub struct RawConfig {
     pub builds: RawBuilds,
     /// The status pages, JSON API and badges.
     pub web: RawWeb,
-    /// Per-feed credentials for private repositories, by feed name.
+    /// Per-feed tables by feed name: credentials for private repositories, and with
+    /// `repo` a declared feed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub feeds: BTreeMap<String, FeedCredentials>,
+    pub feeds: BTreeMap<String, RawFeed>,
 }
 
 /// `[http]`: limits against hostile or broken clients.
@@ -195,7 +207,8 @@ pub struct RawWeb {
     pub max_streams: Option<usize>,
 }
 
-/// `[feeds.NAME]`: secrets for fetching a private repository; never stored in the database.
+/// The credential keys of `[feeds.NAME]`: secrets for fetching a private repository;
+/// never stored in the database.
 #[derive(Debug, Deserialize, Serialize, Default, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedCredentials {
@@ -254,6 +267,8 @@ pub struct Config {
     pub build_env: BTreeMap<String, String>,
     /// Repository credentials by feed name.
     pub credentials: BTreeMap<String, FeedCredentials>,
+    /// The feeds the file declares (`[feeds.NAME]` with `repo`), by name.
+    pub declared: BTreeMap<FeedName, DeclaredFeed>,
     /// The status pages, JSON API and badges.
     pub web: WebConfig,
     /// The file this came from, for SIGHUP reloads.
@@ -314,13 +329,74 @@ impl Config {
             return Self::from_raw(RawConfig::default(), args);
         };
         let text = read_text(path)?;
-        let raw = parse_raw(path, &text)?;
-        Self::from_raw(raw, args).map_err(|e| e.located(path, &text))
+        Self::from_text(path, &text, args)
+    }
+
+    /// Settings from a file's text (read by whoever could read it): parsed, checked,
+    /// and with each declared feed's line found. Credential files are not opened.
+    pub fn from_text(path: &Path, text: &str, args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let raw = parse_raw(path, text)?;
+        let mut config = Self::from_raw(raw, args).map_err(|e| e.located(path, text))?;
+        config.locate_declared(text);
+        Ok(config)
+    }
+
+    /// [`Config::from_text`] plus the check that the credential and secret files it
+    /// names can be read, as [`Config::load`] does.
+    pub fn from_text_checked(
+        path: &Path,
+        text: &str,
+        args: &ConfigArgs,
+    ) -> Result<Self, ConfigError> {
+        let config = Self::from_text(path, text, args)?;
+        config
+            .check_credential_files()
+            .map_err(|e| e.located(path, text))?;
+        Ok(config)
+    }
+
+    /// Records the line of each declared feed's table, for messages that send the
+    /// operator to it.
+    fn locate_declared(&mut self, text: &str) {
+        for (name, declared) in &mut self.declared {
+            declared.line = key_line(text, &["feeds".into(), name.to_string()]);
+        }
+    }
+
+    /// Where a declared feed is written: `FILE line N`, for the operator.
+    pub fn declared_at(&self, name: &FeedName) -> String {
+        let file = self
+            .source
+            .as_ref()
+            .map_or("the config file".to_owned(), |p| p.display().to_string());
+        match self.declared.get(name).and_then(|d| d.line) {
+            Some(line) => format!("{file} line {line}"),
+            None => file,
+        }
     }
 
     /// Every `[feeds.NAME]` key file must exist and be readable by this process:
     /// otherwise the first private fetch would fail, long after the config passed.
     fn check_credential_files(&self) -> Result<(), ConfigError> {
+        let secret_files = self
+            .declared
+            .iter()
+            .map(|(name, d)| (name.as_str(), &d.secret_file));
+        for (name, secret_file) in secret_files {
+            let Some(path) = secret_file else { continue };
+            let problem = match std::fs::read_to_string(path) {
+                Ok(text) if text.trim().is_empty() => "it is empty".to_owned(),
+                Ok(_) => continue,
+                Err(e) => e.to_string(),
+            };
+            return Err(ConfigError::invalid(
+                &["feeds", name, "secret_file"],
+                format!(
+                    "cannot use {} as a webhook secret: {problem}",
+                    path.display()
+                ),
+            ));
+        }
         for (name, credentials) in &self.credentials {
             let files = [
                 ("ssh_key", &credentials.ssh_key),
@@ -376,9 +452,31 @@ impl Config {
                 title: Some(self.web.title.clone()),
                 max_streams: Some(self.web.max_streams),
             },
-            feeds: self.credentials.clone(),
+            feeds: self.feed_tables(),
         };
         toml::to_string(&raw)
+    }
+
+    /// Every `[feeds.NAME]` table as `check-config` prints it.
+    fn feed_tables(&self) -> BTreeMap<String, RawFeed> {
+        let none = FeedCredentials::default();
+        let names = self
+            .credentials
+            .keys()
+            .cloned()
+            .chain(self.declared.keys().map(|n| n.to_string()))
+            .collect::<std::collections::BTreeSet<_>>();
+        names
+            .into_iter()
+            .map(|name| {
+                let credentials = self.credentials.get(&name).unwrap_or(&none);
+                let declared = FeedName::parse(&name)
+                    .ok()
+                    .and_then(|n| self.declared.get(&n));
+                let raw = RawFeed::from_parts(credentials, declared);
+                (name, raw)
+            })
+            .collect()
     }
 
     /// Applies overrides and defaults to a parsed file.
@@ -415,10 +513,7 @@ impl Config {
             Some(v) => Ok(v),
             None => Ok(default),
         };
-        for name in raw.feeds.keys() {
-            crate::feed::FeedName::parse(name)
-                .map_err(|e| ConfigError::invalid(&["feeds", name], e.to_string()))?;
-        }
+        let declared = declared::declared_feeds(&raw.feeds)?;
         let max_body_bytes = positive(
             &["http", "max_body_bytes"],
             raw.http.max_body_bytes,
@@ -476,7 +571,12 @@ impl Config {
             kill_grace: secs(raw.builds.kill_grace_secs.unwrap_or(10)),
             shutdown_grace: secs(raw.builds.shutdown_grace_secs.unwrap_or(30)),
             build_env: raw.builds.env.clone(),
-            credentials: raw.feeds.clone(),
+            credentials: raw
+                .feeds
+                .iter()
+                .map(|(name, table)| (name.clone(), table.credentials()))
+                .collect(),
+            declared,
             web: web_config(&raw.web)?,
             source: args.config.clone(),
         })

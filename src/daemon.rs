@@ -78,20 +78,22 @@ pub async fn run(
     tokio::task::spawn_blocking(move || routes.reload(&store, &dir)).await??;
 
     let shutdown = CancellationToken::new();
-    let http = tokio::spawn(crate::http::serve(
+    // Stops only the HTTP listeners: on shutdown, and before healing in place.
+    let accepting = shutdown.child_token();
+    let mut servers = vec![tokio::spawn(crate::http::serve(
         listener,
         app.clone(),
         crate::http::Role::Hooks,
-        shutdown.clone(),
-    ));
-    let web = web_listener.map(|listener| {
-        tokio::spawn(crate::http::serve(
+        accepting.clone(),
+    ))];
+    if let Some(listener) = web_listener {
+        servers.push(tokio::spawn(crate::http::serve(
             listener,
             app.clone(),
             crate::http::Role::Web,
-            shutdown.clone(),
-        ))
-    });
+            accepting.clone(),
+        )));
+    }
     let admin_task = tokio::spawn(crate::admin::server::serve(
         admin,
         app.clone(),
@@ -99,31 +101,40 @@ pub async fn run(
     ));
     let builds = tokio::spawn(scheduler.run(shutdown.clone()));
     let reaper = tokio::spawn(leftovers::reap_adopted(shutdown.clone()));
-    let healer = tokio::spawn(crate::heal::watch(
+    let mut room = tokio::spawn(crate::heal::room_returned(
         app.store.clone(),
         app.config().data_dir.clone(),
-        handover,
         shutdown.clone(),
     ));
     tracing::info!(listen = %bound, admin_socket = %app.config().admin_socket.display(), version = env!("CARGO_PKG_VERSION"), "hookd ready");
     crate::systemd::notify(&format!("READY=1\nSTATUS=listening on {bound}"));
 
     let mut signals = signals()?;
-    while let Some(signal) = signals.recv().await {
-        match signal {
-            Signal::Reload => reload(&app, &args).await,
-            Signal::Stop => break,
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            signal = signals.recv() => match signal {
+                Some(Signal::Reload) => reload(&app, &args).await,
+                Some(Signal::Stop) | None => break,
+            },
+            healed = &mut room, if watching => {
+                watching = false;
+                if matches!(healed, Ok(true)) {
+                    heal_in_place(&accepting, &mut servers, &handover).await;
+                }
+            }
         }
     }
     tracing::info!("stopping: no new connections; draining requests and builds");
     crate::systemd::notify("STOPPING=1\nSTATUS=draining");
     shutdown.cancel();
-    let _ = http.await;
-    if let Some(web) = web {
-        let _ = web.await;
+    for server in servers {
+        let _ = server.await;
     }
     let _ = builds.await;
-    let _ = healer.await;
+    if watching {
+        let _ = room.await;
+    }
     let _ = reaper.await;
     let _ = admin_task.await;
     let store = app.store.clone();
@@ -131,6 +142,23 @@ pub async fn run(
     let _ = std::fs::remove_file(&app.config().admin_socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The disk takes writes again after a failed commit: stop accepting, answer what was
+/// accepted, then restart in place with the hook socket (see `heal`). Never returns.
+async fn heal_in_place(
+    accepting: &CancellationToken,
+    servers: &mut Vec<tokio::task::JoinHandle<()>>,
+    handover: &std::os::fd::OwnedFd,
+) -> ! {
+    tracing::warn!("the disk takes writes again; restarting hookd in place to reopen the store");
+    accepting.cancel();
+    for server in servers.drain(..) {
+        let _ = server.await;
+    }
+    let error = crate::heal::reexec(handover);
+    tracing::error!(%error, "cannot restart in place; exiting so the service manager restarts hookd");
+    std::process::exit(1);
 }
 
 /// What hookd and its builds create gets no world access and no group write, whatever

@@ -165,6 +165,25 @@ pub struct Feed {
     pub badge: bool,
 }
 
+/// The one check of a feed's settings, whoever wrote them: `feed add`/`feed edit`, a
+/// backup being imported, or a `[feeds.NAME]` table in the config file. (The name was
+/// checked when it became a [`FeedName`].)
+pub fn validate(feed: &Feed) -> Result<(), FeedError> {
+    validate_repo(&feed.repo)?;
+    validate_patterns(&feed.branches)?;
+    let no_command = match &feed.command {
+        CommandSpec::Shell(s) => s.trim().is_empty(),
+        CommandSpec::Argv(words) => words.first().is_none_or(|w| w.is_empty()),
+    };
+    if no_command {
+        return Err(FeedError::NoCommand);
+    }
+    if feed.timeout_secs == 0 {
+        return Err(FeedError::ZeroTimeout);
+    }
+    Ok(())
+}
+
 /// Checks a repository URL: a scheme hookd can fetch, an absolute path, or scp-like `host:path`.
 pub fn validate_repo(url: &str) -> Result<(), FeedError> {
     let bad = |why| Err(FeedError::BadRepo(url.to_owned(), why));
@@ -277,6 +296,33 @@ mod tests {
         ] {
             assert!(validate_repo(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn validate_refuses_what_no_build_could_use() {
+        assert_eq!(validate(&sample("web")), Ok(()));
+        let with = |change: fn(&mut Feed)| {
+            let mut f = sample("web");
+            change(&mut f);
+            validate(&f)
+        };
+        assert!(matches!(
+            with(|f| f.repo = "relative".into()),
+            Err(FeedError::BadRepo(..))
+        ));
+        assert!(matches!(
+            with(|f| f.branches = vec!["a b".into()]),
+            Err(FeedError::BadPattern(..))
+        ));
+        assert_eq!(
+            with(|f| f.command = CommandSpec::Shell(" ".into())),
+            Err(FeedError::NoCommand)
+        );
+        assert_eq!(
+            with(|f| f.command = CommandSpec::Argv(vec![])),
+            Err(FeedError::NoCommand)
+        );
+        assert_eq!(with(|f| f.timeout_secs = 0), Err(FeedError::ZeroTimeout));
     }
 
     #[test]

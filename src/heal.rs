@@ -1,9 +1,10 @@
 //! Healing after a full disk. sled 0.34 keeps its first I/O error for good, so once a
 //! group commit fails, hookd answers 503 (and `/healthz` 503) until the disk takes
-//! writes again, then re-executes itself in place: the same pid, the same listening
-//! socket (handed over as under socket activation, so no delivery is refused), and a
-//! store opened afresh from what is on disk, which holds every acknowledged write
-//! (the acknowledged mark checks that at open). No service manager is needed.
+//! writes again, then stops accepting, answers the requests it already accepted, and
+//! re-executes itself in place: the same pid, the same listening socket (handed over as
+//! under socket activation, so no delivery is refused or cut off), and a store opened
+//! afresh from what is on disk, which holds every acknowledged write (the acknowledged
+//! mark checks that at open). No service manager is needed.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -20,18 +21,13 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Room the disk must have again: two of sled's 512 KiB log segments.
 const PROBE_BYTES: usize = 1024 * 1024;
 
-/// Watches the store; once a commit failed and the data dir takes `PROBE_BYTES` again,
-/// restarts hookd in place with `listener` (a close-on-exec copy of the hook socket).
-pub async fn watch(
-    store: Store,
-    data_dir: PathBuf,
-    listener: OwnedFd,
-    shutdown: CancellationToken,
-) {
+/// Waits until a commit failed and the data dir takes `PROBE_BYTES` again: `true` then,
+/// `false` if hookd stops first. The daemon drains its listeners and calls `reexec`.
+pub async fn room_returned(store: Store, data_dir: PathBuf, shutdown: CancellationToken) -> bool {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return false,
             _ = tick.tick() => {}
         }
         if !store.has_failed() {
@@ -39,15 +35,9 @@ pub async fn watch(
         }
         let dir = data_dir.clone();
         let room = tokio::task::spawn_blocking(move || probe(&dir)).await;
-        if !matches!(room, Ok(Ok(()))) {
-            continue;
+        if matches!(room, Ok(Ok(()))) {
+            return true;
         }
-        tracing::warn!(
-            "the disk takes writes again; restarting hookd in place to reopen the store"
-        );
-        let error = reexec(&listener);
-        tracing::error!(%error, "cannot restart in place; exiting so the service manager restarts hookd");
-        std::process::exit(1);
     }
 }
 
@@ -65,7 +55,7 @@ fn probe(dir: &Path) -> std::io::Result<()> {
 /// Replaces this process with a fresh hookd (same arguments), passing the hook socket
 /// as fd 3 with `LISTEN_PID`/`LISTEN_FDS` (see `systemd::take_listener`). Returns only
 /// on failure.
-fn reexec(listener: &OwnedFd) -> std::io::Error {
+pub fn reexec(listener: &OwnedFd) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     const FIRST_PASSED_FD: i32 = 3;
     let fd = listener.as_raw_fd();

@@ -5,7 +5,7 @@ use crate::admin::commands::CommandError;
 use crate::admin::proto::{Backup, BackupFeed, BackupToken, Reply, BACKUP_FORMAT};
 use crate::app::App;
 use crate::clock::{now_ms, rfc3339};
-use crate::feed::{self, FeedError};
+use crate::feed;
 use crate::secret::Secret;
 use crate::store::TokenRecord;
 use crate::token::{ServerKey, TokenId};
@@ -97,11 +97,7 @@ pub fn import(app: &App, backup: Backup) -> Result<Reply, CommandError> {
 fn check(backup: &Backup) -> Result<(), CommandError> {
     for item in &backup.feeds {
         let f = &item.feed;
-        feed::validate_repo(&f.repo)?;
-        feed::validate_patterns(&f.branches)?;
-        if f.timeout_secs == 0 {
-            return Err(FeedError::ZeroTimeout.into());
-        }
+        feed::validate(f)?;
         if f.has_secret != item.secret.is_some() {
             return Err(CommandError::Other(format!(
                 "feed {}: has_secret does not match the secret given",

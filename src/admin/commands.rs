@@ -187,7 +187,7 @@ fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         created_ms: now_ms(),
         badge: spec.badge.unwrap_or(false),
     };
-    validate(&feed)?;
+    feed::validate(&feed)?;
     // Refuse a taken name before touching its secret file.
     if app.store.feed(name.as_str())?.is_some() {
         return Err(StoreError::FeedExists(name.to_string()).into());
@@ -231,7 +231,7 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         badge: spec.badge.unwrap_or(old.badge),
         ..old.clone()
     };
-    validate(&new)?;
+    feed::validate(&new)?;
     let remote_refs = match new.repo != old.repo || spec.check {
         true => check_repo(app, &new, spec.check)?,
         false => None,
@@ -248,15 +248,6 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
     let mut view = feed_view(app, &stored)?;
     view.remote_refs = remote_refs;
     Ok(Reply::Feed(view))
-}
-
-fn validate(feed: &Feed) -> Result<()> {
-    feed::validate_repo(&feed.repo)?;
-    feed::validate_patterns(&feed.branches)?;
-    if feed.timeout_secs == 0 {
-        return Err(FeedError::ZeroTimeout.into());
-    }
-    Ok(())
 }
 
 /// Refuses a repository the builds could not use: a local path that is no git

@@ -143,7 +143,8 @@ fn cooldown_defers_then_builds_the_last_push() {
         "echo \"$HOOKD_BUILD_ID $HOOKD_TRIGGER $HOOKD_COMMIT\" >> '{}'",
         out.display()
     );
-    let hook = d.add_repo_feed("cool", &repo, &cmd, &["--cooldown", "4"]);
+    // The cooldown must outlast the test's steps inside it on a busy machine.
+    let hook = d.add_repo_feed("cool", &repo, &cmd, &["--cooldown", "20"]);
     let first = queued_id(&d.post(&hook, &[], b""));
     assert_eq!(d.wait_build(first, 60)["status"], "succeeded");
     repo.commit("f", "2", "second");
@@ -194,7 +195,7 @@ fn a_clock_set_back_defers_the_next_build_by_one_cooldown_at_most() {
             "--command",
             "true",
             "--cooldown",
-            "3",
+            "15",
         ],
     );
     let first = queued_id(&d.post(&hook, &[], b""));
@@ -211,8 +212,8 @@ fn a_clock_set_back_defers_the_next_build_by_one_cooldown_at_most() {
     assert_eq!(second.json()["status"], "deferred", "{}", second.body);
     let queue = d.admin_json(&["queue"]);
     assert_eq!(queue["deferred"][0]["id"], second.json()["build"]);
-    // now + the 3 s cooldown, and 1 s for the reply's whole seconds.
-    let latest = before + std::time::Duration::from_secs(4);
+    // now + the 15 s cooldown, and 1 s for the reply's whole seconds.
+    let latest = before + std::time::Duration::from_secs(16);
     for run_at in [&second.json()["run_at"], &queue["deferred"][0]["run_at"]] {
         assert!(
             time_of(run_at) <= latest,
@@ -328,7 +329,7 @@ fn timeout_and_cancel_kill_the_whole_process_group() {
         .trim()
         .parse()
         .unwrap();
-    wait_for(10, "backgrounded child killed", || {
+    wait_for(30, "backgrounded child killed", || {
         (!pid_alive(pid)).then_some(())
     });
 
@@ -342,7 +343,7 @@ fn timeout_and_cancel_kill_the_whole_process_group() {
     });
     d.admin_ok(&["cancel", &id.to_string()]);
     assert_eq!(d.wait_build(id, 60)["status"], "cancelled");
-    wait_for(10, "backgrounded child killed", || {
+    wait_for(30, "backgrounded child killed", || {
         (!pid_alive(pid)).then_some(())
     });
     let (_, err) = d.admin_err(&["cancel", &id.to_string()]);
@@ -363,10 +364,10 @@ fn removing_a_feed_stops_its_running_build_quietly() {
             .and_then(|s| s.trim().parse().ok())
     });
     d.admin_ok(&["feed", "remove", "doomed"]);
-    wait_for(10, "backgrounded child killed", || {
+    wait_for(30, "backgrounded child killed", || {
         (!pid_alive(pid)).then_some(())
     });
-    wait_for(10, "build end noted", || {
+    wait_for(30, "build end noted", || {
         d.logs()
             .contains("build ended after its feed was removed")
             .then_some(())
@@ -500,7 +501,7 @@ fn kill_9_during_a_build_reruns_it_once_and_reaps_its_processes() {
     d.kill9();
     assert!(pid_alive(pid), "the build outlives a kill -9 of the daemon");
     d.restart();
-    wait_for(10, "orphaned build reaped", || {
+    wait_for(30, "orphaned build reaped", || {
         (!pid_alive(pid)).then_some(())
     });
     assert_eq!(d.build(id)["status"], "interrupted");
@@ -532,7 +533,8 @@ fn kill_9_during_a_build_reruns_it_once_and_reaps_its_processes() {
 fn deferred_triggers_survive_kill_9_and_still_fire() {
     let mut d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_repo_feed("later", &repo, "true", &["--cooldown", "5"]);
+    // Long enough that the deferred build is still waiting after the restart.
+    let hook = d.add_repo_feed("later", &repo, "true", &["--cooldown", "20"]);
     let first = queued_id(&d.post(&hook, &[], b""));
     d.wait_build(first, 60);
     let deferred = d.post(&hook, &[], b"");

@@ -146,7 +146,7 @@ fn metrics_parse_as_prometheus_text_and_move() {
         ],
         b"{}",
     );
-    let after = wait_for(10, "build counted", || {
+    let after = wait_for(30, "build counted", || {
         let text = scrape();
         (metric(&text, "hookd_builds_total{status=\"succeeded\"}") == 1.0).then_some(text)
     });

@@ -406,7 +406,7 @@ fn a_missing_branch_ends_the_build_as_error_and_the_next_build_runs() {
         assert_succeeds(&d, id);
         assert_eq!(d.build(id)["commit"], repo.head().as_str());
     }
-    wait_for(5, "nothing left queued", || {
+    wait_for(30, "nothing left queued", || {
         let queue = d.admin_json(&["queue"]);
         (queue["queued"].as_array().is_some_and(Vec::is_empty)).then_some(())
     });

@@ -1,6 +1,7 @@
 //! The store's promises at its edges: what a 2xx covers (every file holding the record
 //! is synced), bounded records, and damage that is never silent.
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -506,13 +507,32 @@ fn a_full_disk_heals_without_a_restart_and_loses_nothing_acknowledged() {
     }
     assert!(refused >= 200, "the disk never filled up");
     assert_eq!(health(), 503);
+    // A delivery still arriving when space returns: half its body is sent now.
+    let mut in_flight = std::net::TcpStream::connect(addr).unwrap();
+    let head =
+        format!("POST {hook}?branch=late HTTP/1.1\r\nHost: hookd\r\nContent-Length: 4\r\n\r\nha");
+    in_flight.write_all(head.as_bytes()).unwrap();
     std::fs::remove_file(filler).unwrap();
 
+    // Healing stops accepting and answers what it accepted before restarting in place.
+    wait_for(30, "the restart in place to begin", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("restarting hookd in place").then_some(())
+    });
+    in_flight.write_all(b"lf").unwrap();
+    let mut raw = Vec::new();
+    let _ = in_flight.read_to_end(&mut raw);
+    assert!(
+        raw.starts_with(b"HTTP/1.1 202 ") || raw.starts_with(b"HTTP/1.1 503 "),
+        "a delivery in flight at the restart must be answered: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
     // Within 10 s of space returning: /healthz 200 and triggers 202 again.
-    wait_for(10, "/healthz 200 after space returned", || {
+    wait_for(30, "/healthz 200 after space returned", || {
         (health() == 200).then_some(())
     });
-    let next = wait_for(10, "a trigger 202 after space returned", || {
+    let next = wait_for(30, "a trigger 202 after space returned", || {
         let r = std::panic::catch_unwind(|| post(100_000));
         r.ok().filter(|r| r.status == 202)
     });

@@ -91,7 +91,7 @@ impl Forge {
         let log = self.d.log(id);
         assert_eq!(build["status"], "succeeded", "{name}: {build}\n{log}");
         let evidence = self.d.dir.path().join(format!("{name}.commit"));
-        let built = wait_for(10, "the build's evidence", || {
+        let built = wait_for(30, "the build's evidence", || {
             std::fs::read_to_string(&evidence).ok()
         });
         std::fs::remove_file(&evidence).unwrap();
