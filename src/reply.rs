@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::build::BuildId;
 use crate::clock::rfc3339;
 
-/// One hook request's outcome.
+/// One hook request's outcome. Stored by variant position: new variants go last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HookReply {
     /// A new build was queued (202).
@@ -79,6 +79,36 @@ pub enum HookReply {
         /// Its JSON body.
         body: String,
     },
+    /// A delivery that changed several refs (Bitbucket, Azure DevOps): each ref's own
+    /// outcome in payload order, listed under `refs`. The top level (HTTP status,
+    /// `status`, `build`) is the first ref that got a build, else the first rejected,
+    /// else the first ref, so clients that read one outcome still read the right one.
+    Refs {
+        /// Each ref and what became of it.
+        refs: Vec<RefReply>,
+    },
+}
+
+/// One ref change of a multi-ref delivery and its own one-ref reply (queued,
+/// coalesced, deferred, rejected or ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefReply {
+    /// The full ref.
+    pub git_ref: String,
+    /// What became of it.
+    pub reply: HookReply,
+}
+
+/// Which of a delivery's ref outcomes the reply's top level speaks for: the first
+/// that got a build, else the first rejected (its 429 tells the sender to retry),
+/// else the first.
+pub(crate) fn top_index(refs: &[RefReply]) -> usize {
+    let built = refs.iter().position(|r| r.reply.build().is_some());
+    let rejected = || {
+        refs.iter()
+            .position(|r| matches!(r.reply, HookReply::Rejected { .. }))
+    };
+    built.or_else(rejected).unwrap_or(0)
 }
 
 /// A reply as HTTP.
@@ -158,6 +188,7 @@ impl HookReply {
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 return raw(status, body.clone());
             }
+            Self::Refs { refs } => return refs_parts(refs),
         };
         Parts {
             status,
@@ -182,6 +213,9 @@ impl HookReply {
             Self::Rejected { .. } => "rejected",
             Self::Unavailable { .. } | Self::Busy { .. } => "unavailable",
             Self::Recorded { .. } => "recorded",
+            Self::Refs { refs } => refs
+                .get(top_index(refs))
+                .map_or("ignored", |r| r.reply.word()),
         }
     }
 
@@ -196,7 +230,22 @@ impl HookReply {
                 .get("build")?
                 .as_u64()
                 .map(BuildId),
+            Self::Refs { refs } => refs.get(top_index(refs))?.reply.build(),
             _ => None,
+        }
+    }
+
+    /// The body's `reason`, when it gives one (ignored, refused, rejected).
+    pub fn reason(&self) -> Option<String> {
+        let body: serde_json::Value = serde_json::from_str(&self.parts().body).ok()?;
+        body.get("reason")?.as_str().map(str::to_owned)
+    }
+
+    /// Each ref's outcome, for a delivery that changed several; empty otherwise.
+    pub fn refs(&self) -> &[RefReply] {
+        match self {
+            Self::Refs { refs } => refs,
+            _ => &[],
         }
     }
 
@@ -205,6 +254,31 @@ impl HookReply {
     pub fn is_success(&self) -> bool {
         self.parts().status.is_success()
     }
+}
+
+/// A multi-ref reply: the top outcome's status, Retry-After and body, with `refs`
+/// listing each ref's own body and its `ref`.
+fn refs_parts(refs: &[RefReply]) -> Parts {
+    let top = refs.get(top_index(refs)).map(|r| r.reply.parts());
+    let mut parts = top.unwrap_or_else(|| raw(StatusCode::OK, r#"{"status":"ignored"}"#.into()));
+    let object = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}))
+    };
+    let listed: Vec<serde_json::Value> = refs
+        .iter()
+        .map(|r| {
+            let mut entry = object(&r.reply.parts().body);
+            entry["ref"] = r.git_ref.clone().into();
+            entry
+        })
+        .collect();
+    let mut body = object(&parts.body);
+    body["refs"] = listed.into();
+    parts.body = body.to_string();
+    parts
 }
 
 fn raw(status: StatusCode, body: String) -> Parts {
@@ -301,5 +375,67 @@ mod tests {
             Some(BuildId(4))
         );
         assert_eq!(HookReply::Pong.build(), None);
+    }
+
+    fn at(git_ref: &str, reply: HookReply) -> RefReply {
+        RefReply {
+            git_ref: git_ref.into(),
+            reply,
+        }
+    }
+
+    #[test]
+    fn several_refs_answer_for_the_first_built_and_list_each() {
+        let ignored = |reason: &str| HookReply::Ignored {
+            reason: reason.into(),
+        };
+        let reply = HookReply::Refs {
+            refs: vec![
+                at("refs/heads/dev", ignored("branch dev is not watched")),
+                at(
+                    "refs/heads/main",
+                    HookReply::Rejected {
+                        retry_after_secs: 5,
+                    },
+                ),
+                at("refs/tags/v1", HookReply::Queued { build: BuildId(7) }),
+            ],
+        };
+        let parts = reply.parts();
+        assert_eq!((parts.status.as_u16(), parts.retry_after), (202, None));
+        assert_eq!(
+            parts.body,
+            concat!(
+                r#"{"build":7,"refs":["#,
+                r#"{"reason":"branch dev is not watched","ref":"refs/heads/dev","status":"ignored"},"#,
+                r#"{"reason":"the feed is cooling down","ref":"refs/heads/main","retry_after":5,"status":"rejected"},"#,
+                r#"{"build":7,"ref":"refs/tags/v1","status":"queued"}"#,
+                r#"],"status":"queued"}"#
+            )
+        );
+        assert_eq!((reply.word(), reply.build()), ("queued", Some(BuildId(7))));
+        assert_eq!(reply.reason(), None);
+        assert_eq!(reply.refs().len(), 3);
+
+        // Nothing built: the first rejection speaks, with its Retry-After.
+        let HookReply::Refs { mut refs } = reply else {
+            unreachable!()
+        };
+        refs.pop();
+        let rejected = HookReply::Refs { refs };
+        let parts = rejected.parts();
+        assert_eq!((parts.status.as_u16(), parts.retry_after), (429, Some(5)));
+        assert_eq!(rejected.word(), "rejected");
+        // Nothing built or rejected: the first ref, ignored.
+        let none = HookReply::Refs {
+            refs: vec![
+                at("refs/heads/a", ignored("branch a was deleted")),
+                at("refs/heads/b", ignored("branch b is not watched")),
+            ],
+        };
+        assert_eq!(none.parts().status.as_u16(), 200);
+        assert_eq!(none.reason().as_deref(), Some("branch a was deleted"));
+        assert!(none.is_success());
+        assert!(none.refs().iter().all(|r| r.reply.build().is_none()));
     }
 }

@@ -52,6 +52,20 @@ pub struct Submission {
     pub delivery: Option<DeliveryRecord>,
 }
 
+impl Submission {
+    /// The store's view of it, admitted at `now_ms`.
+    fn request(&self, now_ms: i64) -> AdmitRequest<'_> {
+        AdmitRequest {
+            feed: &self.feed,
+            git_ref: self.git_ref.clone(),
+            branch: self.branch.clone(),
+            trigger: self.trigger.clone(),
+            force: self.force,
+            now_ms,
+        }
+    }
+}
+
 /// What a cancel request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -163,32 +177,57 @@ impl Scheduler {
 
     /// Admits a trigger and waits until it is durable on disk; only then may the
     /// caller reply 2xx. Wakes the dispatcher when a build became startable.
-    pub async fn submit(&self, sub: Submission) -> Result<Admission, ScheduleError> {
+    pub async fn submit(&self, mut sub: Submission) -> Result<Admission, ScheduleError> {
         let feed = sub.feed.name.clone();
+        let delivery = sub.delivery.take();
         let admission = self
             .inner
             .store
+            .write_durable(move |store| store.admit(&sub.request(now_ms()), delivery))
+            .await?;
+        self.admitted(&feed, std::slice::from_ref(&admission));
+        Ok(admission)
+    }
+
+    /// Admits the triggers of one delivery (one per ref it changed, all of one feed)
+    /// with its record, as one batch ([`Store::admit_all`]: `settle` fills in the
+    /// record from the admissions), and waits until all of it is durable; only then
+    /// may the caller reply 2xx. Each submission's own `delivery` is not used.
+    pub async fn submit_all(
+        &self,
+        subs: Vec<Submission>,
+        delivery: Option<DeliveryRecord>,
+        settle: impl FnOnce(&[Admission], &mut DeliveryRecord) + Send + 'static,
+    ) -> Result<Vec<Admission>, ScheduleError> {
+        let Some(feed) = subs.first().map(|sub| sub.feed.name.clone()) else {
+            return Ok(Vec::new());
+        };
+        let admissions = self
+            .inner
+            .store
             .write_durable(move |store| {
-                let req = AdmitRequest {
-                    feed: &sub.feed,
-                    git_ref: sub.git_ref,
-                    branch: sub.branch,
-                    trigger: sub.trigger,
-                    force: sub.force,
-                    now_ms: now_ms(),
-                };
-                store.admit(&req, sub.delivery)
+                let now = now_ms();
+                let reqs: Vec<AdmitRequest> = subs.iter().map(|sub| sub.request(now)).collect();
+                store.admit_all(&reqs, delivery, settle)
             })
             .await?;
-        match &admission {
-            Admission::Queued(id) | Admission::Deferred { build: id, .. } => {
-                self.publish(*id, &feed, Change::Queued);
-                self.inner.wake.notify_one();
+        self.admitted(&feed, &admissions);
+        Ok(admissions)
+    }
+
+    /// Publishes what admissions did to builds and wakes the dispatcher when a build
+    /// became startable.
+    fn admitted(&self, feed: &FeedName, admissions: &[Admission]) {
+        for admission in admissions {
+            match admission {
+                Admission::Queued(id) | Admission::Deferred { build: id, .. } => {
+                    self.publish(*id, feed, Change::Queued);
+                    self.inner.wake.notify_one();
+                }
+                Admission::Coalesced(id) => self.publish(*id, feed, Change::Coalesced),
+                Admission::Rejected { .. } | Admission::Replayed(_) => {}
             }
-            Admission::Coalesced(id) => self.publish(*id, &feed, Change::Coalesced),
-            Admission::Rejected { .. } | Admission::Replayed(_) => {}
         }
-        Ok(admission)
     }
 
     /// Cancels a queued or running build.

@@ -311,12 +311,20 @@ impl Store {
         id: BuildId,
         w: &mut Writes,
     ) -> Result<(), StoreError> {
-        let newest = self
+        let prefix = keys::feed_prefix(feed);
+        let stored = self
             .feed_builds
-            .scan_prefix(keys::feed_prefix(feed))
+            .scan_prefix(&prefix)
             .next_back()
             .transpose()?;
-        if let Some((key, _)) = newest {
+        // A block this batch started (several builds of one delivery) counts too.
+        let staged = w.last_staged(&self.feed_builds, &prefix);
+        let newest = stored
+            .map(|(key, _)| key.to_vec())
+            .into_iter()
+            .chain(staged)
+            .max();
+        if let Some(key) = newest {
             if let Some(raw) = w.get(&self.feed_builds, &key)? {
                 let mut ids = decode_block(&raw)?;
                 if ids.len() < BLOCK_IDS {

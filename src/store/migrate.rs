@@ -55,6 +55,17 @@ impl Store {
             let old: DeliveryRecordV2 = codec::decode(&value)?;
             w.insert(&self.deliveries, key, codec::encode(&old.upgrade())?);
         }
+        w.insert(&self.meta, keys::SCHEMA, &3u32.to_be_bytes());
+        self.apply(w)
+    }
+
+    /// Schema 4 may store a reply that lists several refs ([`HookReply::Refs`]), which
+    /// a schema-3 hookd cannot read: the bump makes it refuse the store instead of
+    /// misreading it. Replies are stored by variant position and the new one is last,
+    /// so every record schema 3 wrote reads as it is; only the version changes.
+    pub(super) fn migrate_from_v3(&self) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut w = Writes::default();
         w.insert(&self.meta, keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes());
         self.apply(w)
     }
@@ -210,5 +221,56 @@ mod tests {
         assert_eq!((first.outcome.as_str(), first.at_ms), ("queued", 5));
         let schema = store.meta.get(keys::SCHEMA).unwrap().unwrap();
         assert_eq!(keys::read_u32(&schema).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn schema_3_records_read_as_they_are_and_several_refs_can_follow() {
+        use crate::reply::{HookReply, RefReply};
+        use crate::store::DeliveryRecord;
+        let (_d, store) = temp_store();
+        store.add_feed(&crate::feed::sample("a")).unwrap();
+        let record = |n: u64, reply: HookReply| DeliveryRecord {
+            at_ms: n as i64,
+            provider: "bitbucket-cloud".into(),
+            event: "repo:push".into(),
+            delivery_id: Some(format!("d-{n}")),
+            git_ref: Some("refs/heads/main".into()),
+            commit: None,
+            reply,
+            outcome: "queued".into(),
+            reason: None,
+        };
+        // A delivery as schema 3 wrote it (its variants encode as they did then).
+        let old = record(1, HookReply::Queued { build: BuildId(1) });
+        store.record_delivery("a", old.clone()).unwrap();
+        store
+            .meta
+            .insert(keys::SCHEMA, &3u32.to_be_bytes())
+            .unwrap();
+        store.check_schema().unwrap();
+        let schema = store.meta.get(keys::SCHEMA).unwrap().unwrap();
+        assert_eq!(keys::read_u32(&schema).unwrap(), 4);
+        assert_eq!(store.delivery_by_id("a", "d-1").unwrap(), Some(old));
+        // What schema 4 adds: a reply listing several refs, kept and replayed whole.
+        let several = record(
+            2,
+            HookReply::Refs {
+                refs: vec![
+                    RefReply {
+                        git_ref: "refs/heads/main".into(),
+                        reply: HookReply::Queued { build: BuildId(2) },
+                    },
+                    RefReply {
+                        git_ref: "refs/tags/v1".into(),
+                        reply: HookReply::Queued { build: BuildId(3) },
+                    },
+                ],
+            },
+        );
+        store.record_delivery("a", several.clone()).unwrap();
+        assert_eq!(store.delivery_by_id("a", "d-2").unwrap(), Some(several));
+        // Opening again changes nothing.
+        store.check_schema().unwrap();
+        assert_eq!(store.deliveries("a", 10).unwrap().len(), 2);
     }
 }

@@ -133,27 +133,57 @@ pub struct QueueView {
 
 impl Store {
     /// Admits a trigger: coalesces, defers, rejects or queues it, and records the
-    /// delivery (when given) in the same atomic batch. Durable only after [`Store::durable_blocking`] or [`Store::write_durable`].
+    /// delivery (when given) in the same atomic batch, with the admission's reply.
+    /// Durable only after [`Store::durable_blocking`] or [`Store::write_durable`].
     pub fn admit(
         &self,
         req: &AdmitRequest<'_>,
         delivery: Option<DeliveryRecord>,
     ) -> Result<Admission, StoreError> {
+        let settle = |admissions: &[Admission], record: &mut DeliveryRecord| {
+            if let Some(admission) = admissions.first() {
+                record.reply = admission.reply();
+                record.outcome = admission.word().to_owned();
+            }
+        };
+        let mut admissions = self.admit_all(std::slice::from_ref(req), delivery, settle)?;
+        admissions
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an admission answered nothing".into()))
+    }
+
+    /// Admits the triggers of one delivery (one per ref it changed, all of one feed)
+    /// and records the delivery, all in one atomic batch: a crash keeps every build
+    /// and the record, or none. `settle` fills in the record's reply and outcome from
+    /// the admissions, in request order. A delivery id seen before admits nothing and
+    /// answers one [`Admission::Replayed`] with the first reply. No request, no record.
+    /// Durable only after [`Store::durable_blocking`] or [`Store::write_durable`].
+    pub fn admit_all(
+        &self,
+        reqs: &[AdmitRequest<'_>],
+        delivery: Option<DeliveryRecord>,
+        settle: impl FnOnce(&[Admission], &mut DeliveryRecord),
+    ) -> Result<Vec<Admission>, StoreError> {
+        let Some(feed) = reqs.first().map(|req| req.feed.name.as_str()) else {
+            return Ok(Vec::new());
+        };
         let _guard = self.lock();
         if let Some(seen) = delivery.as_ref().and_then(|d| d.delivery_id.as_deref()) {
-            if let Some(first) = self.delivery_by_id(req.feed.name.as_str(), seen)? {
-                return Ok(Admission::Replayed(first.reply));
+            if let Some(first) = self.delivery_by_id(feed, seen)? {
+                return Ok(vec![Admission::Replayed(first.reply)]);
             }
         }
         let mut w = Writes::default();
-        let admission = self.admit_writes(req, &mut w)?;
+        let admissions = reqs
+            .iter()
+            .map(|req| self.admit_writes(req, &mut w))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(mut record) = delivery {
-            record.reply = admission.reply();
-            record.outcome = admission.word().to_owned();
-            self.delivery_writes(req.feed.name.as_str(), record, &mut w)?;
+            settle(&admissions, &mut record);
+            self.delivery_writes(feed, record, &mut w)?;
         }
         self.apply(w)?;
-        Ok(admission)
+        Ok(admissions)
     }
 
     /// The admission rules: join the pending build of the ref, or reject, defer or
@@ -165,7 +195,8 @@ impl Store {
     ) -> Result<Admission, StoreError> {
         let feed = req.feed;
         let pkey = keys::feed_text(feed.name.as_str(), &req.git_ref);
-        if let Some(id) = self.pending.get(&pkey)? {
+        // Staged reads: an earlier request of the same batch may have queued it.
+        if let Some(id) = w.get(&self.pending, &pkey)? {
             return self.join_pending(req, BuildId(keys::read_u64(&id)?), w);
         }
         let last_start = self.counted_start(feed.name.as_str(), req.now_ms, w)?;
@@ -218,13 +249,16 @@ impl Store {
         id: BuildId,
         w: &mut Writes,
     ) -> Result<Admission, StoreError> {
-        let mut build = self.build_required(id)?;
+        // Staged first: an earlier request of the same batch may have queued it.
+        let mut build = match w.get(&self.builds, id.0.to_be_bytes())? {
+            Some(raw) => codec::decode(&raw)?,
+            None => self.build_required(id)?,
+        };
         build.triggers.push(req.trigger.clone());
         self.put_build(&build, w)?;
         let seq = build.queue_seq.to_be_bytes();
-        let raw = self
-            .queue
-            .get(seq)?
+        let raw = w
+            .get(&self.queue, seq)?
             .ok_or_else(|| StoreError::Corrupt(format!("pending build {id} has no queue entry")))?;
         let mut entry: QueueEntry = codec::decode(&raw)?;
         let join = policy::join(entry.waiting(), req.force, req.now_ms);
@@ -780,5 +814,68 @@ mod tests {
         }
         assert_eq!(store.deliveries("a", 10).unwrap().len(), 3);
         assert!(store.delivery_by_id("a", "d-1").unwrap().is_none());
+    }
+
+    #[test]
+    fn one_delivery_admits_several_refs_in_one_batch_with_its_record() {
+        let (_d, store) = temp_store();
+        let a = feed("a", 0, CooldownPolicy::Defer);
+        store.add_feed(&a).unwrap();
+        let req = |git_ref: &str, commit: &str| AdmitRequest {
+            feed: &a,
+            git_ref: git_ref.into(),
+            branch: git_ref.rsplit('/').next().unwrap_or_default().into(),
+            trigger: trigger(commit),
+            force: false,
+            now_ms: 0,
+        };
+        let reqs = [
+            req("refs/heads/main", "c1"),
+            req("refs/tags/v1", "c1"),
+            req("refs/heads/main", "c2"),
+        ];
+        let record = DeliveryRecord {
+            at_ms: 0,
+            provider: "bitbucket-cloud".into(),
+            event: "repo:push".into(),
+            delivery_id: Some("d-1".into()),
+            git_ref: None,
+            commit: None,
+            reply: HookReply::Pong,
+            outcome: String::new(),
+            reason: None,
+        };
+        let settle = |admissions: &[Admission], record: &mut DeliveryRecord| {
+            record.outcome = format!("{} admitted", admissions.len());
+        };
+        let admitted = store
+            .admit_all(&reqs, Some(record.clone()), settle)
+            .unwrap();
+        assert_eq!(
+            admitted,
+            [
+                Admission::Queued(BuildId(1)),
+                Admission::Queued(BuildId(2)),
+                Admission::Coalesced(BuildId(1)),
+            ],
+            "the third sees the first, staged in the same batch"
+        );
+        assert_eq!(store.deliveries("a", 10).unwrap()[0].outcome, "3 admitted");
+        assert_eq!(store.feed_builds.count(), 1, "one index block, not two");
+        let listed = store.builds(Some("a"), 10).unwrap();
+        assert_eq!(ids_of(&listed), [2, 1]);
+        assert_eq!(listed[1].triggers.count, 2);
+        // A redelivery admits nothing and gets the first reply.
+        let again = store.admit_all(&reqs, Some(record), |_, _| {}).unwrap();
+        assert!(matches!(again.as_slice(), [Admission::Replayed(_)]));
+        assert_eq!(store.builds(Some("a"), 10).unwrap().len(), 2);
+        let Pick::Start(first) = start(&store, 1) else {
+            panic!()
+        };
+        assert_eq!(first.triggers.newest_commit(), Some("c2"));
+    }
+
+    fn ids_of(builds: &[Build]) -> Vec<u64> {
+        builds.iter().map(|b| b.id.0).collect()
     }
 }

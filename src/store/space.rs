@@ -101,6 +101,18 @@ impl Writes {
         }
     }
 
+    /// The greatest key under `prefix` in `space` that this batch writes (not
+    /// removes), without the space's tag.
+    pub(super) fn last_staged(&self, space: &Space, prefix: &[u8]) -> Option<Vec<u8>> {
+        let start = space.key(prefix);
+        self.0
+            .range(start.clone()..)
+            .take_while(|(key, _)| key.starts_with(&start))
+            .filter(|(_, value)| value.is_some())
+            .last()
+            .map(|(key, _)| key[1..].to_vec())
+    }
+
     /// What sled has to do: nothing, one write, or an atomic batch.
     pub(super) fn into_parts(self) -> Parts {
         if self.0.len() <= 1 {
