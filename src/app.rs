@@ -13,26 +13,26 @@ use crate::token::ServerKey;
 
 /// Shared daemon state; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct App {
+pub(crate) struct App {
     /// Current settings; replaced whole on SIGHUP.
     config: LiveConfig,
     /// The database.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Mints and checks hook tokens; replaced only by `admin import` into an empty daemon.
     key: Arc<RwLock<ServerKey>>,
     /// Admits triggers and runs builds.
-    pub scheduler: Scheduler,
+    pub(crate) scheduler: Scheduler,
     /// For uptime.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Counters for `/metrics`.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Tokens, feeds and secrets in memory for the webhook path.
-    pub routes: crate::intake::Routes,
+    pub(crate) routes: crate::intake::Routes,
 }
 
 impl App {
     /// Bundles the daemon's shared parts.
-    pub fn new(
+    pub(crate) fn new(
         config: LiveConfig,
         store: Store,
         key: ServerKey,
@@ -51,27 +51,27 @@ impl App {
     }
 
     /// The settings in force now.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.config.get()
     }
 
     /// Swaps in reloaded settings.
-    pub fn set_config(&self, config: Config) {
+    pub(crate) fn set_config(&self, config: Config) {
         self.config.set(config);
     }
 
     /// The token key in force.
-    pub fn key(&self) -> ServerKey {
+    pub(crate) fn key(&self) -> ServerKey {
         self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Swaps in an imported key (the file on disk is written by the caller first).
-    pub fn set_key(&self, key: ServerKey) {
+    pub(crate) fn set_key(&self, key: ServerKey) {
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
     /// The hook URL for a token.
-    pub fn hook_url(&self, id: crate::token::TokenId) -> String {
+    pub(crate) fn hook_url(&self, id: crate::token::TokenId) -> String {
         format!(
             "{}/hooks/{}",
             self.config().public_url,

@@ -7,17 +7,17 @@ use serde::{Deserialize, Serialize};
 use crate::feed::FeedName;
 
 /// Builds keep the newest few triggers in full; older ones only count.
-pub const TRIGGERS_KEPT: usize = 5;
+pub(crate) const TRIGGERS_KEPT: usize = 5;
 
 /// Appended to text cut to its limit, so readers know there was more.
-pub const TRUNCATED: &str = " [truncated]";
+pub(crate) const TRUNCATED: &str = " [truncated]";
 
 /// Longest commit subject kept in a build record (it comes from the pushed repository).
-pub const MAX_SUBJECT_BYTES: usize = 1024;
+pub(crate) const MAX_SUBJECT_BYTES: usize = 1024;
 
 /// `text` cut to at most `max` bytes (on a character boundary) plus [`TRUNCATED`]
 /// when it was longer: stored text from outside stays small (see `hook::Delivery::bounded`).
-pub fn truncate_marked(mut text: String, max: usize) -> String {
+pub(crate) fn truncate_marked(mut text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }
@@ -70,7 +70,7 @@ pub enum BuildStatus {
 
 impl BuildStatus {
     /// The status word shown in lists and JSON.
-    pub fn word(&self) -> &'static str {
+    pub(crate) fn word(&self) -> &'static str {
         match self {
             Self::Queued => "queued",
             Self::Running => "running",
@@ -84,7 +84,7 @@ impl BuildStatus {
     }
 
     /// Whether the build is over.
-    pub fn is_final(&self) -> bool {
+    pub(crate) fn is_final(&self) -> bool {
         !matches!(self, Self::Queued | Self::Running)
     }
 }
@@ -105,7 +105,7 @@ pub enum TriggerKind {
 
 impl TriggerKind {
     /// The word used in `HOOKD_TRIGGER` and listings.
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Self::Hook => "hook",
             Self::Manual => "manual",
@@ -134,16 +134,16 @@ pub struct Trigger {
 
 /// The triggers behind one build: a count plus the newest few, so floods stay small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct TriggerList {
+pub(crate) struct TriggerList {
     /// All triggers ever joined into this build.
-    pub count: u64,
+    pub(crate) count: u64,
     /// The newest [`TRIGGERS_KEPT`], oldest first.
-    pub latest: Vec<Trigger>,
+    pub(crate) latest: Vec<Trigger>,
 }
 
 impl TriggerList {
     /// Adds a trigger, forgetting the oldest kept one when full.
-    pub fn push(&mut self, trigger: Trigger) {
+    pub(crate) fn push(&mut self, trigger: Trigger) {
         self.count += 1;
         if self.latest.len() >= TRIGGERS_KEPT {
             self.latest.remove(0);
@@ -152,7 +152,7 @@ impl TriggerList {
     }
 
     /// Joins another list behind this one.
-    pub fn extend(&mut self, other: TriggerList) {
+    pub(crate) fn extend(&mut self, other: TriggerList) {
         let extra = other.count.saturating_sub(other.latest.len() as u64);
         for t in other.latest {
             self.push(t);
@@ -161,7 +161,7 @@ impl TriggerList {
     }
 
     /// The commit named by the newest trigger that named one.
-    pub fn newest_commit(&self) -> Option<&str> {
+    pub(crate) fn newest_commit(&self) -> Option<&str> {
         self.latest.iter().rev().find_map(|t| t.commit.as_deref())
     }
 }
@@ -174,23 +174,23 @@ pub struct Build {
     /// The feed it builds.
     pub feed: FeedName,
     /// Full ref, e.g. `refs/heads/main`.
-    pub git_ref: String,
+    pub(crate) git_ref: String,
     /// Short branch or tag name.
-    pub branch: String,
+    pub(crate) branch: String,
     /// Where it stands.
-    pub status: BuildStatus,
+    pub(crate) status: BuildStatus,
     /// What caused it to exist (the first trigger's kind, or deferred/retry).
-    pub kind: TriggerKind,
+    pub(crate) kind: TriggerKind,
     /// Every trigger it serves.
-    pub triggers: TriggerList,
+    pub(crate) triggers: TriggerList,
     /// Queue order: ties FIFO position to acceptance, not to id (retries keep their place).
-    pub queue_seq: u64,
+    pub(crate) queue_seq: u64,
     /// When it was queued, Unix ms.
-    pub queued_ms: i64,
+    pub(crate) queued_ms: i64,
     /// When its command started, Unix ms.
-    pub started_ms: Option<i64>,
+    pub(crate) started_ms: Option<i64>,
     /// When it ended, Unix ms.
-    pub finished_ms: Option<i64>,
+    pub(crate) finished_ms: Option<i64>,
     /// The commit it built, once resolved.
     pub commit: Option<String>,
     /// That commit's subject line.
@@ -198,7 +198,7 @@ pub struct Build {
     /// Process group of the running command, for recovery after a crash.
     pub pgid: Option<i32>,
     /// The build this one reruns, when interrupted.
-    pub retry_of: Option<BuildId>,
+    pub(crate) retry_of: Option<BuildId>,
 }
 
 #[cfg(test)]

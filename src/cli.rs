@@ -51,13 +51,13 @@ pub enum Command {
 pub struct ConfigArgs {
     /// TOML config file (default: embedded defaults, no file needed).
     #[arg(long, value_name = "PATH", env = "HOOKD_CONFIG")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Address to listen on for hooks, overriding the config (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// Data directory, overriding the config.
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 /// `hookd serve`.
@@ -81,10 +81,10 @@ pub struct AdminArgs {
     /// Admin socket [default: $HOOKD_SOCKET, the config's admin_socket, or
     /// ./hookd-data/admin.sock].
     #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
-    pub socket: Option<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true, help_heading = GLOBAL)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Config file used only to find the socket.
     #[arg(
         long,
@@ -93,15 +93,15 @@ pub struct AdminArgs {
         env = "HOOKD_CONFIG",
         help_heading = GLOBAL
     )]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// The operator command.
     #[command(subcommand)]
-    pub command: AdminCommand,
+    pub(crate) command: AdminCommand,
 }
 
 /// Every operator command; SPEC.md's "Admin CLI" section is the contract.
 #[derive(Debug, Subcommand)]
-pub enum AdminCommand {
+pub(crate) enum AdminCommand {
     /// Manage feeds (build sources).
     #[command(subcommand)]
     Feed(FeedCommand),
@@ -179,7 +179,7 @@ pub enum AdminCommand {
 
 /// `hookd admin build …`.
 #[derive(Debug, Subcommand)]
-pub enum BuildCommand {
+pub(crate) enum BuildCommand {
     /// Show one build in full.
     Show {
         /// Build id.
@@ -189,7 +189,7 @@ pub enum BuildCommand {
 
 /// `hookd admin feed …`.
 #[derive(Debug, Subcommand)]
-pub enum FeedCommand {
+pub(crate) enum FeedCommand {
     /// Add a feed and print its hook URL.
     Add {
         /// Feed name: [a-z0-9][a-z0-9._-]{0,62}.
@@ -234,22 +234,22 @@ pub enum FeedCommand {
 /// `feed add`'s settings: what a feed cannot do without is required, the rest shows
 /// the default it gets.
 #[derive(Debug, Args, Clone)]
-pub struct FeedAddArgs {
+pub(crate) struct FeedAddArgs {
     /// Git repository URL (https://, ssh://, git://, file:// or a local path).
     #[arg(long, value_name = "URL")]
-    pub repo: String,
+    pub(crate) repo: String,
     /// Build command: once = a /bin/sh -c string; repeated = argv words.
     #[arg(long = "command", value_name = "CMD", required = true)]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// Branch pattern to watch (glob; repeatable; `refs/tags/*` watches tags).
     #[arg(long = "branch", value_name = "PATTERN", default_value = crate::feed::DEFAULT_BRANCH)]
-    pub branches: Vec<String>,
+    pub(crate) branches: Vec<String>,
     /// Least seconds between two build starts (0 = off).
     #[arg(long, value_name = "SECS", default_value_t = crate::feed::DEFAULT_COOLDOWN_SECS)]
-    pub cooldown: u64,
+    pub(crate) cooldown: u64,
     /// What to do with a trigger during the cooldown.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = CooldownArg::Defer)]
-    pub on_cooldown: CooldownArg,
+    pub(crate) on_cooldown: CooldownArg,
     /// Build timeout in seconds.
     #[arg(
         long,
@@ -257,52 +257,52 @@ pub struct FeedAddArgs {
         default_value_t = crate::feed::DEFAULT_TIMEOUT_SECS,
         value_parser = at_least_one
     )]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// File holding the webhook secret (signatures/tokens are then required).
     #[arg(long, value_name = "PATH")]
-    pub secret_file: Option<PathBuf>,
+    pub(crate) secret_file: Option<PathBuf>,
     /// Ask a network remote for its refs first; refuse the feed if it does not
     /// answer or lists no watched branch (local paths are always checked).
     #[arg(long)]
-    pub check: bool,
+    pub(crate) check: bool,
 }
 
 /// `feed edit`'s settings: all optional, a flag not given keeps the feed's value.
 #[derive(Debug, Args, Clone, Default)]
-pub struct FeedSpecArgs {
+pub(crate) struct FeedSpecArgs {
     /// Git repository URL (https://, ssh://, git://, file:// or a local path).
     #[arg(long, value_name = "URL")]
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// Branch pattern to watch (glob; repeatable; replaces the list).
     #[arg(long = "branch", value_name = "PATTERN")]
-    pub branches: Vec<String>,
+    pub(crate) branches: Vec<String>,
     /// Build command: once = a /bin/sh -c string; repeated = argv words.
     #[arg(long = "command", value_name = "CMD")]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// Least seconds between two build starts (0 = off).
     #[arg(long, value_name = "SECS")]
-    pub cooldown: Option<u64>,
+    pub(crate) cooldown: Option<u64>,
     /// What to do with a trigger during the cooldown.
     #[arg(long, value_enum, value_name = "POLICY")]
-    pub on_cooldown: Option<CooldownArg>,
+    pub(crate) on_cooldown: Option<CooldownArg>,
     /// Build timeout in seconds.
     #[arg(long, value_name = "SECS", value_parser = at_least_one)]
-    pub timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
     /// File holding the webhook secret (signatures/tokens are then required).
     #[arg(long, value_name = "PATH")]
-    pub secret_file: Option<PathBuf>,
+    pub(crate) secret_file: Option<PathBuf>,
     /// Ask a network remote for its refs first; refuse the change if it does not
     /// answer or lists no watched branch (local paths are always checked).
     #[arg(long)]
-    pub check: bool,
+    pub(crate) check: bool,
     /// Show the feed's build status at /badge/NAME.svg and in /cc.xml.
     #[arg(long, value_enum, value_name = "on|off")]
-    pub badge: Option<OnOff>,
+    pub(crate) badge: Option<OnOff>,
 }
 
 /// A switch typed as `on` or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnOff {
+pub(crate) enum OnOff {
     /// Enabled.
     On,
     /// Disabled.
@@ -320,7 +320,7 @@ fn at_least_one(text: &str) -> Result<u64, String> {
 
 /// Cooldown policy as typed on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum CooldownArg {
+pub(crate) enum CooldownArg {
     /// Queue the build for when the cooldown ends.
     Defer,
     /// Answer 429 with Retry-After.
@@ -329,7 +329,7 @@ pub enum CooldownArg {
 
 /// `hookd admin token …`.
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Add a hook token (one per sending host) and print its URL.
     Add {
         /// Feed name.

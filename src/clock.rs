@@ -10,13 +10,13 @@ pub fn now_ms() -> i64 {
 }
 
 /// Formats Unix milliseconds as RFC 3339 (UTC, seconds).
-pub fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Reads back what [`rfc3339`] wrote, as Unix milliseconds.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
     let t = humantime::parse_rfc3339(text).ok()?;
     let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(since.as_millis()).ok()

@@ -14,7 +14,7 @@ use crate::cli::ConfigArgs;
 use crate::feed::FeedName;
 
 mod declared;
-pub use declared::{DeclaredFeed, RawCommand, RawFeed};
+pub(crate) use declared::{DeclaredFeed, RawFeed};
 
 /// Why a config could not be used; shown to the operator verbatim.
 #[derive(Debug, thiserror::Error)]
@@ -129,186 +129,186 @@ fn key_line(text: &str, key: &[String]) -> Option<usize> {
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     /// Address the hook endpoint listens on.
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// Base of hook URLs shown to operators (e.g. behind a TLS proxy).
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     /// Where the database, mirrors, workspaces and logs live.
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// The admin socket path.
-    pub admin_socket: Option<PathBuf>,
+    pub(crate) admin_socket: Option<PathBuf>,
     /// tracing filter, e.g. "info" or "hookd=debug".
-    pub log_level: Option<String>,
+    pub(crate) log_level: Option<String>,
     /// Builds that may run at once (at most one per feed).
-    pub workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
     /// sled page cache in MiB (sled's own default is 1 GiB).
-    pub store_cache_mb: Option<u64>,
+    pub(crate) store_cache_mb: Option<u64>,
     /// HTTP limits.
-    pub http: RawHttp,
+    pub(crate) http: RawHttp,
     /// Build execution settings.
-    pub builds: RawBuilds,
+    pub(crate) builds: RawBuilds,
     /// The status pages, JSON API and badges.
-    pub web: RawWeb,
+    pub(crate) web: RawWeb,
     /// Per-feed tables by feed name: credentials for private repositories, and with
     /// `repo` a declared feed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub feeds: BTreeMap<String, RawFeed>,
+    pub(crate) feeds: BTreeMap<String, RawFeed>,
 }
 
 /// `[http]`: limits against hostile or broken clients.
 #[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawHttp {
+pub(crate) struct RawHttp {
     /// Largest accepted request body.
-    pub max_body_bytes: Option<u64>,
+    pub(crate) max_body_bytes: Option<u64>,
     /// Time a client has to send its request headers.
-    pub header_timeout_secs: Option<u64>,
+    pub(crate) header_timeout_secs: Option<u64>,
     /// Time a client has to send the whole request.
-    pub request_timeout_secs: Option<u64>,
+    pub(crate) request_timeout_secs: Option<u64>,
     /// Open connections at most; at the cap the longest idle one gives way.
-    pub max_connections: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
     /// Time a connection may sit idle (no request in progress, nothing received).
-    pub idle_timeout_secs: Option<u64>,
+    pub(crate) idle_timeout_secs: Option<u64>,
     /// Request body bytes held in memory at once, across all requests.
-    pub body_budget_bytes: Option<u64>,
+    pub(crate) body_budget_bytes: Option<u64>,
     /// Accept GitHub's legacy `X-Hub-Signature` (sha1).
-    pub allow_sha1_signatures: Option<bool>,
+    pub(crate) allow_sha1_signatures: Option<bool>,
 }
 
 /// `[builds]`: how builds run and how much history is kept.
 #[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawBuilds {
+pub(crate) struct RawBuilds {
     /// Cap on one build's log file.
-    pub log_max_bytes: Option<u64>,
+    pub(crate) log_max_bytes: Option<u64>,
     /// Builds (with logs) kept per feed.
-    pub keep_builds: Option<usize>,
+    pub(crate) keep_builds: Option<usize>,
     /// Deliveries remembered per feed.
-    pub keep_deliveries: Option<usize>,
+    pub(crate) keep_deliveries: Option<usize>,
     /// Time between TERM and KILL when a build is stopped.
-    pub kill_grace_secs: Option<u64>,
+    pub(crate) kill_grace_secs: Option<u64>,
     /// Time running builds get to finish on shutdown.
-    pub shutdown_grace_secs: Option<u64>,
+    pub(crate) shutdown_grace_secs: Option<u64>,
     /// Extra environment variables given to every build.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
 }
 
 /// `[web]`: the read-only status pages, JSON API and badges.
 #[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawWeb {
+pub(crate) struct RawWeb {
     /// Serve them at all.
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     /// Their own address; empty = on the hook listener.
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// Heading of every page.
-    pub title: Option<String>,
+    pub(crate) title: Option<String>,
     /// Live streams (event streams, followed logs) open at once, per listener.
-    pub max_streams: Option<usize>,
+    pub(crate) max_streams: Option<usize>,
 }
 
 /// The credential keys of `[feeds.NAME]`: secrets for fetching a private repository;
 /// never stored in the database.
 #[derive(Debug, Deserialize, Serialize, Default, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct FeedCredentials {
+pub(crate) struct FeedCredentials {
     /// SSH private key file for ssh:// and scp-like URLs.
-    pub ssh_key: Option<PathBuf>,
+    pub(crate) ssh_key: Option<PathBuf>,
     /// File holding an HTTPS token (used as the password).
-    pub https_token_file: Option<PathBuf>,
+    pub(crate) https_token_file: Option<PathBuf>,
     /// User name sent with the HTTPS token.
-    pub https_user: Option<String>,
+    pub(crate) https_user: Option<String>,
 }
 
 /// The validated settings every part of the daemon reads.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// Hook endpoint address.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Base of hook URLs, without a trailing slash.
-    pub public_url: String,
+    pub(crate) public_url: String,
     /// Whether `public_url` was set, rather than derived from `listen`.
-    pub public_url_explicit: bool,
+    pub(crate) public_url_explicit: bool,
     /// Root of all state.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Admin socket path.
-    pub admin_socket: PathBuf,
+    pub(crate) admin_socket: PathBuf,
     /// tracing filter.
     pub log_level: String,
     /// Concurrent builds.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// sled cache in bytes.
-    pub store_cache_bytes: u64,
+    pub(crate) store_cache_bytes: u64,
     /// Largest request body.
-    pub max_body_bytes: u64,
+    pub(crate) max_body_bytes: u64,
     /// Header read deadline.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// Whole-request deadline.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Connection cap.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Idle connections are closed after this.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Body bytes all requests may hold at once; 503 above.
-    pub body_budget_bytes: u64,
+    pub(crate) body_budget_bytes: u64,
     /// Whether sha1 GitHub signatures are accepted.
-    pub allow_sha1: bool,
+    pub(crate) allow_sha1: bool,
     /// Log cap per build.
-    pub log_max_bytes: u64,
+    pub(crate) log_max_bytes: u64,
     /// Builds kept per feed.
-    pub keep_builds: usize,
+    pub(crate) keep_builds: usize,
     /// Deliveries kept per feed.
-    pub keep_deliveries: usize,
+    pub(crate) keep_deliveries: usize,
     /// TERM-to-KILL grace.
-    pub kill_grace: Duration,
+    pub(crate) kill_grace: Duration,
     /// Shutdown grace for running builds.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// Extra build environment.
-    pub build_env: BTreeMap<String, String>,
+    pub(crate) build_env: BTreeMap<String, String>,
     /// Repository credentials by feed name.
-    pub credentials: BTreeMap<String, FeedCredentials>,
+    pub(crate) credentials: BTreeMap<String, FeedCredentials>,
     /// The feeds the file declares (`[feeds.NAME]` with `repo`), by name.
-    pub declared: BTreeMap<FeedName, DeclaredFeed>,
+    pub(crate) declared: BTreeMap<FeedName, DeclaredFeed>,
     /// The status pages, JSON API and badges.
-    pub web: WebConfig,
+    pub(crate) web: WebConfig,
     /// The file this came from, for SIGHUP reloads.
     pub source: Option<PathBuf>,
 }
 
 /// `[web]` as validated.
 #[derive(Debug, Clone, Serialize)]
-pub struct WebConfig {
+pub(crate) struct WebConfig {
     /// Whether the pages, API and badges are served.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Their own listener; `None` = the hook listener serves them.
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// Heading of every page.
-    pub title: String,
+    pub(crate) title: String,
     /// Live streams open at once per listener; 503 beyond (read at start).
-    pub max_streams: usize,
+    pub(crate) max_streams: usize,
 }
 
 /// Default page title.
-pub const DEFAULT_WEB_TITLE: &str = "hookd";
+pub(crate) const DEFAULT_WEB_TITLE: &str = "hookd";
 /// Default cap on live streams: a team's open pages, with room to spare.
-pub const DEFAULT_WEB_STREAMS: usize = 64;
+pub(crate) const DEFAULT_WEB_STREAMS: usize = 64;
 
 /// Default hook endpoint.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data dir when neither config nor systemd names one.
-pub const DEFAULT_DATA_DIR: &str = "hookd-data";
+pub(crate) const DEFAULT_DATA_DIR: &str = "hookd-data";
 /// Default sled cache: enough for hot feeds and the queue head, far from sled's 1 GiB.
-pub const DEFAULT_CACHE_MB: u64 = 16;
+pub(crate) const DEFAULT_CACHE_MB: u64 = 16;
 /// Default body limit (SPEC: 10 MiB).
-pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 /// Default idle timeout: longer than a client's pause between two requests of a burst,
 /// far shorter than the pace at which idle keep-alive clients could hold every slot.
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 5;
+pub(crate) const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 5;
 /// Default body budget: six bodies at the default limit, so the daemon stays well
 /// under 128 MiB in a burst of large posts.
-pub const DEFAULT_BODY_BUDGET: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_BODY_BUDGET: u64 = 64 * 1024 * 1024;
 /// Default log cap (SPEC: 50 MiB).
-pub const DEFAULT_LOG_MAX: u64 = 50 * 1024 * 1024;
+pub(crate) const DEFAULT_LOG_MAX: u64 = 50 * 1024 * 1024;
 
 impl Config {
     /// Reads the file (if any), applies CLI overrides and validates the result,
@@ -324,7 +324,7 @@ impl Config {
 
     /// [`Config::load`] without opening the credential files: enough to find the
     /// admin socket, for a user who may not read the daemon's keys.
-    pub fn load_settings(args: &ConfigArgs) -> Result<Self, ConfigError> {
+    pub(crate) fn load_settings(args: &ConfigArgs) -> Result<Self, ConfigError> {
         let Some(path) = &args.config else {
             return Self::from_raw(RawConfig::default(), args);
         };
@@ -334,7 +334,11 @@ impl Config {
 
     /// Settings from a file's text (read by whoever could read it): parsed, checked,
     /// and with each declared feed's line found. Credential files are not opened.
-    pub fn from_text(path: &Path, text: &str, args: &ConfigArgs) -> Result<Self, ConfigError> {
+    pub(crate) fn from_text(
+        path: &Path,
+        text: &str,
+        args: &ConfigArgs,
+    ) -> Result<Self, ConfigError> {
         let raw = parse_raw(path, text)?;
         let mut config = Self::from_raw(raw, args).map_err(|e| e.located(path, text))?;
         config.locate_declared(text);
@@ -480,7 +484,7 @@ impl Config {
     }
 
     /// Applies overrides and defaults to a parsed file.
-    pub fn from_raw(mut raw: RawConfig, args: &ConfigArgs) -> Result<Self, ConfigError> {
+    pub(crate) fn from_raw(mut raw: RawConfig, args: &ConfigArgs) -> Result<Self, ConfigError> {
         if let Some(listen) = &args.listen {
             raw.listen = Some(listen.clone());
         }
@@ -586,7 +590,7 @@ impl Config {
 impl Config {
     /// Records the address actually bound (port 0 picks one), which also becomes the
     /// base of hook URLs unless `public_url` was set.
-    pub fn with_bound_addr(mut self, bound: SocketAddr) -> Self {
+    pub(crate) fn with_bound_addr(mut self, bound: SocketAddr) -> Self {
         self.listen = bound;
         if !self.public_url_explicit {
             self.public_url = format!("http://{bound}");
@@ -697,23 +701,23 @@ fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
 /// The settings in force, shared by the daemon's parts; replaced whole on SIGHUP, so a
 /// reader holds one consistent [`Config`] for as long as it needs it.
 #[derive(Debug, Clone)]
-pub struct LiveConfig(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>);
+pub(crate) struct LiveConfig(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>);
 
 impl LiveConfig {
     /// Shares `config` as the settings in force.
-    pub fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config) -> Self {
         Self(std::sync::Arc::new(std::sync::RwLock::new(
             std::sync::Arc::new(config),
         )))
     }
 
     /// The settings in force now.
-    pub fn get(&self) -> std::sync::Arc<Config> {
+    pub(crate) fn get(&self) -> std::sync::Arc<Config> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Swaps in reloaded settings.
-    pub fn set(&self, config: Config) {
+    pub(crate) fn set(&self, config: Config) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(config);
     }
 }

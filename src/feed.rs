@@ -8,11 +8,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Default least time between two build starts of a feed (SPEC: 300 s).
-pub const DEFAULT_COOLDOWN_SECS: u64 = 300;
+pub(crate) const DEFAULT_COOLDOWN_SECS: u64 = 300;
 /// Default build timeout: generous, but a hung build must end some day.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+pub(crate) const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 /// Branch watched when the operator names none.
-pub const DEFAULT_BRANCH: &str = "main";
+pub(crate) const DEFAULT_BRANCH: &str = "main";
 
 /// Why a feed setting was refused; the message is shown to the operator as is.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub enum CommandSpec {
 
 impl CommandSpec {
     /// One word typed = a shell string; several = argv (mirrors `--command` repeated).
-    pub fn from_words(words: Vec<String>) -> Result<Self, FeedError> {
+    pub(crate) fn from_words(words: Vec<String>) -> Result<Self, FeedError> {
         match words.len() {
             0 => Err(FeedError::NoCommand),
             1 if words[0].trim().is_empty() => Err(FeedError::NoCommand),
@@ -168,7 +168,7 @@ pub struct Feed {
 /// The one check of a feed's settings, whoever wrote them: `feed add`/`feed edit`, a
 /// backup being imported, or a `[feeds.NAME]` table in the config file. (The name was
 /// checked when it became a [`FeedName`].)
-pub fn validate(feed: &Feed) -> Result<(), FeedError> {
+pub(crate) fn validate(feed: &Feed) -> Result<(), FeedError> {
     validate_repo(&feed.repo)?;
     validate_patterns(&feed.branches)?;
     let no_command = match &feed.command {
@@ -185,7 +185,7 @@ pub fn validate(feed: &Feed) -> Result<(), FeedError> {
 }
 
 /// Checks a repository URL: a scheme hookd can fetch, an absolute path, or scp-like `host:path`.
-pub fn validate_repo(url: &str) -> Result<(), FeedError> {
+pub(crate) fn validate_repo(url: &str) -> Result<(), FeedError> {
     let bad = |why| Err(FeedError::BadRepo(url.to_owned(), why));
     if url.is_empty() {
         return bad("it is empty");
@@ -214,7 +214,7 @@ pub fn validate_repo(url: &str) -> Result<(), FeedError> {
 }
 
 /// Checks branch globs; an empty list means the default branch.
-pub fn validate_patterns(patterns: &[String]) -> Result<(), FeedError> {
+pub(crate) fn validate_patterns(patterns: &[String]) -> Result<(), FeedError> {
     for p in patterns {
         if p.is_empty() || p.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(FeedError::BadPattern(

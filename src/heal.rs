@@ -23,7 +23,11 @@ const PROBE_BYTES: usize = 1024 * 1024;
 
 /// Waits until a commit failed and the data dir takes `PROBE_BYTES` again: `true` then,
 /// `false` if hookd stops first. The daemon drains its listeners and calls `reexec`.
-pub async fn room_returned(store: Store, data_dir: PathBuf, shutdown: CancellationToken) -> bool {
+pub(crate) async fn room_returned(
+    store: Store,
+    data_dir: PathBuf,
+    shutdown: CancellationToken,
+) -> bool {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     loop {
         tokio::select! {
@@ -55,7 +59,7 @@ fn probe(dir: &Path) -> std::io::Result<()> {
 /// Replaces this process with a fresh hookd (same arguments), passing the hook socket
 /// as fd 3 with `LISTEN_PID`/`LISTEN_FDS` (see `systemd::take_listener`). Returns only
 /// on failure.
-pub fn reexec(listener: &OwnedFd) -> std::io::Error {
+pub(crate) fn reexec(listener: &OwnedFd) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     const FIRST_PASSED_FD: i32 = 3;
     let fd = listener.as_raw_fd();

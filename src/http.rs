@@ -35,7 +35,7 @@ const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// The hook listener: hooks, health, metrics, and the web side unless `[web]
     /// listen` gives it its own.
     Hooks,
@@ -73,7 +73,12 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 
 /// Accepts connections until `shutdown` fires, then lets in-flight requests finish
 /// (up to a deadline) and returns.
-pub async fn serve(listener: TcpListener, app: App, role: Role, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: App,
+    role: Role,
+    shutdown: CancellationToken,
+) {
     let reads: Arc<dyn crate::web::Source> = Arc::new(crate::admin::reads::Reads(app.clone()));
     let streams = crate::web::Streams::new(app.config().web.max_streams, shutdown.clone());
     let slots = Slots::new();

@@ -32,7 +32,7 @@ pub fn init(level: &str) {
 }
 
 /// Applies a new level from a reloaded config (unless `RUST_LOG` pins it).
-pub fn set_level(level: &str) {
+pub(crate) fn set_level(level: &str) {
     if let Some(handle) = FILTER.get() {
         if let Err(e) = handle.reload(filter(level)) {
             tracing::warn!(error = %e, "cannot change the log level");
@@ -56,7 +56,7 @@ static REPEATS: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None
 /// Whether to log an error that may repeat thousands of times a second (a full disk
 /// fails every write): `Some(n)` once per interval per distinct `key`, `n` being how
 /// many times it was held back since the last line; `None` otherwise.
-pub fn once_per_interval(key: &str) -> Option<u64> {
+pub(crate) fn once_per_interval(key: &str) -> Option<u64> {
     let mut guard = REPEATS.lock().unwrap_or_else(|e| e.into_inner());
     let seen = guard.get_or_insert_with(HashMap::new);
     let now = Instant::now();

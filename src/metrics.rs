@@ -13,7 +13,7 @@ const DURATION_BUCKETS: [f64; 10] = [
 
 /// The daemon's counters; one instance is shared by intake and scheduler.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Deliveries by (provider, outcome).
     deliveries: Mutex<BTreeMap<(String, String), u64>>,
     /// Finished builds by status word.
@@ -30,14 +30,14 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts one delivery and what became of it.
-    pub fn delivery(&self, provider: &str, outcome: &str) {
+    pub(crate) fn delivery(&self, provider: &str, outcome: &str) {
         let mut map = lock(&self.deliveries);
         *map.entry((provider.to_owned(), outcome.to_owned()))
             .or_default() += 1;
     }
 
     /// Counts one finished build.
-    pub fn build_finished(&self, status: &str, duration_secs: Option<f64>) {
+    pub(crate) fn build_finished(&self, status: &str, duration_secs: Option<f64>) {
         *lock(&self.builds).entry(status.to_owned()).or_default() += 1;
         if let Some(secs) = duration_secs {
             let mut d = lock(&self.durations);
@@ -52,13 +52,13 @@ impl Metrics {
     }
 
     /// Records how long fetching and checking out a build's source took.
-    pub fn fetch(&self, micros: u64) {
+    pub(crate) fn fetch(&self, micros: u64) {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         self.fetch_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Records how long admitting a trigger durably took (write + flush).
-    pub fn admission(&self, micros: u64) {
+    pub(crate) fn admission(&self, micros: u64) {
         self.admissions.fetch_add(1, Ordering::Relaxed);
         self.admission_micros.fetch_add(micros, Ordering::Relaxed);
     }
@@ -66,17 +66,17 @@ impl Metrics {
 
 /// The gauges read at render time.
 #[derive(Debug, Clone, Copy)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// When the daemon started.
-    pub started: std::time::Instant,
+    pub(crate) started: std::time::Instant,
     /// Builds running now.
-    pub running: usize,
+    pub(crate) running: usize,
     /// Builds queued: (due, deferred).
-    pub queue: (usize, usize),
+    pub(crate) queue: (usize, usize),
 }
 
 /// Renders every metric in Prometheus text format.
-pub fn render(m: &Metrics, gauges: Gauges) -> String {
+pub(crate) fn render(m: &Metrics, gauges: Gauges) -> String {
     let queue = gauges.queue;
     let mut out = String::new();
     let now = std::time::SystemTime::now()

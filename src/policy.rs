@@ -52,20 +52,20 @@ pub(crate) fn admit_new(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Waiting {
     /// Not before this time (deferred by the cooldown), Unix ms.
-    pub run_at_ms: Option<i64>,
+    pub(crate) run_at_ms: Option<i64>,
     /// Ignores the cooldown (`trigger --force`, retries).
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// What a trigger joining a pending build does to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Join {
     /// The pending build's facts after the join (a forced trigger forces it).
-    pub waiting: Waiting,
+    pub(crate) waiting: Waiting,
     /// Whether `waiting` changed and must be written back.
-    pub changed: bool,
+    pub(crate) changed: bool,
     /// `Some(t)`: the build is still deferred until `t`; `None`: it coalesced.
-    pub deferred_until: Option<i64>,
+    pub(crate) deferred_until: Option<i64>,
 }
 
 /// Decides a trigger for a ref whose build is still queued: it joins that build; a

@@ -94,9 +94,9 @@ pub enum HookReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefReply {
     /// The full ref.
-    pub git_ref: String,
+    pub(crate) git_ref: String,
     /// What became of it.
-    pub reply: HookReply,
+    pub(crate) reply: HookReply,
 }
 
 /// Which of a delivery's ref outcomes the reply's top level speaks for: the first
@@ -113,18 +113,18 @@ pub(crate) fn top_index(refs: &[RefReply]) -> usize {
 
 /// A reply as HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parts {
+pub(crate) struct Parts {
     /// The status code.
-    pub status: StatusCode,
+    pub(crate) status: StatusCode,
     /// Seconds for `Retry-After`, when the sender should come back later.
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
     /// The JSON body, always with a `status` word.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 impl HookReply {
     /// The status, headers and body this outcome is sent as: the one place they are chosen.
-    pub fn parts(&self) -> Parts {
+    pub(crate) fn parts(&self) -> Parts {
         let word = self.word();
         let (status, body) = match self {
             Self::Queued { build } | Self::Coalesced { build } => (
@@ -198,7 +198,7 @@ impl HookReply {
     }
 
     /// The body's `status` word, also the delivery's recorded outcome.
-    pub fn word(&self) -> &'static str {
+    pub(crate) fn word(&self) -> &'static str {
         match self {
             Self::Queued { .. } => "queued",
             Self::Coalesced { .. } => "coalesced",
@@ -220,7 +220,7 @@ impl HookReply {
     }
 
     /// The build this reply names, if any.
-    pub fn build(&self) -> Option<BuildId> {
+    pub(crate) fn build(&self) -> Option<BuildId> {
         match self {
             Self::Queued { build } | Self::Coalesced { build } | Self::Deferred { build, .. } => {
                 Some(*build)
@@ -251,7 +251,7 @@ impl HookReply {
 
     /// Whether the sender was told it succeeded (2xx): only those replies are
     /// remembered for a redelivery, so a bad signature never sticks to an id.
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         self.parts().status.is_success()
     }
 }

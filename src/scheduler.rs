@@ -26,7 +26,7 @@ use crate::store::{Admission, AdmitRequest, DeliveryRecord, Pick, Store, StoreEr
 
 /// Errors of scheduling operations, for the admin and HTTP layers to map.
 #[derive(Debug, thiserror::Error)]
-pub enum ScheduleError {
+pub(crate) enum ScheduleError {
     /// The store failed or could not make the trigger durable.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -37,19 +37,19 @@ pub enum ScheduleError {
 
 /// A trigger ready for admission, owning its data (it crosses to the blocking pool).
 #[derive(Debug, Clone)]
-pub struct Submission {
+pub(crate) struct Submission {
     /// The feed as read by the caller.
-    pub feed: Feed,
+    pub(crate) feed: Feed,
     /// Full ref.
-    pub git_ref: String,
+    pub(crate) git_ref: String,
     /// Short name.
-    pub branch: String,
+    pub(crate) branch: String,
     /// The trigger.
-    pub trigger: Trigger,
+    pub(crate) trigger: Trigger,
     /// Skip the cooldown.
-    pub force: bool,
+    pub(crate) force: bool,
     /// The delivery to record with it (webhooks).
-    pub delivery: Option<DeliveryRecord>,
+    pub(crate) delivery: Option<DeliveryRecord>,
 }
 
 impl Submission {
@@ -68,7 +68,7 @@ impl Submission {
 
 /// What a cancel request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CancelOutcome {
+pub(crate) enum CancelOutcome {
     /// It was queued and is now cancelled.
     Dequeued,
     /// It was running; its process group is being stopped.
@@ -82,18 +82,18 @@ const UPDATES_KEPT: usize = 1024;
 
 /// One change of one build's state, as published to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildUpdate {
+pub(crate) struct BuildUpdate {
     /// Which build.
-    pub build: BuildId,
+    pub(crate) build: BuildId,
     /// Its feed.
-    pub feed: FeedName,
+    pub(crate) feed: FeedName,
     /// What changed.
-    pub change: Change,
+    pub(crate) change: Change,
 }
 
 /// What changed about a build.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A new build was queued (possibly deferred by the cooldown).
     Queued,
     /// A trigger joined the queued build.
@@ -136,7 +136,7 @@ struct RunningBuild {
 
 /// Handle to the scheduler; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     inner: Arc<Inner>,
 }
 
@@ -161,7 +161,7 @@ struct Inner {
 
 impl Scheduler {
     /// A scheduler over the store's queue; `run` starts dispatching.
-    pub fn new(store: Store, config: LiveConfig, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(store: Store, config: LiveConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -177,7 +177,7 @@ impl Scheduler {
 
     /// Admits a trigger and waits until it is durable on disk; only then may the
     /// caller reply 2xx. Wakes the dispatcher when a build became startable.
-    pub async fn submit(&self, mut sub: Submission) -> Result<Admission, ScheduleError> {
+    pub(crate) async fn submit(&self, mut sub: Submission) -> Result<Admission, ScheduleError> {
         let feed = sub.feed.name.clone();
         let delivery = sub.delivery.take();
         let admission = self
@@ -193,7 +193,11 @@ impl Scheduler {
     /// with its record, as one batch ([`Store::admit_all`]: `settle` fills in the
     /// record from the admissions), and waits until all of it is durable; only then
     /// may the caller reply 2xx. Each submission's own `delivery` is not used.
-    pub async fn submit_all(
+    #[allow(
+        dead_code,
+        reason = "the intake's multi-ref path on the multiref branch calls it"
+    )]
+    pub(crate) async fn submit_all(
         &self,
         subs: Vec<Submission>,
         delivery: Option<DeliveryRecord>,
@@ -231,7 +235,7 @@ impl Scheduler {
     }
 
     /// Cancels a queued or running build.
-    pub async fn cancel(&self, id: BuildId) -> Result<CancelOutcome, ScheduleError> {
+    pub(crate) async fn cancel(&self, id: BuildId) -> Result<CancelOutcome, ScheduleError> {
         if let Some(outcome) = self.cancel_running(id) {
             return Ok(outcome);
         }
@@ -280,25 +284,25 @@ impl Scheduler {
     }
 
     /// Cancels whatever runs for a feed (feed removal).
-    pub fn cancel_feed(&self, feed: &FeedName) {
+    pub(crate) fn cancel_feed(&self, feed: &FeedName) {
         for run in self.running().values().filter(|r| &r.feed == feed) {
             run.cancel.cancel();
         }
     }
 
     /// Makes the dispatcher look at the queue again (feed resumed, config reloaded).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.inner.wake.notify_one();
     }
 
     /// How many builds run now.
-    pub fn running_count(&self) -> usize {
+    pub(crate) fn running_count(&self) -> usize {
         self.running().len()
     }
 
     /// A receiver of every build state change from now on. Subscribe before reading
     /// the store, so no change between the read and the first update is missed.
-    pub fn subscribe(&self) -> broadcast::Receiver<BuildUpdate> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<BuildUpdate> {
         self.inner.updates.subscribe()
     }
 
@@ -318,7 +322,7 @@ impl Scheduler {
 
     /// Dispatches builds until `shutdown` fires, then gives running builds `grace`
     /// to finish before cancelling them; returns when every build task has ended.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         loop {
             let free = self

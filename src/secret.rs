@@ -13,16 +13,16 @@ use crate::paths;
 /// `Debug` and `Display` print `***`; [`Secret::expose`] is the only way to read the value,
 /// so every place that touches it is easy to find. Nothing else is derived on purpose.
 #[derive(Clone)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 /// Refusal of an empty or whitespace-only secret: any sender could "sign" with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("webhook secret is empty")]
-pub struct EmptySecret;
+pub(crate) struct EmptySecret;
 
 impl Secret {
     /// Wraps a secret, refusing one that is empty or only whitespace.
-    pub fn new(value: String) -> Result<Secret, EmptySecret> {
+    pub(crate) fn new(value: String) -> Result<Secret, EmptySecret> {
         if value.trim().is_empty() {
             return Err(EmptySecret);
         }
@@ -30,7 +30,7 @@ impl Secret {
     }
 
     /// The secret's text, for computing or comparing signatures only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -48,13 +48,13 @@ impl fmt::Display for Secret {
 }
 
 /// Writes (or replaces) a feed's secret atomically, readable by the daemon's user only.
-pub fn save(data_dir: &Path, feed: &FeedName, secret: &Secret) -> std::io::Result<()> {
+pub(crate) fn save(data_dir: &Path, feed: &FeedName, secret: &Secret) -> std::io::Result<()> {
     paths::create_private_dir(&paths::secrets_dir(data_dir))?;
     paths::write_private(&paths::secret(data_dir, feed), secret.expose().as_bytes())
 }
 
 /// Reads a feed's secret; `None` when the file is gone.
-pub fn load(data_dir: &Path, feed: &FeedName) -> std::io::Result<Option<Secret>> {
+pub(crate) fn load(data_dir: &Path, feed: &FeedName) -> std::io::Result<Option<Secret>> {
     match std::fs::read_to_string(paths::secret(data_dir, feed)) {
         Ok(text) => Ok(Secret::new(text).ok()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -63,7 +63,7 @@ pub fn load(data_dir: &Path, feed: &FeedName) -> std::io::Result<Option<Secret>>
 }
 
 /// Deletes a feed's secret, if any.
-pub fn remove(data_dir: &Path, feed: &FeedName) -> std::io::Result<()> {
+pub(crate) fn remove(data_dir: &Path, feed: &FeedName) -> std::io::Result<()> {
     match std::fs::remove_file(paths::secret(data_dir, feed)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

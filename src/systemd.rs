@@ -5,7 +5,7 @@
 use std::os::unix::net::UnixDatagram;
 
 /// Sends a state update (`READY=1`, `STOPPING=1`, `STATUS=…`); a no-op outside systemd.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

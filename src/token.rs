@@ -24,7 +24,7 @@ const KEY_LEN: usize = 32;
 
 /// Why the server key could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     /// Reading, creating or checking the key file failed.
     #[error("server key {path}: {source}")]
     Io {
@@ -52,21 +52,21 @@ pub enum KeyError {
 
 /// The public half of a token: names its record, shown by `token list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenId([u8; ID_LEN]);
+pub(crate) struct TokenId([u8; ID_LEN]);
 
 impl TokenId {
     /// Raw bytes, as used for the store key.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// From store key bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)
     }
 
     /// From the hex form an operator types (`token revoke NAME ID`).
-    pub fn parse_hex(text: &str) -> Option<Self> {
+    pub(crate) fn parse_hex(text: &str) -> Option<Self> {
         hex::decode(text).ok().and_then(|b| Self::from_bytes(&b))
     }
 }
@@ -79,11 +79,11 @@ impl fmt::Display for TokenId {
 
 /// A whole token: the secret path segment of a hook URL. Never logged.
 #[derive(Clone, PartialEq, Eq)]
-pub struct HookToken(String);
+pub(crate) struct HookToken(String);
 
 impl HookToken {
     /// The token text, for building the URL shown to the operator.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -96,16 +96,16 @@ impl fmt::Debug for HookToken {
 
 /// A presented token, checked: `id` says which record to load, `mac_ok` whether it is genuine.
 #[derive(Debug, Clone, Copy)]
-pub struct Presented {
+pub(crate) struct Presented {
     /// The id half (all zeros when the token was malformed).
-    pub id: TokenId,
+    pub(crate) id: TokenId,
     /// Whether the MAC half matched, compared in constant time.
-    pub mac_ok: bool,
+    pub(crate) mac_ok: bool,
 }
 
 /// The daemon's secret key for tokens.
 #[derive(Clone)]
-pub struct ServerKey([u8; KEY_LEN]);
+pub(crate) struct ServerKey([u8; KEY_LEN]);
 
 impl fmt::Debug for ServerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -114,16 +114,10 @@ impl fmt::Debug for ServerKey {
 }
 
 impl ServerKey {
-    /// Loads `DIR/server.key`, creating it (0600, random) if missing, for a data dir
-    /// without tokens (see [`ServerKey::load`]).
-    pub fn load_or_create(data_dir: &Path) -> Result<Self, KeyError> {
-        Self::load(data_dir, false)
-    }
-
     /// Loads `DIR/server.key`. A missing key is made (0600, random) only while no
     /// token depends on it (`tokens_exist` false: a fresh data dir); otherwise a new
     /// key would silently change every hook URL, so that is [`KeyError::Missing`].
-    pub fn load(data_dir: &Path, tokens_exist: bool) -> Result<Self, KeyError> {
+    pub(crate) fn load(data_dir: &Path, tokens_exist: bool) -> Result<Self, KeyError> {
         let path = crate::paths::server_key(data_dir);
         let io = |source| KeyError::Io {
             path: path.clone(),
@@ -163,13 +157,13 @@ impl ServerKey {
 
     /// The key's bytes, for `admin export` (a backup must carry it, or every hook URL
     /// changes on restore).
-    pub fn to_base64(&self) -> String {
+    pub(crate) fn to_base64(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
     /// Restores an exported key and writes it to `DATA_DIR/server.key` (0600), replacing
     /// the current file atomically.
-    pub fn restore(data_dir: &Path, text: &str) -> Result<Self, KeyError> {
+    pub(crate) fn restore(data_dir: &Path, text: &str) -> Result<Self, KeyError> {
         let path = crate::paths::server_key(data_dir);
         let bytes = URL_SAFE_NO_PAD
             .decode(text.trim())
@@ -185,13 +179,13 @@ impl ServerKey {
     }
 
     /// Mints a fresh token with a random id.
-    pub fn mint(&self) -> Result<(TokenId, HookToken), KeyError> {
+    pub(crate) fn mint(&self) -> Result<(TokenId, HookToken), KeyError> {
         let id = TokenId(random_bytes()?);
         Ok((id, self.token_for(id)))
     }
 
     /// The token text for an id (deterministic, so URLs can be shown again).
-    pub fn token_for(&self, id: TokenId) -> HookToken {
+    pub(crate) fn token_for(&self, id: TokenId) -> HookToken {
         let mut raw = [0u8; ID_LEN + MAC_LEN];
         raw[..ID_LEN].copy_from_slice(&id.0);
         raw[ID_LEN..].copy_from_slice(&self.mac(id));
@@ -200,7 +194,7 @@ impl ServerKey {
 
     /// Checks a presented token. Malformed input does the same work as a real one,
     /// so a guess answers in the same time whatever it looks like.
-    pub fn check(&self, presented: &str) -> Presented {
+    pub(crate) fn check(&self, presented: &str) -> Presented {
         let mut raw = [0u8; ID_LEN + MAC_LEN];
         let well_formed = presented.len() == 32
             && URL_SAFE_NO_PAD.decode_slice(presented, &mut raw).ok() == Some(raw.len());
@@ -258,13 +252,13 @@ mod tests {
     #[test]
     fn key_file_is_created_private_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
-        let key = ServerKey::load_or_create(dir.path()).unwrap();
+        let key = ServerKey::load(dir.path(), false).unwrap();
         let mode = std::fs::metadata(crate::paths::server_key(dir.path()))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = ServerKey::load_or_create(dir.path()).unwrap();
+        let again = ServerKey::load(dir.path(), false).unwrap();
         let (id, token) = key.mint().unwrap();
         assert_eq!(again.token_for(id), token);
     }
@@ -272,7 +266,7 @@ mod tests {
     #[test]
     fn genuine_tokens_check_and_forgeries_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let key = ServerKey::load_or_create(dir.path()).unwrap();
+        let key = ServerKey::load(dir.path(), false).unwrap();
         let (id, token) = key.mint().unwrap();
         assert_eq!(token.expose().len(), 32);
         assert!(token
@@ -297,19 +291,19 @@ mod tests {
             assert!(!key.check(junk).mac_ok, "{junk}");
         }
         let other = tempfile::tempdir().unwrap();
-        let other_key = ServerKey::load_or_create(other.path()).unwrap();
+        let other_key = ServerKey::load(other.path(), false).unwrap();
         assert!(!other_key.check(token.expose()).mac_ok);
     }
 
     #[test]
     fn an_exported_key_restores_the_same_tokens() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let key = ServerKey::load_or_create(a.path()).unwrap();
+        let key = ServerKey::load(a.path(), false).unwrap();
         let (id, token) = key.mint().unwrap();
         let restored = ServerKey::restore(b.path(), &key.to_base64()).unwrap();
         assert_eq!(restored.token_for(id), token);
         assert_eq!(
-            ServerKey::load_or_create(b.path()).unwrap().token_for(id),
+            ServerKey::load(b.path(), false).unwrap().token_for(id),
             token
         );
         assert!(ServerKey::restore(b.path(), "not base64!").is_err());

@@ -11,7 +11,7 @@ use crate::store::TokenRecord;
 use crate::token::{ServerKey, TokenId};
 
 /// Builds the backup document (blocking: reads the store and secret files).
-pub fn export(app: &App) -> Result<Reply, CommandError> {
+pub(crate) fn export(app: &App) -> Result<Reply, CommandError> {
     let data_dir = app.config().data_dir.clone();
     let mut feeds = Vec::new();
     for feed in app.store.feeds()? {
@@ -47,7 +47,7 @@ pub fn export(app: &App) -> Result<Reply, CommandError> {
 }
 
 /// Restores a backup into a daemon without feeds: key first, then feeds, secrets, tokens.
-pub fn import(app: &App, backup: Backup) -> Result<Reply, CommandError> {
+pub(crate) fn import(app: &App, backup: Backup) -> Result<Reply, CommandError> {
     if backup.format != BACKUP_FORMAT {
         return Err(CommandError::Other(format!(
             "backup format {} is not {BACKUP_FORMAT}",

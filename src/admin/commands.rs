@@ -17,7 +17,7 @@ use crate::token::TokenId;
 
 /// Why an admin request failed; the text goes to the operator's stderr.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     /// Bad input.
     #[error(transparent)]
     Feed(#[from] FeedError),
@@ -32,7 +32,7 @@ pub enum CommandError {
 type Result<T> = std::result::Result<T, CommandError>;
 
 /// Runs one request (all but a followed log, which `server` streams).
-pub async fn execute(app: &App, req: Request) -> Reply {
+pub(crate) async fn execute(app: &App, req: Request) -> Reply {
     let changes_hooks = matches!(
         req,
         Request::FeedAdd { .. }

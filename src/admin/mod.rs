@@ -1,10 +1,10 @@
 //! The operator's side: the protocol shared by the admin socket server (in the
 //! daemon) and the `hookd admin` client, plus text rendering for the client.
 
-pub mod backup;
+pub(crate) mod backup;
 pub mod client;
-pub mod commands;
-pub mod proto;
-pub mod reads;
-pub mod render;
-pub mod server;
+pub(crate) mod commands;
+pub(crate) mod proto;
+pub(crate) mod reads;
+pub(crate) mod render;
+pub(crate) mod server;

@@ -13,36 +13,36 @@ use crate::runner::git::redact_url;
 
 /// Feed settings as sent by `feed add` / `feed edit`; `None` keeps the old value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct FeedSpec {
+pub(crate) struct FeedSpec {
     /// Repository URL.
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// Branch patterns (empty = keep on edit, default on add).
-    pub branches: Vec<String>,
+    pub(crate) branches: Vec<String>,
     /// Command words (one = shell string).
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// Cooldown seconds.
-    pub cooldown_secs: Option<u64>,
+    pub(crate) cooldown_secs: Option<u64>,
     /// Cooldown policy.
-    pub on_cooldown: Option<CooldownPolicy>,
+    pub(crate) on_cooldown: Option<CooldownPolicy>,
     /// Timeout seconds.
-    pub timeout_secs: Option<u64>,
+    pub(crate) timeout_secs: Option<u64>,
     /// The webhook secret's text, read from `--secret-file` by the client.
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// Drop the webhook secret.
-    pub clear_secret: bool,
+    pub(crate) clear_secret: bool,
     /// Ask a network remote for its refs before saving (local paths are always
     /// checked).
     #[serde(default)]
-    pub check: bool,
+    pub(crate) check: bool,
     /// Show a badge (`--badge on|off`).
     #[serde(default)]
-    pub badge: Option<bool>,
+    pub(crate) badge: Option<bool>,
 }
 
 /// Every request the admin socket answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
+pub(crate) enum Request {
     /// Add a feed (and its first token).
     FeedAdd {
         /// Feed name.
@@ -159,7 +159,7 @@ pub enum Request {
 /// Every reply; `Error` carries a message for stderr.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
-pub enum Reply {
+pub(crate) enum Reply {
     /// The request failed; the message is for the operator.
     Error(String),
     /// A feed, with its hook URLs.
@@ -191,82 +191,82 @@ pub enum Reply {
 }
 
 /// Version of the backup format.
-pub const BACKUP_FORMAT: u32 = 1;
+pub(crate) const BACKUP_FORMAT: u32 = 1;
 
 /// Everything needed to rebuild a daemon's feeds with the same hook URLs. It holds
 /// secrets (the token key, webhook secrets): keep it like the data dir itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Backup {
+pub(crate) struct Backup {
     /// [`BACKUP_FORMAT`].
-    pub format: u32,
+    pub(crate) format: u32,
     /// When it was made (RFC 3339).
-    pub exported: String,
+    pub(crate) exported: String,
     /// The token key, base64url: hook URLs are derived from it.
-    pub server_key: String,
+    pub(crate) server_key: String,
     /// Every feed with its secret and tokens.
-    pub feeds: Vec<BackupFeed>,
+    pub(crate) feeds: Vec<BackupFeed>,
 }
 
 /// One feed in a backup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackupFeed {
+pub(crate) struct BackupFeed {
     /// The feed's settings.
-    pub feed: Feed,
+    pub(crate) feed: Feed,
     /// Its webhook secret.
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// Its tokens, revoked ones included.
-    pub tokens: Vec<BackupToken>,
+    pub(crate) tokens: Vec<BackupToken>,
 }
 
 /// One token in a backup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackupToken {
+pub(crate) struct BackupToken {
     /// Token id (hex).
-    pub id: String,
+    pub(crate) id: String,
     /// Label.
-    pub label: String,
+    pub(crate) label: String,
     /// Created, Unix ms.
-    pub created_ms: i64,
+    pub(crate) created_ms: i64,
     /// Revoked, Unix ms.
-    pub revoked_ms: Option<i64>,
+    pub(crate) revoked_ms: Option<i64>,
 }
 
 /// A feed as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FeedView {
+pub(crate) struct FeedView {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Repository URL, credentials redacted.
-    pub repo: String,
+    pub(crate) repo: String,
     /// Watched patterns.
-    pub branches: Vec<String>,
+    pub(crate) branches: Vec<String>,
     /// Build command.
-    pub command: CommandSpec,
+    pub(crate) command: CommandSpec,
     /// Cooldown seconds.
-    pub cooldown_secs: u64,
+    pub(crate) cooldown_secs: u64,
     /// Cooldown policy.
-    pub on_cooldown: CooldownPolicy,
+    pub(crate) on_cooldown: CooldownPolicy,
     /// Timeout seconds.
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
     /// Whether deliveries must be signed.
-    pub has_secret: bool,
+    pub(crate) has_secret: bool,
     /// Whether builds are paused.
-    pub paused: bool,
+    pub(crate) paused: bool,
     /// Whether its badge is shown.
     #[serde(default)]
-    pub badge: bool,
+    pub(crate) badge: bool,
     /// Creation time (RFC 3339).
-    pub created: String,
+    pub(crate) created: String,
     /// Active hook URLs.
-    pub hook_urls: Vec<TokenView>,
+    pub(crate) hook_urls: Vec<TokenView>,
     /// What `--check` found on the remote: the watched refs it lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_refs: Option<Vec<String>>,
+    pub(crate) remote_refs: Option<Vec<String>>,
 }
 
 impl FeedView {
     /// Builds the view from a stored feed and its active tokens.
-    pub fn new(feed: &Feed, hook_urls: Vec<TokenView>) -> Self {
+    pub(crate) fn new(feed: &Feed, hook_urls: Vec<TokenView>) -> Self {
         Self {
             name: feed.name.to_string(),
             repo: redact_url(&feed.repo),
@@ -287,88 +287,88 @@ impl FeedView {
 
 /// A hook token as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenView {
+pub(crate) struct TokenView {
     /// Public id, for `token revoke`.
-    pub id: String,
+    pub(crate) id: String,
     /// Label.
-    pub label: String,
+    pub(crate) label: String,
     /// Creation time.
-    pub created: String,
+    pub(crate) created: String,
     /// Revocation time, if revoked.
-    pub revoked: Option<String>,
+    pub(crate) revoked: Option<String>,
     /// The hook URL (absent for revoked tokens).
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
 }
 
 /// What a manual trigger did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TriggerView {
+pub(crate) struct TriggerView {
     /// queued, coalesced, deferred.
-    pub status: String,
+    pub(crate) status: String,
     /// The build.
-    pub build: u64,
+    pub(crate) build: u64,
     /// When a deferred build may start.
-    pub run_at: Option<String>,
+    pub(crate) run_at: Option<String>,
 }
 
 /// A build as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BuildView {
+pub(crate) struct BuildView {
     /// Id.
-    pub id: u64,
+    pub(crate) id: u64,
     /// Feed name.
-    pub feed: String,
+    pub(crate) feed: String,
     /// Branch or tag name.
-    pub branch: String,
+    pub(crate) branch: String,
     /// Full ref.
     #[serde(rename = "ref")]
-    pub git_ref: String,
+    pub(crate) git_ref: String,
     /// Status word.
-    pub status: String,
+    pub(crate) status: String,
     /// Exit code, for failed builds.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// Reason, for errors.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// hook, manual, deferred or retry.
-    pub trigger: String,
+    pub(crate) trigger: String,
     /// How many triggers it serves.
-    pub trigger_count: u64,
+    pub(crate) trigger_count: u64,
     /// Who sent the newest trigger (github, gitlab, …, manual).
     #[serde(default)]
-    pub provider: Option<String>,
+    pub(crate) provider: Option<String>,
     /// Delivery ids of the newest triggers.
-    pub delivery_ids: Vec<String>,
+    pub(crate) delivery_ids: Vec<String>,
     /// Queued at.
-    pub queued_at: String,
+    pub(crate) queued_at: String,
     /// Started at.
-    pub started_at: Option<String>,
+    pub(crate) started_at: Option<String>,
     /// Finished at.
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// Run time in seconds.
-    pub duration_secs: Option<f64>,
+    pub(crate) duration_secs: Option<f64>,
     /// The commit the newest trigger that named one asked for (a forge that sends
     /// only an annotated tag's object names that); `commit` is what was built.
-    pub requested: Option<String>,
+    pub(crate) requested: Option<String>,
     /// Commit built.
-    pub commit: Option<String>,
+    pub(crate) commit: Option<String>,
     /// Whether the build's feed is paused: a queued build then waits for `resume`.
     #[serde(default)]
-    pub feed_paused: bool,
+    pub(crate) feed_paused: bool,
     /// Its subject line.
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// The build this reruns.
-    pub retry_of: Option<u64>,
+    pub(crate) retry_of: Option<u64>,
     /// For waiting builds: not before (RFC 3339).
-    pub run_at: Option<String>,
+    pub(crate) run_at: Option<String>,
     /// Process group of a running build's command.
-    pub pgid: Option<i32>,
+    pub(crate) pgid: Option<i32>,
 }
 
 impl BuildView {
     /// Whether a branch build ran another commit than the one its trigger named: the
     /// branch moved on (a later push), or the feed's repository is not the one pushed
     /// to. (A tag's requested id may be the tag object, which the build peels.)
-    pub fn built_other_commit(&self) -> bool {
+    pub(crate) fn built_other_commit(&self) -> bool {
         match (&self.requested, &self.commit) {
             (Some(requested), Some(built)) => {
                 requested != built && !self.git_ref.starts_with("refs/tags/")
@@ -378,7 +378,7 @@ impl BuildView {
     }
 
     /// Builds the view from a stored build.
-    pub fn new(b: &Build) -> Self {
+    pub(crate) fn new(b: &Build) -> Self {
         let (exit_code, reason) = match &b.status {
             BuildStatus::Failed { exit_code } => (Some(*exit_code), None),
             BuildStatus::Error { reason } => (None, Some(reason.clone())),
@@ -421,60 +421,60 @@ impl BuildView {
 
 /// The queue as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueueOut {
+pub(crate) struct QueueOut {
     /// Running builds.
-    pub running: Vec<BuildView>,
+    pub(crate) running: Vec<BuildView>,
     /// Waiting builds, due now, FIFO order.
-    pub queued: Vec<BuildView>,
+    pub(crate) queued: Vec<BuildView>,
     /// Waiting builds held back by a cooldown, with `run_at`.
-    pub deferred: Vec<BuildView>,
+    pub(crate) deferred: Vec<BuildView>,
 }
 
 /// One delivery as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeliveryView {
+pub(crate) struct DeliveryView {
     /// Arrival time.
-    pub at: String,
+    pub(crate) at: String,
     /// Provider.
-    pub provider: String,
+    pub(crate) provider: String,
     /// Event.
-    pub event: String,
+    pub(crate) event: String,
     /// Delivery id.
-    pub delivery_id: Option<String>,
+    pub(crate) delivery_id: Option<String>,
     /// Ref named.
     #[serde(rename = "ref")]
-    pub git_ref: Option<String>,
+    pub(crate) git_ref: Option<String>,
     /// Commit named.
-    pub commit: Option<String>,
+    pub(crate) commit: Option<String>,
     /// HTTP status of the reply.
-    pub http_status: u16,
+    pub(crate) http_status: u16,
     /// The build it queued, joined or was deferred into, if any.
-    pub build: Option<u64>,
+    pub(crate) build: Option<u64>,
     /// queued, coalesced, deferred, ignored, pong, rejected, unauthorized, bad_request…
-    pub outcome: String,
+    pub(crate) outcome: String,
     /// Why.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// Daemon status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusView {
+pub(crate) struct StatusView {
     /// hookd version.
-    pub version: String,
+    pub(crate) version: String,
     /// Seconds since start.
-    pub uptime_secs: u64,
+    pub(crate) uptime_secs: u64,
     /// Configured workers.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Builds running now.
-    pub running: usize,
+    pub(crate) running: usize,
     /// Builds waiting.
-    pub queued: usize,
+    pub(crate) queued: usize,
     /// Hook endpoint.
-    pub listen: String,
+    pub(crate) listen: String,
     /// Data dir.
-    pub data_dir: String,
+    pub(crate) data_dir: String,
     /// Number of feeds.
-    pub feeds: usize,
+    pub(crate) feeds: usize,
 }
 
 #[cfg(test)]

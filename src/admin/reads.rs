@@ -12,7 +12,7 @@ use crate::store::StoreError;
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// No such feed or build (or a name that cannot be one).
     #[error("{0}")]
     NotFound(String),
@@ -23,7 +23,7 @@ pub enum ReadError {
 
 /// The reads the web side is allowed: the admin protocol's views, without hook URLs.
 /// Every method blocks (store reads); the web side calls them on the blocking pool.
-pub trait Source: Send + Sync + 'static {
+pub(crate) trait Source: Send + Sync + 'static {
     /// Page heading (`[web] title`), read per request so a reload applies.
     fn title(&self) -> String;
     /// Every feed, by name.
@@ -60,16 +60,16 @@ pub trait Source: Send + Sync + 'static {
 /// The end of a build's log, and where in the file it starts (so a live view can
 /// continue from its end without a gap or a repeat).
 #[derive(Debug, Default)]
-pub struct LogTail {
+pub(crate) struct LogTail {
     /// The bytes.
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Offset of the first byte in the log; above 0 when the start was cut.
-    pub start: u64,
+    pub(crate) start: u64,
 }
 
 impl LogTail {
     /// Offset just past the last byte: where following the log continues.
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.start + self.bytes.len() as u64
     }
 }

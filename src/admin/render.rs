@@ -7,7 +7,7 @@ use crate::admin::proto::{BuildView, DeliveryView, FeedView, Reply, TokenView};
 use crate::feed::CommandSpec;
 
 /// Formats a reply for a terminal.
-pub fn text(reply: &Reply) -> String {
+pub(crate) fn text(reply: &Reply) -> String {
     let mut out = String::new();
     match reply {
         Reply::Error(message) | Reply::Done(message) => {

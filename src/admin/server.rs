@@ -27,7 +27,7 @@ const FOLLOW_RESYNC: Duration = Duration::from_secs(5);
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum SocketError {
+pub(crate) enum SocketError {
     /// A live daemon already answers there.
     #[error("another hookd is already listening on {0}")]
     InUse(String),
@@ -42,7 +42,7 @@ pub enum SocketError {
 }
 
 /// Binds the socket (replacing a stale one left by a crash) with mode 0660.
-pub async fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+pub(crate) async fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     let shown = path.display().to_string();
     let io = |source| SocketError::Io {
         path: shown.clone(),
@@ -63,7 +63,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, SocketError> {
 }
 
 /// Serves admin connections until `shutdown`.
-pub async fn serve(listener: UnixListener, app: App, shutdown: CancellationToken) {
+pub(crate) async fn serve(listener: UnixListener, app: App, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -13,49 +13,49 @@ use crate::feed::{self, CommandSpec, CooldownPolicy, Feed, FeedError, FeedName};
 /// `[feeds.NAME]` as written: credential keys, and the keys that declare a feed.
 #[derive(Debug, Deserialize, Serialize, Default, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawFeed {
+pub(crate) struct RawFeed {
     /// SSH private key file for ssh:// and scp-like URLs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssh_key: Option<PathBuf>,
+    pub(crate) ssh_key: Option<PathBuf>,
     /// File holding an HTTPS token (used as the password).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub https_token_file: Option<PathBuf>,
+    pub(crate) https_token_file: Option<PathBuf>,
     /// User name sent with the HTTPS token.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub https_user: Option<String>,
+    pub(crate) https_user: Option<String>,
     /// Repository URL; its presence declares the feed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// Branch globs to watch (default `["main"]`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub branches: Option<Vec<String>>,
+    pub(crate) branches: Option<Vec<String>>,
     /// A string for `/bin/sh -c`, or a list of argv words.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<RawCommand>,
+    pub(crate) command: Option<RawCommand>,
     /// Least seconds between two build starts (default 300, 0 = off).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cooldown: Option<u64>,
+    pub(crate) cooldown: Option<u64>,
     /// `defer` or `reject` a trigger during the cooldown.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_cooldown: Option<CooldownPolicy>,
+    pub(crate) on_cooldown: Option<CooldownPolicy>,
     /// Build timeout in seconds (default 3600).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
     /// File holding the webhook secret.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_file: Option<PathBuf>,
+    pub(crate) secret_file: Option<PathBuf>,
     /// Show the build status badge.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub badge: Option<bool>,
+    pub(crate) badge: Option<bool>,
     /// Start no builds; when absent, `feed pause`/`resume` decide.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub paused: Option<bool>,
+    pub(crate) paused: Option<bool>,
 }
 
 /// A build command as written: one string for the shell, or argv words.
 #[derive(Debug, Deserialize, Serialize, Clone, PartialEq, Eq)]
 #[serde(untagged)]
-pub enum RawCommand {
+pub(crate) enum RawCommand {
     /// Run by `/bin/sh -c`.
     Shell(String),
     /// Run directly.
@@ -64,21 +64,21 @@ pub enum RawCommand {
 
 /// One feed the config file declares, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeclaredFeed {
+pub(crate) struct DeclaredFeed {
     /// The feed as the file wants it (`created_ms` 0, `has_secret` from `secret_file`,
     /// `paused` from the file or false).
-    pub feed: Feed,
+    pub(crate) feed: Feed,
     /// Whether the file says `paused`; when it does not, the stored state stays.
-    pub paused_set: bool,
+    pub(crate) paused_set: bool,
     /// Where the webhook secret is read from.
-    pub secret_file: Option<PathBuf>,
+    pub(crate) secret_file: Option<PathBuf>,
     /// Line of its `[feeds.NAME]` table, once located in the file.
-    pub line: Option<usize>,
+    pub(crate) line: Option<usize>,
 }
 
 impl RawFeed {
     /// The credential keys alone.
-    pub fn credentials(&self) -> FeedCredentials {
+    pub(crate) fn credentials(&self) -> FeedCredentials {
         FeedCredentials {
             ssh_key: self.ssh_key.clone(),
             https_token_file: self.https_token_file.clone(),
@@ -88,7 +88,10 @@ impl RawFeed {
 
     /// The table as `check-config` prints it: credentials plus the effective
     /// declaration, defaults written out.
-    pub fn from_parts(credentials: &FeedCredentials, declared: Option<&DeclaredFeed>) -> Self {
+    pub(crate) fn from_parts(
+        credentials: &FeedCredentials,
+        declared: Option<&DeclaredFeed>,
+    ) -> Self {
         let mut raw = Self {
             ssh_key: credentials.ssh_key.clone(),
             https_token_file: credentials.https_token_file.clone(),

@@ -40,7 +40,7 @@ const CLOUD_KEYS: [&str; 6] = [
 ];
 
 /// Which provider sent this request; never fails, the fallback is [`Provider::Generic`].
-pub fn detect(headers: &HeaderMap, body: &[u8]) -> Provider {
+pub(crate) fn detect(headers: &HeaderMap, body: &[u8]) -> Provider {
     if let Some((_, provider)) = EVENT_HEADERS
         .iter()
         .find(|(name, _)| headers.contains_key(*name))
@@ -63,8 +63,8 @@ pub fn detect(headers: &HeaderMap, body: &[u8]) -> Provider {
 /// is then counted against the size limit and dropped, and [`detect`] and [`parse`]
 /// give the same answers for it as they would with the whole body.
 ///
-/// [`parse`]: crate::hook::parse
-pub fn body_needed(headers: &HeaderMap, first_byte: Option<u8>) -> bool {
+/// [`parse`]: crate::hook::provider::parse
+pub(crate) fn body_needed(headers: &HeaderMap, first_byte: Option<u8>) -> bool {
     EVENT_HEADERS
         .iter()
         .any(|(name, _)| headers.contains_key(*name))

@@ -6,7 +6,7 @@ use crate::hook::event::Provider;
 
 /// A delivery from a recognised provider that cannot be understood (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     /// The JSON payload does not decode into what this event needs.
     #[error("{provider} payload: {reason}")]
     Json { provider: Provider, reason: String },
@@ -27,7 +27,7 @@ pub enum ParseError {
 /// `Missing`/`Empty` mean the sender did not sign; `Mismatch`/`Malformed` mean it signed
 /// with something else. Neither variant carries the secret or the expected value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     #[error("missing signature: the request has no {expected} header")]
     Missing { expected: &'static str },
     #[error("missing signature: the {header} header is empty (the sender has no secret configured, but this feed requires one)")]

@@ -11,7 +11,7 @@ use crate::hook::error::ParseError;
 /// Serialised with the same stable lowercase names as [`Provider::as_str`], so stored
 /// delivery records and JSON output do not depend on Rust identifiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Provider {
+pub(crate) enum Provider {
     #[serde(rename = "github")]
     GitHub,
     #[serde(rename = "gitlab")]
@@ -38,7 +38,7 @@ pub enum Provider {
 
 impl Provider {
     /// Stable lowercase name for logs, metrics labels, `HOOKD_PROVIDER` and stored records.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Provider::GitHub => "github",
             Provider::GitLab => "gitlab",
@@ -62,34 +62,34 @@ impl fmt::Display for Provider {
 
 /// A push (or a generic trigger), reduced to what deciding and building need.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushEvent {
-    pub provider: Provider,
+pub(crate) struct PushEvent {
+    pub(crate) provider: Provider,
     /// Event name as the forge sent it ("push", "Push Hook", "repo:push", "git.push", "generic").
-    pub event: String,
+    pub(crate) event: String,
     /// The forge's id for this delivery, to answer redeliveries without a second build.
-    pub delivery_id: Option<String>,
+    pub(crate) delivery_id: Option<String>,
     /// Clone URL of the pushed repository, when the payload says (or implies) it.
-    pub repo_url: Option<String>,
+    pub(crate) repo_url: Option<String>,
     /// Full ref ("refs/heads/main", "refs/tags/v1"); `None` only for a generic trigger
     /// without `?branch=`, which builds the feed's default branch.
-    pub git_ref: Option<String>,
+    pub(crate) git_ref: Option<String>,
     /// The commit the push names; `None` for deletions and generic triggers (fetch
     /// decides). For an annotated tag it is the tagged commit wherever the payload
     /// carries it (GitHub and Gitea `head_commit.id`, GitLab `checkout_sha`, Bitbucket
     /// Server `toCommit.id`, Bitbucket Cloud's `target`); else the tag object (Azure
     /// DevOps, Gogs, older GitHub and Bitbucket Server), which the fetch peels.
-    pub commit: Option<String>,
+    pub(crate) commit: Option<String>,
     /// The ref's previous commit, when the forge reports it.
-    pub before: Option<String>,
+    pub(crate) before: Option<String>,
     /// The push deleted the ref: nothing to build.
-    pub deleted: bool,
+    pub(crate) deleted: bool,
     /// Message of the pushed head commit, to honour `[skip ci]`.
-    pub head_message: Option<String>,
+    pub(crate) head_message: Option<String>,
 }
 
 /// What one request turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Something to consider building.
     Push(PushEvent),
     /// A test delivery (GitHub `ping`, Bitbucket Server `diagnostics:ping`, Gitea's
@@ -109,7 +109,7 @@ pub enum Delivery {
 
 impl Delivery {
     /// Who sent it, for the delivery log and metrics.
-    pub fn provider(&self) -> Provider {
+    pub(crate) fn provider(&self) -> Provider {
         match self {
             Delivery::Push(push) => push.provider,
             Delivery::Ping { provider, .. } | Delivery::Other { provider, .. } => *provider,
@@ -117,7 +117,7 @@ impl Delivery {
     }
 
     /// The event name as sent, for the delivery log.
-    pub fn event(&self) -> &str {
+    pub(crate) fn event(&self) -> &str {
         match self {
             Delivery::Push(push) => &push.event,
             Delivery::Ping { event, .. } | Delivery::Other { event, .. } => event,
@@ -125,7 +125,7 @@ impl Delivery {
     }
 
     /// The forge's delivery id, the key for recognising redeliveries.
-    pub fn delivery_id(&self) -> Option<&str> {
+    pub(crate) fn delivery_id(&self) -> Option<&str> {
         match self {
             Delivery::Push(push) => push.delivery_id.as_deref(),
             Delivery::Ping { delivery_id, .. } | Delivery::Other { delivery_id, .. } => {
@@ -136,20 +136,20 @@ impl Delivery {
 }
 
 /// Longest event name kept; forges' names are under 40 bytes.
-pub const MAX_EVENT_BYTES: usize = 100;
+pub(crate) const MAX_EVENT_BYTES: usize = 100;
 /// Longest delivery id kept; forges send GUIDs (36 bytes) or numbers.
-pub const MAX_DELIVERY_ID_BYTES: usize = 128;
+pub(crate) const MAX_DELIVERY_ID_BYTES: usize = 128;
 /// Longest ref kept (git's own limit is the file system's name length).
-pub const MAX_REF_BYTES: usize = 255;
+pub(crate) const MAX_REF_BYTES: usize = 255;
 /// Head commit messages are cut to this many bytes, with a marker appended.
-pub const MAX_MESSAGE_BYTES: usize = 4096;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 4096;
 impl Delivery {
     /// Refuses (400) a delivery whose fields exceed their bounds, and cuts messages.
     ///
     /// Every field here can reach a stored record. sled writes a value or tree node
     /// over its blob threshold (128 KiB) to a file of its own, so bounding the fields
     /// keeps every record, and every node of 17 records, far below it.
-    pub fn bounded(self) -> Result<Self, ParseError> {
+    pub(crate) fn bounded(self) -> Result<Self, ParseError> {
         let provider = self.provider();
         let field = |field, problem| ParseError::Field {
             provider,

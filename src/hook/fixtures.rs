@@ -8,21 +8,21 @@ use serde_json::Value;
 
 /// One recorded delivery: its manifest entry, headers and body bytes.
 pub(crate) struct Case {
-    pub name: String,
-    pub provider: String,
-    pub manifest: Value,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
+    pub(crate) name: String,
+    pub(crate) provider: String,
+    pub(crate) manifest: Value,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Case {
     /// A manifest string field, `None` when absent or null.
-    pub fn field(&self, key: &str) -> Option<&str> {
+    pub(crate) fn field(&self, key: &str) -> Option<&str> {
         self.manifest.get(key).and_then(Value::as_str)
     }
 
     /// "provider/case", for assertion messages.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         format!("{}/{}", self.provider, self.name)
     }
 }

@@ -1,7 +1,7 @@
 //! Webhook logic: recognise the sender, parse its delivery, check its signature and
 //! decide what the delivery asks for. Pure logic: no I/O, no store, no HTTP server.
 //!
-//! The HTTP layer calls, in order: [`parse`] (which provider, what happened),
+//! The HTTP layer calls, in order: [`parse`](provider::parse) (which provider, what happened),
 //! [`verify`] (only when the feed has a secret), then [`decide`] against the feed's
 //! branch patterns.
 
@@ -16,16 +16,15 @@ mod signature;
 #[cfg(test)]
 mod fixtures;
 
-pub use detect::{body_needed, detect};
-pub use error::{ParseError, SignatureError};
-pub use event::{Delivery, Provider, PushEvent};
-pub use provider::parse;
-pub use rules::{decide, implicit_ref, short_name, Decision, NoDefaultRef, WatchRules};
-pub use signature::verify;
+pub(crate) use detect::{body_needed, detect};
+pub(crate) use error::{ParseError, SignatureError};
+pub(crate) use event::{Delivery, Provider};
+pub(crate) use rules::{decide, implicit_ref, short_name, Decision, WatchRules};
+pub(crate) use signature::verify;
 
-/// [`parse`], then [`Delivery::bounded`]: what the intake stores. A malformed or
+/// [`parse`](provider::parse), then [`Delivery::bounded`]: what the intake stores. A malformed or
 /// over-long delivery is a [`ParseError`] (400).
-pub fn parse_bounded(
+pub(crate) fn parse_bounded(
     headers: &http::HeaderMap,
     query: Option<&str>,
     body: &[u8],

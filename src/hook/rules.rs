@@ -20,13 +20,13 @@ const SKIP_MARKERS: [&str; 2] = ["[skip ci]", "[ci skip]"];
 
 /// The feed's branch patterns, borrowed from its config.
 #[derive(Debug, Clone, Copy)]
-pub struct WatchRules<'a> {
-    pub patterns: &'a [String],
+pub(crate) struct WatchRules<'a> {
+    pub(crate) patterns: &'a [String],
 }
 
 impl<'a> WatchRules<'a> {
     /// A feed's branch patterns as the rules that judge every trigger's ref.
-    pub fn of(feed: &'a crate::feed::Feed) -> Self {
+    pub(crate) fn of(feed: &'a crate::feed::Feed) -> Self {
         Self {
             patterns: &feed.branches,
         }
@@ -35,7 +35,7 @@ impl<'a> WatchRules<'a> {
 
 /// What to do with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Queue a build of `git_ref`; `branch` is its short name (tag name for tags), the
     /// value of `HOOKD_BRANCH`; `commit` is the pushed commit if the forge said.
     Build {
@@ -57,16 +57,16 @@ pub enum Decision {
 /// the feed does not watch, so the caller must name one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the feed watches no branch to build by default (it watches {})", .patterns.join(", "))]
-pub struct NoDefaultRef {
+pub(crate) struct NoDefaultRef {
     /// The feed's patterns, to show what it does watch.
-    pub patterns: Vec<String>,
+    pub(crate) patterns: Vec<String>,
 }
 
 /// The full ref a trigger that names none builds: the first literal branch pattern
 /// (`main`, `refs/heads/trunk`), else the first literal full ref (`refs/tags/v1`), else
 /// `refs/heads/main` if a glob watches it. A feed that watches only globbed tags (or
 /// only globbed branches that main does not match) has no default.
-pub fn implicit_ref(rules: &WatchRules) -> Result<String, NoDefaultRef> {
+pub(crate) fn implicit_ref(rules: &WatchRules) -> Result<String, NoDefaultRef> {
     let literal = |pattern: &&String| !pattern.contains(['*', '?', '[', ']']);
     let as_ref = |pattern: &String| match pattern.strip_prefix("refs/") {
         Some(_) => pattern.clone(),
@@ -84,12 +84,12 @@ pub fn implicit_ref(rules: &WatchRules) -> Result<String, NoDefaultRef> {
 }
 
 /// The short name of a full ref (branch or tag name), the value of `HOOKD_BRANCH`.
-pub fn short_name(git_ref: &str) -> &str {
+pub(crate) fn short_name(git_ref: &str) -> &str {
     RefName::of(git_ref).short()
 }
 
 /// Decides what `delivery` asks for under `rules`.
-pub fn decide(delivery: &Delivery, rules: &WatchRules) -> Decision {
+pub(crate) fn decide(delivery: &Delivery, rules: &WatchRules) -> Decision {
     match delivery {
         Delivery::Push(push) => decide_push(push, rules),
         Delivery::Ping { .. } => Decision::Pong,
@@ -127,7 +127,7 @@ fn decide_push(push: &PushEvent, rules: &WatchRules) -> Decision {
 
 impl WatchRules<'_> {
     /// Whether any pattern matches this full ref.
-    pub fn watches(&self, git_ref: &str) -> bool {
+    pub(crate) fn watches(&self, git_ref: &str) -> bool {
         self.patterns
             .iter()
             .any(|pattern| pattern_matches(pattern, git_ref))
@@ -202,7 +202,7 @@ impl std::fmt::Display for RefName<'_> {
 mod tests {
     use super::*;
     use crate::hook::event::Provider;
-    use crate::hook::{fixtures, parse};
+    use crate::hook::{fixtures, provider::parse};
 
     fn strings(patterns: &[&str]) -> Vec<String> {
         patterns.iter().map(|p| (*p).to_owned()).collect()

@@ -24,7 +24,7 @@ const AUTHORIZATION: &str = "Authorization";
 /// Checks the signature or token `provider` uses against `secret`, over the raw `body`
 /// exactly as received. `allow_sha1` admits GitHub's legacy `X-Hub-Signature: sha1=`
 /// when no SHA-256 signature was sent.
-pub fn verify(
+pub(crate) fn verify(
     provider: Provider,
     headers: &HeaderMap,
     body: &[u8],

@@ -21,30 +21,30 @@ use crate::token::ServerKey;
 
 mod routes;
 
-pub use routes::{Entry, Routes};
+pub(crate) use routes::Routes;
 
 /// The parts of the daemon a hook request uses.
 #[derive(Clone, Copy)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// Admits triggers.
-    pub scheduler: &'a Scheduler,
+    pub(crate) scheduler: &'a Scheduler,
     /// Records deliveries that queue nothing.
-    pub store: &'a Store,
+    pub(crate) store: &'a Store,
     /// Delivery and admission counters.
-    pub metrics: &'a Metrics,
+    pub(crate) metrics: &'a Metrics,
     /// Whether SHA-1 signatures are accepted (from the settings in force).
-    pub allow_sha1: bool,
+    pub(crate) allow_sha1: bool,
 }
 
 /// The feed a live hook token opens, with its webhook secret.
-pub struct Target {
+pub(crate) struct Target {
     feed: Feed,
     secret: Option<Secret>,
 }
 
 /// Resolves a hook token before its request body is read, so a request with an
 /// unknown, malformed or revoked token costs no body read.
-pub fn target(routes: &Routes, key: &ServerKey, token: &str) -> Option<Target> {
+pub(crate) fn target(routes: &Routes, key: &ServerKey, token: &str) -> Option<Target> {
     let entry = routes.lookup(key.check(token))?;
     Some(Target {
         feed: entry.feed.clone(),
@@ -53,7 +53,7 @@ pub fn target(routes: &Routes, key: &ServerKey, token: &str) -> Option<Target> {
 }
 
 /// Handles one hook request whose body has been read within the limits.
-pub async fn handle(
+pub(crate) async fn handle(
     ctx: Context<'_>,
     target: Target,
     headers: &HeaderMap,

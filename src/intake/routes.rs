@@ -15,11 +15,11 @@ use crate::token::{Presented, TokenId};
 
 /// What a hook request needs to know about its feed.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The feed's settings.
-    pub feed: Feed,
+    pub(crate) feed: Feed,
     /// Its webhook secret, when it has one and the file is readable.
-    pub secret: Option<Secret>,
+    pub(crate) secret: Option<Secret>,
 }
 
 /// One consistent view of tokens and feeds.
@@ -33,13 +33,13 @@ struct Snapshot {
 
 /// Shared, swappable view; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Routes {
+pub(crate) struct Routes {
     current: Arc<RwLock<Arc<Snapshot>>>,
 }
 
 impl Routes {
     /// Rebuilds the view from the store and the secret files (blocking I/O).
-    pub fn reload(&self, store: &Store, data_dir: &Path) -> Result<(), StoreError> {
+    pub(crate) fn reload(&self, store: &Store, data_dir: &Path) -> Result<(), StoreError> {
         let mut snapshot = Snapshot::default();
         for feed in store.feeds()? {
             let secret = match feed.has_secret {
@@ -64,7 +64,7 @@ impl Routes {
 
     /// The feed a presented token opens; `None` for unknown, revoked or forged tokens.
     /// The MAC was already checked in constant time; the map lookup is on the public id.
-    pub fn lookup(&self, presented: Presented) -> Option<Arc<Entry>> {
+    pub(crate) fn lookup(&self, presented: Presented) -> Option<Arc<Entry>> {
         let snapshot = self
             .current
             .read()
@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn only_active_genuine_tokens_open_their_feed() {
         let (dir, store) = crate::store::test_support::temp_store();
-        let key = ServerKey::load_or_create(dir.path()).unwrap();
+        let key = ServerKey::load(dir.path(), false).unwrap();
         let feed = crate::feed::sample("web");
         store.add_feed(&feed).unwrap();
         let (live, live_token) = key.mint().unwrap();
@@ -115,7 +115,7 @@ mod tests {
             "revoked"
         );
         let other = tempfile::tempdir().unwrap();
-        let forged = ServerKey::load_or_create(other.path())
+        let forged = ServerKey::load(other.path(), false)
             .unwrap()
             .token_for(live);
         assert!(

@@ -36,7 +36,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// sees nothing of hookd's own (Rust opens everything close-on-exec); and it becomes
 /// a child subreaper, so a build's orphans come to it. Call it once at start-up,
 /// after taking any descriptors meant for the daemon.
-pub fn init() -> io::Result<()> {
+pub(crate) fn init() -> io::Result<()> {
     super::leftovers::become_subreaper()?;
     let inherited: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
@@ -69,7 +69,7 @@ fn close_all_on_exec() {
 }
 
 /// Marks descriptor `fd` close-on-exec.
-pub fn close_on_exec(fd: i32) -> io::Result<()> {
+pub(crate) fn close_on_exec(fd: i32) -> io::Result<()> {
     // SAFETY: fcntl on a plain descriptor number touches no memory of ours.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     // SAFETY: as above.
@@ -80,22 +80,22 @@ pub fn close_on_exec(fd: i32) -> io::Result<()> {
 }
 
 /// One run of a build command.
-pub struct Job {
+pub(crate) struct Job {
     /// What to run.
-    pub command: CommandSpec,
+    pub(crate) command: CommandSpec,
     /// The working directory; it must exist.
-    pub workdir: PathBuf,
+    pub(crate) workdir: PathBuf,
     /// The complete environment: nothing of the daemon's own leaks into a build.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// From the start of the command until SIGTERM.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// From SIGTERM until SIGKILL.
-    pub kill_grace: Duration,
+    pub(crate) kill_grace: Duration,
     /// Where stdout, stderr and hookd's notes go.
-    pub log: LogWriter,
+    pub(crate) log: LogWriter,
     /// The environment entries that mark the build's processes (they are in `env`
     /// too): whatever carries them is killed when the run ends.
-    pub marker: Option<Marker>,
+    pub(crate) marker: Option<Marker>,
 }
 
 /// Shows variable names only: values may hold the build's secrets.
@@ -115,7 +115,7 @@ impl std::fmt::Debug for Job {
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The command exited by itself with this code.
     Exited(i32),
     /// The command was killed by this signal, not by hookd.
@@ -132,7 +132,11 @@ pub enum Outcome {
 /// and when the future is dropped, and then every process still carrying the job's
 /// marker. `on_spawn` gets the process group id (the leader's pid) as soon as it
 /// exists, so the caller can persist it for [`super::leftovers::reap_orphans`].
-pub async fn run(job: Job, cancel: CancellationToken, on_spawn: impl FnOnce(u32)) -> Outcome {
+pub(crate) async fn run(
+    job: Job,
+    cancel: CancellationToken,
+    on_spawn: impl FnOnce(u32),
+) -> Outcome {
     let Job {
         command,
         workdir,

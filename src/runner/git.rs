@@ -37,21 +37,21 @@ pub struct Remote<'a> {
 #[derive(Default)]
 pub struct Credentials {
     /// Private key file for `ssh://` and scp-like URLs (no passphrase).
-    pub ssh_key: Option<PathBuf>,
+    pub(crate) ssh_key: Option<PathBuf>,
     /// Sent as the HTTPS password; never logged, never put in a URL.
-    pub https_token: Option<String>,
+    pub(crate) https_token: Option<String>,
     /// HTTPS user name for the token; `x-access-token` when absent, which GitHub,
     /// Gitea and GitLab all accept for token authentication.
-    pub https_user: Option<String>,
+    pub(crate) https_user: Option<String>,
 }
 
 /// The commit a build runs, as recorded on the build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedCommit {
     /// Full hex id.
-    pub id: String,
+    pub(crate) id: String,
     /// The first line of the commit message.
-    pub subject: String,
+    pub(crate) subject: String,
 }
 
 /// Why fetching or checking out failed. Every message is fit for the build log and
@@ -112,7 +112,7 @@ const SERVER_TIMEOUT_MS: i32 = 60_000;
 
 /// Sets libgit2's process-wide network timeouts. Call it once at daemon start,
 /// before any fetch; later calls do nothing.
-pub fn init() {
+pub(crate) fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: these options are plain integers in libgit2's global settings; they
@@ -163,7 +163,7 @@ pub fn checkout(
 /// rather than at the first build: a local path must be a git repository; with
 /// `list_remote`, a network remote is asked for its refs (the feed's credentials
 /// offered). Returns the branch and tag refs it listed, if it asked.
-pub fn probe(remote: &Remote, list_remote: bool) -> Result<Option<Vec<String>>, GitError> {
+pub(crate) fn probe(remote: &Remote, list_remote: bool) -> Result<Option<Vec<String>>, GitError> {
     match Location::of(remote.url) {
         Location::Local(path) => {
             let unreachable = |reason: String| GitError::Unreachable {
@@ -186,7 +186,7 @@ pub fn probe(remote: &Remote, list_remote: bool) -> Result<Option<Vec<String>>, 
 /// dropped, since tokens are often put there (`https://TOKEN@host/...`). A bare user
 /// name on `ssh://` is kept (it is not a secret and tells which account was used);
 /// scp-like `user@host:path` cannot hold a password and is returned as is.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };

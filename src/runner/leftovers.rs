@@ -32,7 +32,7 @@ const KILL_ROUNDS: usize = 16;
 
 /// The marker of one build's processes: exact `KEY=VALUE` entries of their environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
+pub(crate) struct Marker {
     /// `HOOKD_BUILD_ID=N`.
     id: Vec<u8>,
     /// `HOOKD_DATA_DIR=/abs/path`.
@@ -41,7 +41,7 @@ pub struct Marker {
 
 impl Marker {
     /// The marker of build `id` of the daemon whose data dir is `data_dir`.
-    pub fn new(id: u64, data_dir: &Path) -> Self {
+    pub(crate) fn new(id: u64, data_dir: &Path) -> Self {
         let [(k1, v1), (k2, v2)] = Self::env(id, data_dir);
         Marker {
             id: format!("{k1}={v1}").into_bytes(),
@@ -50,7 +50,7 @@ impl Marker {
     }
 
     /// The environment entries that carry the marker, for the build's environment.
-    pub fn env(id: u64, data_dir: &Path) -> [(String, String); 2] {
+    pub(crate) fn env(id: u64, data_dir: &Path) -> [(String, String); 2] {
         // Absolute without touching the disk, the same at every start of one config.
         let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
         [
@@ -132,7 +132,7 @@ fn stat_fields(stat: &[u8]) -> Option<(u8, i32, i32)> {
 /// process is left alone. Returns how many marked processes were found.
 ///
 /// Blocking: it reads `/proc`; call it from `spawn_blocking` in async code.
-pub fn reap_orphans(pgid: i32, marker: &Marker) -> usize {
+pub(crate) fn reap_orphans(pgid: i32, marker: &Marker) -> usize {
     // SAFETY: getpgrp has no arguments and cannot fail.
     if pgid <= 1 || pgid == unsafe { libc::getpgrp() } {
         return 0;
@@ -164,7 +164,7 @@ pub fn reap_orphans(pgid: i32, marker: &Marker) -> usize {
 /// build's process group; returns how many were killed.
 ///
 /// Blocking: it reads `/proc`; call it from `spawn_blocking` in async code.
-pub fn kill_escaped(marker: &Marker) -> usize {
+pub(crate) fn kill_escaped(marker: &Marker) -> usize {
     // SAFETY: no arguments; these cannot fail.
     let (me, uid) = (unsafe { libc::getpid() }, unsafe { libc::geteuid() });
     let mut killed = BTreeSet::new();
@@ -240,7 +240,7 @@ impl Drop for Leader {
 
 /// Makes hookd a child subreaper: orphans of a build come to hookd instead of init,
 /// so they stay under its eye until they are killed and reaped.
-pub fn become_subreaper() -> io::Result<()> {
+pub(crate) fn become_subreaper() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
@@ -250,7 +250,7 @@ pub fn become_subreaper() -> io::Result<()> {
 
 /// Collects the exit status of adopted orphans until `shutdown`: on every SIGCHLD,
 /// each exited child that is not a build leader is reaped.
-pub async fn reap_adopted(shutdown: CancellationToken) {
+pub(crate) async fn reap_adopted(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut exits = match signal(SignalKind::child()) {
         Ok(exits) => exits,

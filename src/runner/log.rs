@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Why the log could not be opened or written.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
+pub(crate) enum LogError {
     #[error("cannot open build log {}: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
     #[error("cannot write build log {}: {source}", path.display())]
@@ -34,7 +34,7 @@ impl From<LogError> for io::Error {
 /// Writes past the cap are accepted and dropped, so the pipes feeding the log keep
 /// draining and the command never blocks on a full pipe.
 #[derive(Debug)]
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     /// `tokio::fs::File` buffers one write while the previous one runs on the
     /// blocking pool, which is all the buffering a pipe-fed log needs.
     file: File,
@@ -66,7 +66,7 @@ impl std::fmt::Debug for Growth {
 impl LogWriter {
     /// Opens (creating if needed) the log at `path` for appending, with a cap of
     /// `cap` bytes of output over the whole file.
-    pub async fn open(path: &Path, cap: u64) -> Result<Self, LogError> {
+    pub(crate) async fn open(path: &Path, cap: u64) -> Result<Self, LogError> {
         let open_err = |source| LogError::Open {
             path: path.to_owned(),
             source,
@@ -102,13 +102,13 @@ impl LogWriter {
     }
 
     /// Calls `f` with the file's length after every write.
-    pub fn on_growth(&mut self, f: impl Fn(u64) + Send + Sync + 'static) {
+    pub(crate) fn on_growth(&mut self, f: impl Fn(u64) + Send + Sync + 'static) {
         self.on_growth = Some(Growth(Box::new(f)));
     }
 
     /// Appends command output, up to the cap. The first write that does not fit
     /// writes what fits, then the truncation marker; later writes are dropped.
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
         if self.truncated || bytes.is_empty() {
             return Ok(());
         }
@@ -130,7 +130,7 @@ impl LogWriter {
     /// Appends one of hookd's own notes (e.g. why the build was stopped) on a line
     /// of its own. Notes are written even after the cut: they are few and short,
     /// and they explain how the build ended.
-    pub async fn write_line(&mut self, line: &str) -> Result<(), LogError> {
+    pub(crate) async fn write_line(&mut self, line: &str) -> Result<(), LogError> {
         let mut text = String::with_capacity(line.len() + 2);
         if !self.at_line_start {
             text.push('\n');
@@ -142,7 +142,7 @@ impl LogWriter {
 
     /// Waits until everything written so far is in the file, so readers see it
     /// and write errors surface.
-    pub async fn flush(&mut self) -> Result<(), LogError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), LogError> {
         self.file.flush().await.map_err(|source| LogError::Write {
             path: self.path.clone(),
             source,
@@ -150,12 +150,13 @@ impl LogWriter {
     }
 
     /// Where the log lives.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Whether output has been dropped because of the cap.
-    pub fn is_truncated(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_truncated(&self) -> bool {
         self.truncated
     }
 
@@ -183,7 +184,7 @@ impl LogWriter {
 /// the offset to ask for next. An empty chunk means "nothing new yet": the caller
 /// polls again while the build runs. A log that does not exist yet (the build has
 /// not started) reads as empty.
-pub async fn read_chunk(path: &Path, offset: u64, max: usize) -> io::Result<(Vec<u8>, u64)> {
+pub(crate) async fn read_chunk(path: &Path, offset: u64, max: usize) -> io::Result<(Vec<u8>, u64)> {
     let mut file = match File::open(path).await {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),

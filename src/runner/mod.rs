@@ -5,10 +5,10 @@
 //! It is given everything as a plain [`BuildSpec`] and writes no records: the
 //! scheduler turns its events into store writes, metrics and published updates.
 
-pub mod exec;
+pub(crate) mod exec;
 pub mod git;
-pub mod leftovers;
-pub mod log;
+pub(crate) mod leftovers;
+pub(crate) mod log;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,44 +27,44 @@ use crate::feed::Feed;
 #[derive(Debug)]
 pub(crate) struct BuildSpec {
     /// The build's id (`HOOKD_BUILD_ID`).
-    pub id: BuildId,
+    pub(crate) id: BuildId,
     /// The feed as it stood when the build was claimed.
-    pub feed: Feed,
+    pub(crate) feed: Feed,
     /// Full ref to fetch.
-    pub git_ref: String,
+    pub(crate) git_ref: String,
     /// Short branch or tag name.
-    pub branch: String,
+    pub(crate) branch: String,
     /// What caused the build (`HOOKD_TRIGGER`).
-    pub kind: TriggerKind,
+    pub(crate) kind: TriggerKind,
     /// The forge of the newest trigger (`HOOKD_PROVIDER`).
-    pub provider: String,
+    pub(crate) provider: String,
     /// The commit the newest trigger named, if any.
-    pub expected_commit: Option<String>,
+    pub(crate) expected_commit: Option<String>,
     /// Where its log, mirror and workspace live.
-    pub dirs: BuildDirs,
+    pub(crate) dirs: BuildDirs,
     /// The daemon's data dir: with the build id, it marks the build's processes.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Operator-set variables added to every build's environment.
-    pub build_env: BTreeMap<String, String>,
+    pub(crate) build_env: BTreeMap<String, String>,
     /// The feed's repository credentials.
-    pub credentials: FeedCredentials,
+    pub(crate) credentials: FeedCredentials,
     /// From SIGTERM until SIGKILL.
-    pub kill_grace: Duration,
+    pub(crate) kill_grace: Duration,
     /// Most bytes of output the log keeps.
-    pub log_max_bytes: u64,
+    pub(crate) log_max_bytes: u64,
     /// Fired to stop the build.
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
 }
 
 /// The files and directories one build uses.
 #[derive(Debug, Clone)]
 pub(crate) struct BuildDirs {
     /// The build's log file.
-    pub log: PathBuf,
+    pub(crate) log: PathBuf,
     /// The feed's bare mirror.
-    pub mirror: PathBuf,
+    pub(crate) mirror: PathBuf,
     /// The feed's workspace, where the command runs.
-    pub workspace: PathBuf,
+    pub(crate) workspace: PathBuf,
 }
 
 /// What happens during a build, in order; `Finished` comes last, exactly once.
@@ -110,7 +110,7 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     /// A reporter sending to `tx`.
-    pub fn new(tx: UnboundedSender<RunEvent>) -> Self {
+    pub(crate) fn new(tx: UnboundedSender<RunEvent>) -> Self {
         Self {
             tx,
             log_pending: Arc::default(),
@@ -118,7 +118,7 @@ impl Reporter {
     }
 
     /// Reports one event; a gone receiver is not the build's problem.
-    pub fn send(&self, event: RunEvent) {
+    pub(crate) fn send(&self, event: RunEvent) {
         let _ = self.tx.send(event);
     }
 
@@ -130,7 +130,7 @@ impl Reporter {
     }
 
     /// The receiver's handle for acknowledging `LogGrew` events.
-    pub fn log_ack(&self) -> LogAck {
+    pub(crate) fn log_ack(&self) -> LogAck {
         LogAck(self.log_pending.clone())
     }
 }
@@ -141,7 +141,7 @@ pub(crate) struct LogAck(Arc<AtomicBool>);
 
 impl LogAck {
     /// Called when a `LogGrew` is taken, so the next growth is reported.
-    pub fn taken(&self) {
+    pub(crate) fn taken(&self) {
         self.0.store(false, Ordering::Release);
     }
 }
@@ -264,7 +264,7 @@ async fn fetch(spec: &BuildSpec) -> Result<git::ResolvedCommit, BuildStatus> {
 /// config gives that feed name: a local path must be a git repository, and with
 /// `list_remote` a network remote must answer. Returns the refs the remote listed,
 /// if it was asked. Blocks (git2, files): call it on the blocking pool.
-pub fn check_repo(
+pub(crate) fn check_repo(
     config: &Config,
     feed: &str,
     url: &str,

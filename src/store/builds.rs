@@ -43,7 +43,7 @@ fn decode_block(raw: &[u8]) -> Result<Vec<u64>, StoreError> {
 
 impl Store {
     /// Reads one build.
-    pub fn build(&self, id: BuildId) -> Result<Option<Build>, StoreError> {
+    pub(crate) fn build(&self, id: BuildId) -> Result<Option<Build>, StoreError> {
         if let Some(live) = self.builds.get(id.0.to_be_bytes())? {
             return codec::decode(&live).map(Some);
         }
@@ -52,7 +52,7 @@ impl Store {
     }
 
     /// Reads one build that must exist.
-    pub fn build_required(&self, id: BuildId) -> Result<Build, StoreError> {
+    pub(crate) fn build_required(&self, id: BuildId) -> Result<Build, StoreError> {
         self.build(id)?.ok_or(StoreError::NoBuild(id.0))
     }
 
@@ -77,7 +77,11 @@ impl Store {
     }
 
     /// Newest builds, of one feed or of all, newest first, without a full scan.
-    pub fn builds(&self, feed: Option<&str>, limit: usize) -> Result<Vec<Build>, StoreError> {
+    pub(crate) fn builds(
+        &self,
+        feed: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Build>, StoreError> {
         match feed {
             Some(feed) => self
                 .feed_build_ids(feed)
@@ -91,7 +95,7 @@ impl Store {
 
     /// A feed's newest build that `wanted` accepts, read from the newest end of the
     /// feed's index (no listing, no scan): what a badge shows.
-    pub fn newest_build_where(
+    pub(crate) fn newest_build_where(
         &self,
         feed: &str,
         wanted: impl Fn(&Build) -> bool,

@@ -34,7 +34,11 @@ pub struct DeliveryRecord {
 impl Store {
     /// Records a delivery that queued nothing (ignored, pong, refused). Only 2xx
     /// replies are remembered for redelivery: a bad signature must not stick to an id.
-    pub fn record_delivery(&self, feed: &str, record: DeliveryRecord) -> Result<(), StoreError> {
+    pub(crate) fn record_delivery(
+        &self,
+        feed: &str,
+        record: DeliveryRecord,
+    ) -> Result<(), StoreError> {
         let _guard = self.lock();
         let mut w = Writes::default();
         self.delivery_writes(feed, record, &mut w)?;
@@ -42,7 +46,7 @@ impl Store {
     }
 
     /// The earlier delivery with this id, if it is still remembered.
-    pub fn delivery_by_id(
+    pub(crate) fn delivery_by_id(
         &self,
         feed: &str,
         delivery_id: &str,
@@ -58,7 +62,11 @@ impl Store {
     }
 
     /// The newest deliveries of a feed, newest first.
-    pub fn deliveries(&self, feed: &str, limit: usize) -> Result<Vec<DeliveryRecord>, StoreError> {
+    pub(crate) fn deliveries(
+        &self,
+        feed: &str,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.deliveries
             .scan_prefix(keys::feed_prefix(feed))
             .rev()

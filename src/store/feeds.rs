@@ -67,18 +67,18 @@ impl Store {
     }
 
     /// Reads one feed.
-    pub fn feed(&self, name: &str) -> Result<Option<Feed>, StoreError> {
+    pub(crate) fn feed(&self, name: &str) -> Result<Option<Feed>, StoreError> {
         self.feeds.get(name)?.map(|v| decode_feed(&v)).transpose()
     }
 
     /// Reads one feed that must exist.
-    pub fn feed_required(&self, name: &str) -> Result<Feed, StoreError> {
+    pub(crate) fn feed_required(&self, name: &str) -> Result<Feed, StoreError> {
         self.feed(name)?
             .ok_or_else(|| StoreError::NoFeed(name.to_owned()))
     }
 
     /// All feeds, by name.
-    pub fn feeds(&self) -> Result<Vec<Feed>, StoreError> {
+    pub(crate) fn feeds(&self) -> Result<Vec<Feed>, StoreError> {
         self.feeds
             .iter()
             .map(|item| decode_feed(&item?.1))
@@ -86,7 +86,7 @@ impl Store {
     }
 
     /// Replaces a feed's settings with `change(old)`.
-    pub fn update_feed(
+    pub(crate) fn update_feed(
         &self,
         name: &str,
         change: impl FnOnce(Feed) -> Feed,
@@ -103,7 +103,7 @@ impl Store {
 
     /// Removes a feed with its tokens, queued builds, history and deliveries, in one
     /// atomic batch. Returns the ids of the builds removed, so their logs can go too.
-    pub fn remove_feed(&self, name: &FeedName) -> Result<Vec<u64>, StoreError> {
+    pub(crate) fn remove_feed(&self, name: &FeedName) -> Result<Vec<u64>, StoreError> {
         let name = name.as_str();
         let removed = {
             let _guard = self.lock();

@@ -24,7 +24,7 @@ use space::{Parts, Space, Writes};
 
 pub use deliveries::DeliveryRecord;
 pub use queue::{Admission, AdmitRequest, Pick, QueueEntry, QueueView};
-pub use tokens::TokenRecord;
+pub(crate) use tokens::TokenRecord;
 
 /// Version of the key layout; a store written by a newer layout is refused, not misread,
 /// and an older one is migrated when opened (see `migrate`).
@@ -191,7 +191,7 @@ impl Store {
     }
 
     /// [`Self::open`], saying what to do about lost or unreadable data.
-    pub fn open_checked(
+    pub(crate) fn open_checked(
         dir: &Path,
         options: StoreOptions,
         on_loss: OnLoss,
@@ -363,7 +363,7 @@ impl Store {
 
     /// Runs `write` on the store's writer thread and resolves once it is on disk: the
     /// webhook path's one thread hop (group commit, see `commit`).
-    pub async fn write_durable<T: Send + 'static>(
+    pub(crate) async fn write_durable<T: Send + 'static>(
         &self,
         write: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -404,12 +404,12 @@ impl Store {
 
     /// Whether a group commit failed. sled 0.34 keeps its first I/O error (a full
     /// disk) for good, so such a store never takes a write again in this process.
-    pub fn has_failed(&self) -> bool {
+    pub(crate) fn has_failed(&self) -> bool {
         self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the store answers a write (for `/healthz`).
-    pub fn check_writable(&self) -> Result<(), StoreError> {
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
         if self.has_failed() {
             return Err(StoreError::Durability(
                 "an earlier commit failed; waiting for the disk".to_owned(),

@@ -23,13 +23,13 @@ use crate::reply::HookReply;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
     /// The build waiting.
-    pub build: BuildId,
+    pub(crate) build: BuildId,
     /// Its feed.
-    pub feed: FeedName,
+    pub(crate) feed: FeedName,
     /// Not before this time (deferred by the cooldown), Unix ms.
-    pub run_at_ms: Option<i64>,
+    pub(crate) run_at_ms: Option<i64>,
     /// Ignores the cooldown (`trigger --force`, retries).
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 impl QueueEntry {
@@ -67,7 +67,7 @@ pub enum Admission {
 
 impl Admission {
     /// The reply's `status` word.
-    pub fn word(&self) -> &'static str {
+    pub(crate) fn word(&self) -> &'static str {
         match self {
             Self::Queued(_) => "queued",
             Self::Coalesced(_) => "coalesced",
@@ -78,7 +78,7 @@ impl Admission {
     }
 
     /// What the sender is told, and what a redelivery of it will be told again.
-    pub fn reply(&self) -> HookReply {
+    pub(crate) fn reply(&self) -> HookReply {
         match self {
             Self::Queued(build) => HookReply::Queued { build: *build },
             Self::Coalesced(build) => HookReply::Coalesced { build: *build },
@@ -126,9 +126,9 @@ pub enum Pick {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueView {
     /// Builds running now.
-    pub running: Vec<Build>,
+    pub(crate) running: Vec<Build>,
     /// Builds waiting, FIFO order, with when each may start (None = when a worker frees).
-    pub waiting: Vec<(Build, Option<i64>)>,
+    pub(crate) waiting: Vec<(Build, Option<i64>)>,
 }
 
 impl Store {
@@ -158,7 +158,7 @@ impl Store {
     /// the admissions, in request order. A delivery id seen before admits nothing and
     /// answers one [`Admission::Replayed`] with the first reply. No request, no record.
     /// Durable only after [`Store::durable_blocking`] or [`Store::write_durable`].
-    pub fn admit_all(
+    pub(crate) fn admit_all(
         &self,
         reqs: &[AdmitRequest<'_>],
         delivery: Option<DeliveryRecord>,
@@ -388,7 +388,7 @@ impl Store {
     }
 
     /// When the feed's last build started, Unix ms.
-    pub fn last_start(&self, feed: &str) -> Result<Option<i64>, StoreError> {
+    pub(crate) fn last_start(&self, feed: &str) -> Result<Option<i64>, StoreError> {
         self.cooldowns
             .get(feed)?
             .map(|v| keys::read_i64(&v))
@@ -415,7 +415,11 @@ impl Store {
     }
 
     /// Cancels a build that has not started; `None` if it is not queued (running or over).
-    pub fn cancel_queued(&self, id: BuildId, now_ms: i64) -> Result<Option<Build>, StoreError> {
+    pub(crate) fn cancel_queued(
+        &self,
+        id: BuildId,
+        now_ms: i64,
+    ) -> Result<Option<Build>, StoreError> {
         let _guard = self.lock();
         let mut build = self.build_required(id)?;
         if build.status != BuildStatus::Queued {
@@ -446,7 +450,7 @@ impl Store {
     /// Crash recovery: every build left `running` becomes `interrupted`, and is queued
     /// again once (a retry of a retry is not). Returns the interrupted builds so their
     /// leftover process groups can be reaped.
-    pub fn recover_interrupted(&self, now_ms: i64) -> Result<Vec<Build>, StoreError> {
+    pub(crate) fn recover_interrupted(&self, now_ms: i64) -> Result<Vec<Build>, StoreError> {
         let ids = self
             .running
             .iter()
@@ -464,7 +468,7 @@ impl Store {
 
     /// Marks one running build `interrupted` and queues its rerun (once) in its old
     /// FIFO place. The returned record still carries the pgid it ran under.
-    pub fn interrupt(&self, id: BuildId, now_ms: i64) -> Result<Build, StoreError> {
+    pub(crate) fn interrupt(&self, id: BuildId, now_ms: i64) -> Result<Build, StoreError> {
         let _guard = self.lock();
         let mut w = Writes::default();
         w.remove(&self.running, id.0.to_be_bytes());
@@ -550,7 +554,7 @@ impl Store {
     }
 
     /// Running and waiting builds, for `hookd admin queue`.
-    pub fn queue_view(&self, now_ms: i64, limit: usize) -> Result<QueueView, StoreError> {
+    pub(crate) fn queue_view(&self, now_ms: i64, limit: usize) -> Result<QueueView, StoreError> {
         let mut running = Vec::new();
         for item in self.running.iter() {
             let id = keys::read_u64(&item?.0)?;
@@ -574,7 +578,7 @@ impl Store {
 
     /// (due, deferred) counts of waiting builds; a scan of the queue entries only, for
     /// status and metrics, never the hot path.
-    pub fn queue_counts(&self, now_ms: i64) -> Result<(usize, usize), StoreError> {
+    pub(crate) fn queue_counts(&self, now_ms: i64) -> Result<(usize, usize), StoreError> {
         let (mut due, mut deferred) = (0, 0);
         for item in self.queue.iter() {
             let entry: QueueEntry = codec::decode(&item?.1)?;
@@ -587,7 +591,7 @@ impl Store {
     }
 
     /// Builds waiting in the queue (a scan: status output only).
-    pub fn queue_depth(&self) -> usize {
+    pub(crate) fn queue_depth(&self) -> usize {
         self.queue.count()
     }
 }

@@ -12,20 +12,20 @@ use crate::token::TokenId;
 
 /// What the store knows about one token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
+pub(crate) struct TokenRecord {
     /// The feed the token triggers.
-    pub feed: FeedName,
+    pub(crate) feed: FeedName,
     /// The operator's label (one per sending host).
-    pub label: String,
+    pub(crate) label: String,
     /// Creation time, Unix ms.
-    pub created_ms: i64,
+    pub(crate) created_ms: i64,
     /// When it was revoked; revoked tokens answer 404.
-    pub revoked_ms: Option<i64>,
+    pub(crate) revoked_ms: Option<i64>,
 }
 
 impl Store {
     /// Records a new token for a feed.
-    pub fn add_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
+    pub(crate) fn add_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
         {
             let _guard = self.lock();
             let feed = record.feed.as_str();
@@ -39,7 +39,7 @@ impl Store {
     }
 
     /// Looks a token id up (hot path: one sled read).
-    pub fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+    pub(crate) fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
         self.tokens
             .get(id.as_bytes())?
             .map(|v| codec::decode(&v))
@@ -48,12 +48,12 @@ impl Store {
 
     /// Whether any token exists (revoked ones included): if so, the server key that
     /// made them must not be replaced.
-    pub fn holds_tokens(&self) -> Result<bool, StoreError> {
+    pub(crate) fn holds_tokens(&self) -> Result<bool, StoreError> {
         Ok(self.tokens.iter().next().transpose()?.is_some())
     }
 
     /// Every token of a feed, revoked ones included, oldest first.
-    pub fn tokens_of(&self, feed: &str) -> Result<Vec<(TokenId, TokenRecord)>, StoreError> {
+    pub(crate) fn tokens_of(&self, feed: &str) -> Result<Vec<(TokenId, TokenRecord)>, StoreError> {
         let mut out = Vec::new();
         for entry in self.feed_tokens.scan_prefix(keys::feed_prefix(feed)) {
             let key = entry?.0;
@@ -84,7 +84,12 @@ impl Store {
     }
 
     /// Revokes one token of a feed; the feed's other tokens keep working.
-    pub fn revoke_token(&self, feed: &str, id: TokenId, now_ms: i64) -> Result<(), StoreError> {
+    pub(crate) fn revoke_token(
+        &self,
+        feed: &str,
+        id: TokenId,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let guard = self.lock();
         let missing = || StoreError::NoToken {
             feed: feed.to_owned(),

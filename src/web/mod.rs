@@ -10,8 +10,8 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 /// The reads the web side may make, defined by the admin side that answers them
 /// (so admin never imports web: the dependency points one way).
-pub use crate::admin::reads::{LogTail, ReadError, Source};
-pub use stream::{Body, Streams};
+pub(crate) use crate::admin::reads::{ReadError, Source};
+pub(crate) use stream::{Body, Streams};
 
 mod badge;
 mod html;
@@ -31,11 +31,11 @@ const API_LIMIT_MAX: usize = 1000;
 const PAGE_LOG_BYTES: u64 = 256 * 1024;
 
 /// A web reply: a whole body, or a stream (live views).
-pub type Reply = Response<Body>;
+pub(crate) type Reply = Response<Body>;
 
 /// Answers one request for a web path; `None` when the path is not one of ours.
 /// Live views take a slot of `streams`.
-pub async fn handle(
+pub(crate) async fn handle(
     source: &Arc<dyn Source>,
     streams: &Streams,
     method: &Method,

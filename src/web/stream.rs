@@ -25,15 +25,22 @@ const SLOW_FOLLOWER: Duration = Duration::from_secs(30);
 
 /// A reply body: whole, or streamed by a task while it lasts.
 #[derive(Debug)]
-pub enum Body {
+pub(crate) enum Body {
     /// The whole body at once.
     Whole(Full<Bytes>),
     /// Chunks as a task sends them; the body ends when the task drops its [`Sender`].
-    Stream(mpsc::Receiver<Bytes>, Option<Held>),
+    Stream(
+        mpsc::Receiver<Bytes>,
+        #[expect(
+            dead_code,
+            reason = "never read: held only to be dropped with the body"
+        )]
+        Option<Held>,
+    ),
 }
 
 /// Something a streamed body keeps alive as long as it lasts.
-pub struct Held {
+pub(crate) struct Held {
     _guard: Box<dyn Send + Sync>,
 }
 
@@ -46,7 +53,7 @@ impl std::fmt::Debug for Held {
 impl Body {
     /// Keeps `guard` alive while a streamed body lasts (the HTTP side's mark that
     /// the request is in progress); a whole body drops it at once.
-    pub fn holding(self, guard: impl Send + Sync + 'static) -> Self {
+    pub(crate) fn holding(self, guard: impl Send + Sync + 'static) -> Self {
         match self {
             Self::Stream(rx, _) => Self::Stream(
                 rx,
@@ -96,7 +103,7 @@ impl hyper::body::Body for Body {
 
 /// The streams of one listener: at most `max` at once, all ended at shutdown.
 #[derive(Debug)]
-pub struct Streams {
+pub(crate) struct Streams {
     /// One permit per stream that may be open.
     permits: Arc<Semaphore>,
     /// Fired at shutdown: every stream ends, so the drain does not wait on them.
@@ -105,7 +112,7 @@ pub struct Streams {
 
 impl Streams {
     /// Room for `max` streams, each ended when `shutdown` fires.
-    pub fn new(max: usize, shutdown: CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(max: usize, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(max)),
             shutdown,

@@ -96,7 +96,7 @@ pub(super) fn parse(request: &Incoming) -> Result<Delivery, ParseError> {
 mod tests {
     use http::HeaderMap;
 
-    use crate::hook::{parse, Delivery, Provider};
+    use crate::hook::{provider::parse, Delivery, Provider};
 
     #[test]
     fn other_event_types_are_ignorable() {

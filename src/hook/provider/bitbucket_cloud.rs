@@ -186,7 +186,7 @@ pub(super) fn parse_legacy(request: &Incoming) -> Result<Delivery, ParseError> {
 mod tests {
     use http::HeaderMap;
 
-    use crate::hook::{parse, Delivery};
+    use crate::hook::{provider::parse, Delivery};
 
     fn cloud(key: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -195,7 +195,7 @@ mod tests {
         headers
     }
 
-    fn push(body: &str) -> crate::hook::PushEvent {
+    fn push(body: &str) -> crate::hook::event::PushEvent {
         match parse(&cloud("repo:push"), None, body.as_bytes()).unwrap() {
             Delivery::Push(push) => push,
             other => panic!("not a push: {other:?}"),

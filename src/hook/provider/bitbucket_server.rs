@@ -118,7 +118,7 @@ fn http_clone_url(repository: Repository) -> Option<String> {
 mod tests {
     use http::HeaderMap;
 
-    use crate::hook::{parse, Delivery};
+    use crate::hook::{provider::parse, Delivery};
 
     #[test]
     fn ping_ignores_any_body() {

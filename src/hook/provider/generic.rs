@@ -63,7 +63,7 @@ fn to_ref(branch: String) -> Result<String, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hook::parse;
+    use crate::hook::provider::parse;
 
     fn push(query: Option<&str>, body: &[u8]) -> PushEvent {
         match parse(&HeaderMap::new(), query, body).unwrap() {

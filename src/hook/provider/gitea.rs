@@ -93,7 +93,7 @@ fn head_message(push: &Push) -> Option<String> {
 mod tests {
     use http::HeaderMap;
 
-    use crate::hook::{parse, Delivery, Provider};
+    use crate::hook::{provider::parse, Delivery, Provider};
 
     fn gitea_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();

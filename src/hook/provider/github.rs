@@ -70,7 +70,7 @@ fn push(
 mod tests {
     use http::HeaderMap;
 
-    use crate::hook::{parse, Delivery, ParseError, Provider};
+    use crate::hook::{provider::parse, Delivery, ParseError, Provider};
 
     fn github(event: &'static str, content_type: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();

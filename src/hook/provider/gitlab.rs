@@ -106,7 +106,7 @@ mod tests {
     use http::HeaderMap;
 
     use crate::hook::fixtures;
-    use crate::hook::{parse, Delivery, Provider};
+    use crate::hook::{provider::parse, Delivery, Provider};
 
     fn tag_push_case() -> fixtures::Case {
         fixtures::cases()

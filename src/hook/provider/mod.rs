@@ -21,7 +21,7 @@ use crate::hook::request::{decode, header, json_document};
 ///
 /// The provider is detected from the request itself. Ping and unrelated events are not
 /// errors; only a malformed delivery from a recognised provider is. Never panics.
-pub fn parse(
+pub(crate) fn parse(
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
