@@ -347,7 +347,11 @@ impl Config {
 
     /// [`Config::from_text`] plus the check that the credential and secret files it
     /// names can be read, as [`Config::load`] does.
-    pub fn from_text_checked(
+    #[allow(
+        dead_code,
+        reason = "check-config --plan and feed edit on the declared branch call it"
+    )]
+    pub(crate) fn from_text_checked(
         path: &Path,
         text: &str,
         args: &ConfigArgs,
@@ -368,7 +372,11 @@ impl Config {
     }
 
     /// Where a declared feed is written: `FILE line N`, for the operator.
-    pub fn declared_at(&self, name: &FeedName) -> String {
+    #[allow(
+        dead_code,
+        reason = "check-config --plan and feed edit on the declared branch call it"
+    )]
+    pub(crate) fn declared_at(&self, name: &FeedName) -> String {
         let file = self
             .source
             .as_ref()

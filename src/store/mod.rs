@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use space::{Parts, Space, Writes};
 
 pub use deliveries::DeliveryRecord;
-pub use queue::{Admission, AdmitRequest, Pick, QueueEntry, QueueView};
+pub use queue::{Admission, AdmitRequest, Pick};
 pub(crate) use tokens::TokenRecord;
 
 /// Version of the key layout; a store written by a newer layout is refused, not misread,

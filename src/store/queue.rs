@@ -21,7 +21,7 @@ use crate::reply::HookReply;
 /// One not-yet-started build's place in the FIFO; carries what the scheduler needs
 /// to decide eligibility without loading the build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueEntry {
+pub(crate) struct QueueEntry {
     /// The build waiting.
     pub(crate) build: BuildId,
     /// Its feed.
@@ -124,7 +124,7 @@ pub enum Pick {
 
 /// The queue as `hookd admin queue` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueueView {
+pub(crate) struct QueueView {
     /// Builds running now.
     pub(crate) running: Vec<Build>,
     /// Builds waiting, FIFO order, with when each may start (None = when a worker frees).

@@ -194,3 +194,124 @@ fn the_checks_see_imports() {
     assert!(graph["scheduler"].contains("runner"), "{graph:?}");
     assert!(graph["http"].contains("intake"), "{graph:?}");
 }
+
+/// The identifiers in `text`.
+fn words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The text of main.rs, the tests and the benches: the code outside the library.
+fn outside_code() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(root.join("src/main.rs")).expect("main.rs");
+    let mut dirs = vec![root.join("tests"), root.join("benches")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("directory is readable") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                text += &std::fs::read_to_string(&path).expect("source is UTF-8");
+            }
+        }
+    }
+    text
+}
+
+/// Each plain `pub` item in `code` (not `pub(crate)`, not a re-export): its name and
+/// the text it shows the world (a function's signature, a type's body, a field's line).
+fn pub_items(code: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut items = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.trim_start().strip_prefix("pub ") else {
+            continue;
+        };
+        let rest = rest
+            .trim_start_matches("async ")
+            .trim_start_matches("unsafe ");
+        let mut parts = rest.splitn(2, ' ');
+        let (kind, after) = (parts.next().unwrap_or_default(), parts.next());
+        let name: String = match (kind, after) {
+            ("use", _) => continue,
+            ("fn" | "struct" | "enum" | "trait" | "type" | "const" | "static" | "mod", Some(a)) => {
+                a
+            }
+            (field, _) => field,
+        }
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+        // What it shows: up to its body for a function, through its body for a type.
+        let shown_to = if matches!(kind, "struct" | "enum" | "trait") {
+            let indent = line.len() - line.trim_start().len();
+            lines[i + 1..]
+                .iter()
+                .position(|l| l.len() > indent && l[indent..].starts_with('}'))
+                .map_or(i, |n| i + 1 + n)
+        } else if kind.ends_with(':') {
+            i
+        } else {
+            lines[i..]
+                .iter()
+                .position(|l| l.contains('{') || l.contains(';'))
+                .map_or(i, |n| i + n)
+        };
+        items.push((name, lines[i..=shown_to].join("\n")));
+    }
+    items
+}
+
+#[test]
+fn pub_only_what_main_tests_and_benches_name() {
+    // `pub(crate)` is the default: a plain `pub` item must be named outside the library
+    // (main.rs, tests/, benches/) or be part of what another `pub` item shows (a public
+    // function's error type). Names are compared as words: cheap, and strict enough to
+    // catch the usual slip of a new `pub fn` that only the crate calls.
+    let items: Vec<(PathBuf, String, String)> = sources()
+        .into_iter()
+        .filter(|(rel, _)| rel != Path::new("main.rs"))
+        .flat_map(|(rel, code)| {
+            pub_items(&code)
+                .into_iter()
+                .map(move |(name, shown)| (rel.clone(), name, shown))
+        })
+        .collect();
+    let outside = words(&outside_code());
+    let needless: Vec<String> = items
+        .iter()
+        .filter(|(_, name, _)| !outside.contains(name))
+        .filter(|(_, name, _)| {
+            !items
+                .iter()
+                .any(|(_, other, shown)| other != name && words(shown).contains(name))
+        })
+        .map(|(rel, name, _)| format!("{}: {name}", rel.display()))
+        .collect();
+    assert!(
+        needless.is_empty(),
+        "pub items that only the crate uses; make them pub(crate): {needless:?}"
+    );
+}
+
+#[test]
+fn the_pub_check_sees_items() {
+    let code = "pub fn open(p: &Path) -> Result<Store, StoreError> {\n}\npub(crate) fn x() {}\n\
+                pub enum Pick {\n    Start(Build),\n}\npub use a::B;\nstruct S {\n    pub id: u64,\n}";
+    let items = pub_items(code);
+    let names: Vec<_> = items.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["open", "Pick", "id"]);
+    assert!(words(&items[0].1).contains("StoreError"), "{items:?}");
+    assert!(words(&items[1].1).contains("Build"), "{items:?}");
+    let store: Vec<_> = pub_items(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/mod.rs"))
+            .expect("store source"),
+    )
+    .into_iter()
+    .map(|(n, _)| n)
+    .collect();
+    assert!(store.contains(&"Store".to_owned()), "{store:?}");
+}
