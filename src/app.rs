@@ -11,6 +11,12 @@ use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::token::ServerKey;
 
+/// Checks a feed's repository as its builds will reach it: (settings, feed name, URL,
+/// whether to list a network remote's refs) → the refs listed, if asked, or why the
+/// builds could not use it. The daemon passes `runner::check_repo`, so admin reaches
+/// git through this and never imports the runner.
+pub(crate) type RepoCheck = fn(&Config, &str, &str, bool) -> Result<Option<Vec<String>>, String>;
+
 /// Shared daemon state; cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct App {
@@ -28,6 +34,8 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<Metrics>,
     /// Tokens, feeds and secrets in memory for the webhook path.
     pub(crate) routes: crate::intake::Routes,
+    /// How admin checks a new or edited feed's repository.
+    pub(crate) check_repo: RepoCheck,
 }
 
 impl App {
@@ -38,6 +46,7 @@ impl App {
         key: ServerKey,
         scheduler: Scheduler,
         metrics: Arc<Metrics>,
+        check_repo: RepoCheck,
     ) -> Self {
         Self {
             config,
@@ -47,6 +56,7 @@ impl App {
             started: Instant::now(),
             metrics,
             routes: Default::default(),
+            check_repo,
         }
     }
 

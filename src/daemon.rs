@@ -69,7 +69,8 @@ pub async fn run(
     let config = config.with_bound_addr(bound);
     let (live, metrics) = (LiveConfig::new(config), Arc::<Metrics>::default());
     let scheduler = Scheduler::new(store.clone(), live.clone(), metrics.clone());
-    let app = App::new(live, store, key, scheduler.clone(), metrics);
+    let check_repo = crate::runner::check_repo;
+    let app = App::new(live, store, key, scheduler.clone(), metrics, check_repo);
     let (routes, store, dir) = (
         app.routes.clone(),
         app.store.clone(),

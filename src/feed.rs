@@ -227,6 +227,26 @@ pub(crate) fn validate_patterns(patterns: &[String]) -> Result<(), FeedError> {
     Ok(())
 }
 
+/// A repository URL fit for display (feed views, errors, `HOOKD_REPO_URL`): the user-info of `scheme://user:password@host/...` is
+/// dropped, since tokens are often put there (`https://TOKEN@host/...`). A bare user
+/// name on `ssh://` is kept (it is not a secret and tells which account was used);
+/// scp-like `user@host:path` cannot hold a password and is returned as is.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let scheme = &url[..scheme_end];
+    let keep_user = scheme.eq_ignore_ascii_case("ssh") && !userinfo.contains(':');
+    let kept = if keep_user { &rest[..=at] } else { "" };
+    format!("{scheme}://{kept}{}", &rest[at + 1..])
+}
+
 /// A valid feed for unit tests: watches `main`, runs `true`, no cooldown.
 #[cfg(test)]
 pub(crate) fn sample(name: &str) -> Feed {
@@ -340,5 +360,21 @@ mod tests {
             CommandSpec::from_words(vec![" ".into()]),
             Err(FeedError::NoCommand)
         );
+    }
+
+    #[test]
+    fn redact_url_drops_user_info() {
+        assert_eq!(
+            redact_url("https://tok@github.com/a/b"),
+            "https://github.com/a/b"
+        );
+        assert_eq!(
+            redact_url("https://u:p@h:8443/x?q=a@b"),
+            "https://h:8443/x?q=a@b"
+        );
+        assert_eq!(redact_url("ssh://git@host/x.git"), "ssh://git@host/x.git");
+        assert_eq!(redact_url("ssh://git:pw@host/x.git"), "ssh://host/x.git");
+        assert_eq!(redact_url("git@host:x.git"), "git@host:x.git");
+        assert_eq!(redact_url("/srv/x.git"), "/srv/x.git");
     }
 }

@@ -90,6 +90,28 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Up to `max` bytes of a build's log from byte `offset`: empty at its end, or while
+/// the build has no log yet. Followers (`admin log --follow`, the web's live views)
+/// poll it as the log grows. Blocks: async callers use the blocking pool.
+pub(crate) fn read_log(
+    data_dir: &Path,
+    id: BuildId,
+    offset: u64,
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(log(data_dir, id)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut chunk = Vec::with_capacity(max.min(64 * 1024));
+    file.take(u64::try_from(max).unwrap_or(u64::MAX))
+        .read_to_end(&mut chunk)?;
+    Ok(chunk)
+}
+
 /// Deletes a pruned build's log.
 pub(crate) fn remove_log(data_dir: &Path, id: BuildId) {
     let path = log(data_dir, id);
@@ -127,5 +149,24 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn read_log_pages_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = BuildId(1);
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        std::fs::write(log(dir.path(), id), b"0123456789").unwrap();
+        assert_eq!(read_log(dir.path(), id, 0, 4).unwrap(), b"0123");
+        assert_eq!(read_log(dir.path(), id, 4, 100).unwrap(), b"456789");
+        assert!(read_log(dir.path(), id, 10, 100).unwrap().is_empty());
+        std::fs::write(log(dir.path(), id), b"0123456789more").unwrap();
+        assert_eq!(read_log(dir.path(), id, 10, 100).unwrap(), b"more");
+    }
+
+    #[test]
+    fn read_log_of_a_build_without_one_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_log(dir.path(), BuildId(7), 3, 100).unwrap().is_empty());
     }
 }

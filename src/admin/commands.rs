@@ -255,7 +255,7 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
 /// none of the feed's watched refs. Returns the watched refs a listing found.
 fn check_repo(app: &App, feed: &Feed, list_remote: bool) -> Result<Option<Vec<String>>> {
     let config = app.config();
-    let refs = crate::runner::check_repo(&config, feed.name.as_str(), &feed.repo, list_remote)
+    let refs = (app.check_repo)(&config, feed.name.as_str(), &feed.repo, list_remote)
         .map_err(CommandError::Other)?;
     let Some(refs) = refs else {
         return Ok(None);
@@ -272,7 +272,7 @@ fn check_repo(app: &App, feed: &Feed, list_remote: bool) -> Result<Option<Vec<St
             .collect();
         return Err(CommandError::Other(format!(
             "{} lists no ref the feed watches ({}); its branches: {}",
-            crate::runner::git::redact_url(&feed.repo),
+            crate::feed::redact_url(&feed.repo),
             feed.branches.join(", "),
             if listed.is_empty() {
                 "none".into()

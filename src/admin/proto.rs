@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::build::{Build, BuildStatus};
 
 use crate::clock::rfc3339;
+use crate::feed::redact_url;
 use crate::feed::{CommandSpec, CooldownPolicy, Feed};
-use crate::runner::git::redact_url;
 
 /// Feed settings as sent by `feed add` / `feed edit`; `None` keeps the old value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -206,16 +206,8 @@ impl Source for Reads {
     }
 
     fn log_chunk(&self, id: u64, offset: u64, max: usize) -> Result<Vec<u8>, ReadError> {
-        let Some(mut file) = self.log_file(id)? else {
-            return Ok(Vec::new());
-        };
-        let read = || -> std::io::Result<Vec<u8>> {
-            file.seek(SeekFrom::Start(offset))?;
-            let mut bytes = Vec::with_capacity(max.min(64 * 1024));
-            file.take(max as u64).read_to_end(&mut bytes)?;
-            Ok(bytes)
-        };
-        read().map_err(log_unreadable)
+        crate::paths::read_log(&self.0.config().data_dir, BuildId(id), offset, max)
+            .map_err(log_unreadable)
     }
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BuildUpdate> {

@@ -145,7 +145,7 @@ async fn stream_log(
     write: &mut (impl AsyncWriteExt + Unpin),
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
-    let path = crate::paths::log(&app.config().data_dir, id);
+    let data_dir = app.config().data_dir.clone();
     let mut updates = app.scheduler.subscribe();
     let mut status = match build_status(app, id).await {
         Ok(status) => status,
@@ -157,7 +157,7 @@ async fn stream_log(
     loop {
         // Read everything written so far; only then decide whether the build is over,
         // so output written just before the end is never lost.
-        offset = send_output(&path, offset, write).await?;
+        offset = send_output(&data_dir, id, offset, write).await?;
         if status.is_final() || !follow {
             return send(write, &Reply::LogEnd(status.word().to_owned())).await;
         }
@@ -196,20 +196,25 @@ async fn build_status(app: &App, id: BuildId) -> Result<BuildStatus, Reply> {
     }
 }
 
-/// Sends the log from `offset` to its current end; returns the new offset.
+/// Sends the log from `offset` to its current end; returns the new offset. A log
+/// that cannot be read sends nothing more.
 async fn send_output(
-    path: &Path,
+    data_dir: &Path,
+    id: BuildId,
     mut offset: u64,
     write: &mut (impl AsyncWriteExt + Unpin),
 ) -> std::io::Result<u64> {
     loop {
-        let (chunk, next) = crate::runner::log::read_chunk(path, offset, 64 * 1024)
-            .await
-            .unwrap_or_default();
+        let dir = data_dir.to_owned();
+        let read = move || crate::paths::read_log(&dir, id, offset, 64 * 1024);
+        let chunk = match tokio::task::spawn_blocking(read).await {
+            Ok(Ok(chunk)) => chunk,
+            _ => Vec::new(),
+        };
         if chunk.is_empty() {
             return Ok(offset);
         }
-        offset = next;
+        offset += chunk.len() as u64;
         let text = String::from_utf8_lossy(&chunk).into_owned();
         send(write, &Reply::LogChunk(text)).await?;
     }

@@ -3,8 +3,7 @@
 //! from it at the resolved commit. This is the only module that imports `git2`.
 //!
 //! Layout:
-//! - this file: the public API (what the runner calls), the error type, URL redaction
-//!   and how a remote URL is classified;
+//! - this file: the public API (what the runner calls), the error type and how a remote URL is classified;
 //! - `mirror`: the bare mirror — open or re-create it, fetch one ref into it over the
 //!   network (`network`) or from a repository on this machine (`local`);
 //! - `transfer`: what a network transfer needs (credentials, progress, cancel);
@@ -27,7 +26,7 @@ use std::sync::atomic::AtomicBool;
 /// Where the code comes from, and how to authenticate there.
 pub struct Remote<'a> {
     /// As configured: a local path, `file://`, `git://`, `ssh://`, scp-like
-    /// `user@host:path`, or `https://`. Shown only through [`redact_url`].
+    /// `user@host:path`, or `https://`. Shown only through [`redact_url`](crate::feed::redact_url).
     pub url: &'a str,
     /// Used only when the remote asks for them.
     pub credentials: &'a Credentials,
@@ -180,26 +179,6 @@ pub(crate) fn probe(remote: &Remote, list_remote: bool) -> Result<Option<Vec<Str
         Location::Network if list_remote => transfer::list_refs(remote).map(Some),
         Location::Network => Ok(None),
     }
-}
-
-/// A URL fit for display: the user-info of `scheme://user:password@host/...` is
-/// dropped, since tokens are often put there (`https://TOKEN@host/...`). A bare user
-/// name on `ssh://` is kept (it is not a secret and tells which account was used);
-/// scp-like `user@host:path` cannot hold a password and is returned as is.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let scheme = &url[..scheme_end];
-    let keep_user = scheme.eq_ignore_ascii_case("ssh") && !userinfo.contains(':');
-    let kept = if keep_user { &rest[..=at] } else { "" };
-    format!("{scheme}://{kept}{}", &rest[at + 1..])
 }
 
 /// How a remote URL is reached: local repositories are read directly (see `local`),

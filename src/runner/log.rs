@@ -180,24 +180,6 @@ impl LogWriter {
     }
 }
 
-/// Reads up to `max` bytes of the log at `path` from `offset`, returning them and
-/// the offset to ask for next. An empty chunk means "nothing new yet": the caller
-/// polls again while the build runs. A log that does not exist yet (the build has
-/// not started) reads as empty.
-pub(crate) async fn read_chunk(path: &Path, offset: u64, max: usize) -> io::Result<(Vec<u8>, u64)> {
-    let mut file = match File::open(path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
-        Err(e) => return Err(e),
-    };
-    file.seek(SeekFrom::Start(offset)).await?;
-    let mut chunk = Vec::with_capacity(max.min(64 * 1024));
-    let limit = u64::try_from(max).unwrap_or(u64::MAX);
-    file.take(limit).read_to_end(&mut chunk).await?;
-    let next = offset + chunk.len() as u64;
-    Ok((chunk, next))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,31 +262,6 @@ mod tests {
             content,
             "fetched\n[hookd] one\n\n[hookd: log truncated at 10 bytes; further output discarded]\n[hookd] two\n"
         );
-    }
-
-    #[tokio::test]
-    async fn read_chunk_pages_through_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("1.log");
-        std::fs::write(&path, b"0123456789").unwrap();
-        let (chunk, next) = read_chunk(&path, 0, 4).await.unwrap();
-        assert_eq!((chunk.as_slice(), next), (b"0123".as_slice(), 4));
-        let (chunk, next) = read_chunk(&path, next, 100).await.unwrap();
-        assert_eq!((chunk.as_slice(), next), (b"456789".as_slice(), 10));
-        let (chunk, next) = read_chunk(&path, next, 100).await.unwrap();
-        assert_eq!((chunk.len(), next), (0, 10));
-        std::fs::write(&path, b"0123456789more").unwrap();
-        let (chunk, next) = read_chunk(&path, next, 100).await.unwrap();
-        assert_eq!((chunk.as_slice(), next), (b"more".as_slice(), 14));
-    }
-
-    #[tokio::test]
-    async fn read_chunk_of_a_missing_log_is_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let (chunk, next) = read_chunk(&dir.path().join("none.log"), 7, 100)
-            .await
-            .unwrap();
-        assert_eq!((chunk.len(), next), (0, 7));
     }
 
     #[tokio::test]

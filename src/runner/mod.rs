@@ -317,7 +317,10 @@ async fn job(spec: &BuildSpec, commit: &str, report: &Reporter) -> std::io::Resu
         ("HOOKD_COMMIT".into(), commit.to_owned()),
         ("HOOKD_REF".into(), spec.git_ref.clone()),
         ("HOOKD_BRANCH".into(), spec.branch.clone()),
-        ("HOOKD_REPO_URL".into(), git::redact_url(&spec.feed.repo)),
+        (
+            "HOOKD_REPO_URL".into(),
+            crate::feed::redact_url(&spec.feed.repo),
+        ),
         ("HOOKD_TRIGGER".into(), spec.kind.word().into()),
         ("HOOKD_PROVIDER".into(), spec.provider.clone()),
     ]);

@@ -115,6 +115,18 @@ fn store_and_runner_import_nothing_above_them() {
 }
 
 #[test]
+fn admin_and_web_stay_off_the_build_machinery() {
+    // Logs are read through `paths`, URLs redacted by `feed`, repositories checked
+    // through `App::check_repo`: neither side imports the runner or the daemon.
+    let graph = graph();
+    let machinery = ["runner", "http", "intake", "daemon"];
+    assert_imports_none(&graph, "admin", &machinery);
+    assert_imports_none(&graph, "admin", &["web"]);
+    assert_imports_none(&graph, "web", &machinery);
+    assert_imports_none(&graph, "web", &["store"]);
+}
+
+#[test]
 fn hook_is_pure() {
     let graph = graph();
     let allowed: BTreeSet<String> = ["build", "feed", "secret"].map(String::from).into();

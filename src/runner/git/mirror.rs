@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use git2::{ErrorClass, ErrorCode, ObjectType, Oid, Repository, RepositoryOpenFlags};
 
 use super::transfer::{self, mib, Auth, Progress};
-use super::{redact_url, ref_kind, GitError, Location, Remote, ResolvedCommit};
+use super::{ref_kind, GitError, Location, Remote, ResolvedCommit};
+use crate::feed::redact_url;
 
 /// Config key holding the (redacted) URL a mirror was made from: a feed whose URL
 /// changes gets a fresh mirror instead of one sharing the old source's objects.

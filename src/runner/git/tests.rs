@@ -614,22 +614,6 @@ fn cancel_stops_fetch_and_checkout() {
 }
 
 #[test]
-fn redact_url_drops_user_info() {
-    assert_eq!(
-        redact_url("https://tok@github.com/a/b"),
-        "https://github.com/a/b"
-    );
-    assert_eq!(
-        redact_url("https://u:p@h:8443/x?q=a@b"),
-        "https://h:8443/x?q=a@b"
-    );
-    assert_eq!(redact_url("ssh://git@host/x.git"), "ssh://git@host/x.git");
-    assert_eq!(redact_url("ssh://git:pw@host/x.git"), "ssh://host/x.git");
-    assert_eq!(redact_url("git@host:x.git"), "git@host:x.git");
-    assert_eq!(redact_url("/srv/x.git"), "/srv/x.git");
-}
-
-#[test]
 fn locations_follow_gits_rules() {
     assert_eq!(
         Location::of("file:///srv/x"),

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use git2::{Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, RemoteCallbacks};
 
-use super::{redact_url, Credentials, GitError};
+use super::{Credentials, GitError};
+use crate::feed::redact_url;
 
 /// How often a long transfer reports; more would swamp the build log.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
