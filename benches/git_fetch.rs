@@ -10,13 +10,17 @@
 //! Run: `cargo bench --bench git_fetch` (about 20k commits, 2k files, 36 branches);
 //! `HOOKD_BENCH_COMMITS=2000 cargo bench --bench git_fetch` for a quick run.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use hookd::runner::git::{self, Credentials, Remote};
+
+#[path = "../tests/shared/git_daemon.rs"]
+mod git_daemon;
+use git_daemon::GitDaemon;
 
 const FILES: usize = 2000;
 const BRANCHES: usize = 36;
@@ -42,8 +46,8 @@ fn main() {
             .find(|l| l.starts_with("in-pack"))
             .unwrap_or("")
     );
-    let daemon = Daemon::serve(root);
-    let url = format!("git://127.0.0.1:{}/served.git", daemon.port);
+    let daemon = GitDaemon::serve(root);
+    let url = daemon.url("served.git");
     let path = served.display().to_string();
     let mut rows = Vec::new();
     for (label, url, cli_clone_args) in [
@@ -244,64 +248,4 @@ fn more_commits(count: usize, clock: &mut u64) -> Vec<u8> {
         commit(&mut out, "main", from, clock, 100_000 + k, &[k % FILES]);
     }
     out
-}
-
-/// `git daemon` on a free loopback port (it cannot report one it picked itself).
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn serve(base: &Path) -> Daemon {
-        for _ in 0..20 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let mut child = Command::new(daemon_binary())
-                .args([
-                    "--verbose",
-                    "--reuseaddr",
-                    "--export-all",
-                    "--listen=127.0.0.1",
-                ])
-                .arg(format!("--base-path={}", base.display()))
-                .arg(format!("--port={port}"))
-                .arg(base)
-                .stderr(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("git daemon");
-            let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-            if lines
-                .by_ref()
-                .map_while(Result::ok)
-                .any(|l| l.contains("Ready to rumble"))
-            {
-                std::thread::spawn(move || lines.for_each(drop));
-                return Daemon { child, port };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("git daemon would not start");
-    }
-}
-
-/// The `git-daemon` program itself: `git daemon` runs it as a child, and killing
-/// the `git` wrapper would leave the daemon serving (and holding our pipes).
-fn daemon_binary() -> std::path::PathBuf {
-    let out = Command::new("git")
-        .arg("--exec-path")
-        .output()
-        .expect("git --exec-path");
-    Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

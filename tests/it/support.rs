@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../shared/git_daemon.rs"]
+mod git_daemon;
+pub use git_daemon::GitDaemon;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookd");
 
 /// Polls `cond` until it holds or `secs` pass; panics with `what` on timeout.
@@ -576,85 +580,4 @@ pub fn closed_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
         .port()
-}
-
-/// `git-daemon` serving every repository below `root` on 127.0.0.1, read-only.
-/// The `git-daemon` program itself is run (from `git --exec-path`), not the
-/// `git daemon` wrapper, so that killing the child really stops the server.
-pub struct GitDaemon {
-    child: Child,
-    pub port: u16,
-}
-
-impl GitDaemon {
-    pub fn serve(root: &Path) -> Self {
-        let exec_path = Command::new("git")
-            .arg("--exec-path")
-            .output()
-            .expect("git --exec-path");
-        let program =
-            PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
-        let log = root.join("git-daemon.log");
-        const PROBE: &str = "git-daemon-probe.git";
-        let probe = Command::new("git")
-            .args(["init", "-q", "--bare"])
-            .arg(root.join(PROBE))
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .status()
-            .expect("git init");
-        assert!(probe.success(), "git init --bare {PROBE}");
-        // The port is free when chosen but may be taken before git-daemon binds it:
-        // then git-daemon exits, and another port is tried.
-        for _ in 0..20 {
-            let port = closed_port();
-            let child = Command::new(&program)
-                .arg("--listen=127.0.0.1")
-                .arg(format!("--port={port}"))
-                .arg(format!("--base-path={}", root.display()))
-                .args(["--export-all", "--reuseaddr", "--informative-errors"])
-                .arg(root)
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("git-daemon log"))
-                .spawn()
-                .expect("spawn git-daemon");
-            let mut daemon = GitDaemon { child, port };
-            // Ready when it lists the probe repository, which only a server of
-            // `root` has; gone when the port was taken.
-            let ready = wait_for(30, "git-daemon to serve", || {
-                if let Ok(Some(_)) = daemon.child.try_wait() {
-                    return Some(false);
-                }
-                Command::new("git")
-                    .args(["ls-remote", &daemon.url(PROBE)])
-                    .env("GIT_CONFIG_NOSYSTEM", "1")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-                    .then_some(true)
-            });
-            if ready {
-                return daemon;
-            }
-        }
-        panic!(
-            "git-daemon did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-
-    /// `git://127.0.0.1:PORT/NAME`, NAME relative to the served root.
-    pub fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

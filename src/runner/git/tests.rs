@@ -1,12 +1,16 @@
 //! Tests against real repositories made with the `git` command line in temporary
 //! directories, served as paths, `file://` and by `git daemon` on 127.0.0.1.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
+
+#[path = "../../../tests/shared/git_daemon.rs"]
+mod git_daemon;
+use git_daemon::GitDaemon;
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -81,72 +85,6 @@ impl Origin {
     }
 }
 
-/// `git daemon` serving a directory on a free loopback port.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn serve(base: &Path) -> Daemon {
-        for _ in 0..20 {
-            // git daemon cannot report a port it picked: take a free one, release
-            // it, and try again if someone else grabbed it meanwhile.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new(daemon_binary())
-                .arg("--verbose")
-                .arg("--reuseaddr")
-                .arg("--export-all")
-                .arg(format!("--base-path={}", base.display()))
-                .arg("--listen=127.0.0.1")
-                .arg(format!("--port={port}"))
-                .arg(base)
-                .stderr(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("spawn git daemon");
-            let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-            let ready = lines
-                .by_ref()
-                .map_while(Result::ok)
-                .any(|l| l.contains("Ready to rumble"));
-            if ready {
-                // Keep draining so the daemon never blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return Daemon { child, port };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("git daemon would not start");
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-/// The `git-daemon` program itself: `git daemon` runs it as a child, and killing
-/// the `git` wrapper would leave the daemon serving (and holding our pipes).
-fn daemon_binary() -> std::path::PathBuf {
-    let out = Command::new("git")
-        .arg("--exec-path")
-        .output()
-        .expect("git --exec-path");
-    Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn no_creds() -> Credentials {
     Credentials::default()
 }
@@ -218,7 +156,7 @@ fn file_url_and_plain_path_fetch_and_check_out() {
 fn git_daemon_incremental_force_push_and_recreated_branch() {
     let origin = Origin::new();
     let first = origin.commit(&[("a.txt", "1")], "one");
-    let daemon = Daemon::serve(&origin.root);
+    let daemon = GitDaemon::serve(&origin.root);
     let url = daemon.url("repo.git");
     let data = tempfile::tempdir().unwrap();
     let mirror = data.path().join("m.git");
@@ -362,7 +300,7 @@ fn fetch_v1(
 #[test]
 fn annotated_tags_peel_to_their_commit() {
     let (origin, head, _) = tagged_origin();
-    let daemon = Daemon::serve(&origin.root);
+    let daemon = GitDaemon::serve(&origin.root);
     let data = tempfile::tempdir().unwrap();
     for (i, url) in [daemon.url("repo.git"), origin.file_url()]
         .iter()
@@ -505,7 +443,7 @@ fn submodules_are_checked_out_from_relative_urls() {
 fn corrupt_mirror_is_recloned_once() {
     let origin = Origin::new();
     origin.commit(&[("a", "a")], "a");
-    let daemon = Daemon::serve(&origin.root);
+    let daemon = GitDaemon::serve(&origin.root);
     let url = daemon.url("repo.git");
     let data = tempfile::tempdir().unwrap();
     let mirror = data.path().join("m.git");
@@ -568,7 +506,7 @@ impl Write for CancelOnWrite<'_> {
 fn cancel_stops_fetch_and_checkout() {
     let origin = Origin::new();
     let head = origin.commit(&[("a", "a")], "a");
-    let daemon = Daemon::serve(&origin.root);
+    let daemon = GitDaemon::serve(&origin.root);
     let url = daemon.url("repo.git");
     let data = tempfile::tempdir().unwrap();
     let creds = no_creds();
