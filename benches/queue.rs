@@ -43,6 +43,8 @@ fn feed(i: usize) -> Feed {
         paused: false,
         created_ms: now_ms(),
         badge: false,
+        declared: false,
+        retired_ms: None,
     }
 }
 

@@ -28,8 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: HTTP hook endpoint, build queue and admin socket.
     Serve(ServeArgs),
-    /// Validate a config file and print the effective settings.
-    CheckConfig(ConfigArgs),
+    /// Validate a config file and print the effective settings, or with --plan ask
+    /// the running daemon what applying its declared feeds would change.
+    CheckConfig(CheckConfigArgs),
     /// Talk to the running daemon over its Unix socket.
     Admin(AdminArgs),
     /// Print a shell completion script on stdout.
@@ -58,6 +59,24 @@ pub struct ConfigArgs {
     /// Data directory, overriding the config.
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+}
+
+/// `hookd check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Ask the running daemon (over its admin socket) which declared feeds applying
+    /// the file would add, change, retire or revive; nothing is applied.
+    #[arg(long, requires = "config")]
+    pub plan: bool,
+    /// With --plan: print one JSON document.
+    #[arg(long, requires = "plan")]
+    pub json: bool,
+    /// With --plan: the daemon's admin socket [default: $HOOKD_SOCKET, else the
+    /// file's admin_socket].
+    #[arg(long, value_name = "PATH", requires = "plan")]
+    pub socket: Option<PathBuf>,
 }
 
 /// `hookd serve`.
@@ -226,6 +245,12 @@ pub(crate) enum FeedCommand {
     },
     /// Start building a paused feed again.
     Resume {
+        /// Feed name.
+        name: String,
+    },
+    /// Let the config file own a feed made with `feed add` (it must declare it);
+    /// tokens and history stay, the file's settings apply at the next reload.
+    Adopt {
         /// Feed name.
         name: String,
     },

@@ -14,7 +14,7 @@ use crate::cli::ConfigArgs;
 use crate::feed::FeedName;
 
 mod declared;
-pub(crate) use declared::{DeclaredFeed, RawFeed};
+pub(crate) use declared::{changed_keys, DeclaredFeed, RawFeed};
 
 /// Why a config could not be used; shown to the operator verbatim.
 #[derive(Debug, thiserror::Error)]

@@ -77,6 +77,11 @@ pub async fn run(
         app.config().data_dir.clone(),
     );
     tokio::task::spawn_blocking(move || routes.reload(&store, &dir)).await??;
+    let ready = format!("listening on {bound}");
+    let status = match apply_declared(&app, &app.config()).await {
+        Ok(()) => ready.clone(),
+        Err(e) => format!("{ready}; declared feeds not applied: {e}"),
+    };
 
     let shutdown = CancellationToken::new();
     // Stops only the HTTP listeners: on shutdown, and before healing in place.
@@ -108,14 +113,14 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracing::info!(listen = %bound, admin_socket = %app.config().admin_socket.display(), version = env!("CARGO_PKG_VERSION"), "hookd ready");
-    crate::systemd::notify(&format!("READY=1\nSTATUS=listening on {bound}"));
+    crate::systemd::notify(&format!("READY=1\nSTATUS={status}"));
 
     let mut signals = signals()?;
     let mut watching = true;
     loop {
         tokio::select! {
             signal = signals.recv() => match signal {
-                Some(Signal::Reload) => reload(&app, &args).await,
+                Some(Signal::Reload) => reload(&app, &args, &ready).await,
                 Some(Signal::Stop) | None => break,
             },
             healed = &mut room, if watching => {
@@ -255,22 +260,58 @@ async fn bind(
         .with_context(|| format!("cannot listen on {}", config.listen))
 }
 
-/// SIGHUP: re-read the config file (a bad one is refused and the old one stays) and
-/// the webhook secrets, which an operator may have replaced on disk.
-async fn reload(app: &App, args: &ConfigArgs) {
-    let (app2, args) = (app.clone(), args.clone());
-    let done = tokio::task::spawn_blocking(move || {
-        let result = Config::load(&args).map(|new| apply_config(&app2, new));
-        let secrets = app2.routes.reload(&app2.store, &app2.config().data_dir);
-        (result, secrets)
+/// Applies the config's declared feeds; a refusal is logged with its reason (file,
+/// key, line) and changes nothing.
+async fn apply_declared(app: &App, config: &Config) -> Result<(), String> {
+    match crate::admin::declared::apply(app, config).await {
+        Ok(plan) => {
+            let changed = plan.changes.len();
+            tracing::info!(
+                changed,
+                unchanged = plan.unchanged,
+                "declared feeds applied"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "declared feeds refused; the stored feeds stay as they were");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// SIGHUP: re-read the config file and apply it whole, declared feeds first, or
+/// refuse it whole (the old settings and feeds stay, the reason is logged and put in
+/// systemd's status line); then re-read the webhook secrets, which an operator may
+/// have replaced on disk.
+async fn reload(app: &App, args: &ConfigArgs, ready: &str) {
+    let args = args.clone();
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&args)).await;
+    let refused = match loaded {
+        Ok(Ok(new)) => match apply_declared(app, &new).await {
+            Ok(()) => {
+                apply_config(app, new);
+                None
+            }
+            Err(e) => Some(e),
+        },
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(format!("the reload task failed: {e}")),
+    };
+    if let Some(reason) = refused {
+        tracing::error!(error = %reason, "configuration reload refused; keeping the old one");
+        crate::systemd::notify(&format!("STATUS=reload refused, old config kept: {reason}"));
+        return;
+    }
+    crate::systemd::notify(&format!("STATUS={ready}"));
+    let app2 = app.clone();
+    let secrets = tokio::task::spawn_blocking(move || {
+        app2.routes.reload(&app2.store, &app2.config().data_dir)
     })
     .await;
-    match done {
-        Ok((Ok(()), Ok(()))) => tracing::info!("configuration reloaded"),
-        Ok((Err(e), _)) => {
-            tracing::error!(error = %e, "configuration reload refused; keeping the old one")
-        }
-        Ok((Ok(()), Err(e))) => {
+    match secrets {
+        Ok(Ok(())) => tracing::info!("configuration reloaded"),
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "configuration reloaded, but the feeds could not be re-read")
         }
         Err(e) => tracing::error!(error = %e, "configuration reload failed"),

@@ -163,6 +163,21 @@ pub struct Feed {
     /// the world the feed exists).
     #[serde(default)]
     pub badge: bool,
+    /// Whether the config file owns it (`[feeds.NAME]` with `repo`): the CLI then
+    /// refuses to edit or remove it.
+    #[serde(default)]
+    pub declared: bool,
+    /// When a declared feed left the config file: its hook URLs answer 404 and it
+    /// starts no builds, but its history stays; declaring it again clears this.
+    #[serde(default)]
+    pub retired_ms: Option<i64>,
+}
+
+impl Feed {
+    /// Whether it was declared and has since left the config file.
+    pub(crate) fn retired(&self) -> bool {
+        self.retired_ms.is_some()
+    }
 }
 
 /// The one check of a feed's settings, whoever wrote them: `feed add`/`feed edit`, a
@@ -262,6 +277,8 @@ pub(crate) fn sample(name: &str) -> Feed {
         paused: false,
         created_ms: 0,
         badge: false,
+        declared: false,
+        retired_ms: None,
     }
 }
 

@@ -13,7 +13,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::CheckConfig(args) => check_config(&args),
+        Command::CheckConfig(args) if args.plan => {
+            runtime(false).and_then(|rt| rt.block_on(hookd::admin::client::plan(&args)))
+        }
+        Command::CheckConfig(args) => check_config(&args.config),
         Command::Admin(args) => {
             runtime(false).and_then(|rt| rt.block_on(hookd::admin::client::run(args)))
         }

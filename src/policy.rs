@@ -146,7 +146,7 @@ pub(crate) enum Eligibility {
 }
 
 /// Decides whether a queued build may start now: at most one build per feed, none for
-/// a paused or removed feed, none before its deferral or the feed's cooldown ends.
+/// a paused, retired or removed feed, none before its deferral or the feed's cooldown ends.
 pub(crate) fn eligibility(
     waiting: Waiting,
     feed: Option<&Feed>,
@@ -154,7 +154,7 @@ pub(crate) fn eligibility(
     last_start_ms: Option<i64>,
     now_ms: i64,
 ) -> Eligibility {
-    let Some(feed) = feed.filter(|f| !feed_busy && !f.paused) else {
+    let Some(feed) = feed.filter(|f| !feed_busy && !f.paused && !f.retired()) else {
         return Eligibility::Skip;
     };
     match not_before(waiting, feed, last_start_ms, now_ms) {
@@ -259,6 +259,14 @@ mod tests {
         };
         assert_eq!(
             eligibility(due, Some(&paused), false, None, 0),
+            Eligibility::Skip
+        );
+        let retired = Feed {
+            retired_ms: Some(1),
+            ..f.clone()
+        };
+        assert_eq!(
+            eligibility(due, Some(&retired), false, None, 0),
             Eligibility::Skip
         );
         assert_eq!(

@@ -28,15 +28,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     };
     let request = request(args.command)?;
     let follow = matches!(request, Request::Log { follow: true, .. });
-    let stream = connect(&socket).await?;
-    let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(&request)?;
-    line.push(b'\n');
-    write
-        .write_all(&line)
-        .await
-        .context("sending the request")?;
-    let mut lines = BufReader::new(read).lines();
+    let mut lines = send(&socket, &request).await?;
     let mut log = String::new();
     while let Some(line) = lines.next_line().await.context("reading the reply")? {
         let reply: Reply = serde_json::from_str(&line)
@@ -65,6 +57,57 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
     }
     Err(not_hookd(&socket, "closed the connection without a reply"))
+}
+
+/// `hookd check-config --config FILE --plan`: checks the file here, then asks the
+/// running daemon what applying it would change, and prints that.
+pub async fn plan(args: &crate::cli::CheckConfigArgs) -> anyhow::Result<()> {
+    let Some(file) = &args.config.config else {
+        bail!("--plan needs --config FILE");
+    };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let config = crate::config::Config::from_text(file, &text, &args.config)?;
+    let socket = match (&args.socket, std::env::var_os("HOOKD_SOCKET")) {
+        (Some(path), _) => path.clone(),
+        (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
+        _ => config.admin_socket.clone(),
+    };
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+    let request = Request::Plan {
+        file: file.display().to_string(),
+        text,
+    };
+    let reply = send(&socket, &request)
+        .await?
+        .next_line()
+        .await
+        .context("reading the reply")?
+        .ok_or_else(|| not_hookd(&socket, "closed the connection without a reply"))?;
+    match serde_json::from_str(&reply).map_err(|_| not_hookd(&socket, "answered something else"))? {
+        Reply::Error(message) => bail!(message),
+        other if args.json => print_out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json_payload(&other))?
+        )),
+        other => print_out(&render::text(&other)),
+    }
+}
+
+/// Sends one request; the reply lines follow.
+async fn send(
+    socket: &Path,
+    request: &Request,
+) -> anyhow::Result<tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>> {
+    let stream = connect(socket).await?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write
+        .write_all(&line)
+        .await
+        .context("sending the request")?;
+    Ok(BufReader::new(read).lines())
 }
 
 /// Writes to stdout and flushes, returning the error instead of panicking as
@@ -246,6 +289,7 @@ fn feed_request(cmd: FeedCommand) -> anyhow::Result<Request> {
             name,
             paused: false,
         },
+        FeedCommand::Adopt { name } => Request::FeedAdopt { name },
     })
 }
 

@@ -51,12 +51,7 @@ pub(crate) async fn execute(app: &App, req: Request) -> Reply {
             any_ref,
         } => trigger(app, name, branch, force, any_ref).await,
         Request::Cancel { id } => cancel(app, id).await,
-        Request::FeedRemove { name } => {
-            if let Ok(feed) = FeedName::parse(&name) {
-                app.scheduler.cancel_feed(&feed);
-            }
-            blocking(app, move |app| remove_feed(app, &name)).await
-        }
+        Request::FeedRemove { name } => remove(app, name).await,
         other => blocking(app, move |app| sync_command(app, other)).await,
     };
     if changes_hooks {
@@ -74,10 +69,11 @@ pub(crate) async fn execute(app: &App, req: Request) -> Reply {
     result.unwrap_or_else(|e| Reply::Error(e.to_string()))
 }
 
-async fn blocking(
+/// Runs store and file work on the blocking pool.
+pub(super) async fn blocking<T: Send + 'static>(
     app: &App,
-    f: impl FnOnce(&App) -> Result<Reply> + Send + 'static,
-) -> Result<Reply> {
+    f: impl FnOnce(&App) -> Result<T> + Send + 'static,
+) -> Result<T> {
     let app = app.clone();
     tokio::task::spawn_blocking(move || f(&app))
         .await
@@ -98,7 +94,12 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
         Request::FeedShow { name } => {
             Ok(Reply::Feed(feed_view(app, &store.feed_required(&name)?)?))
         }
-        Request::FeedEdit { name, spec } => edit_feed(app, &name, spec),
+        Request::FeedEdit { name, spec } => {
+            refuse_if_declared(app, &store.feed_required(&name)?, "edit")?;
+            edit_feed(app, &name, spec)
+        }
+        Request::FeedAdopt { name } => adopt(app, &name),
+        Request::Plan { file, text } => plan(app, file, &text),
         Request::FeedPause { name, paused } => {
             let feed = store.update_feed(&name, |mut f| {
                 f.paused = paused;
@@ -186,6 +187,8 @@ fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         paused: false,
         created_ms: now_ms(),
         badge: spec.badge.unwrap_or(false),
+        declared: false,
+        retired_ms: None,
     };
     feed::validate(&feed)?;
     // Refuse a taken name before touching its secret file.
@@ -301,6 +304,95 @@ fn save_secret(app: &App, name: &FeedName, secret: &Secret) -> Result<()> {
         .map_err(|e| CommandError::Other(format!("cannot store the webhook secret: {e}")))
 }
 
+/// Removes a feed: first refused if the config file owns it, then its running build
+/// is stopped and its records deleted.
+async fn remove(app: &App, name: String) -> Result<Reply> {
+    let checked = name.clone();
+    blocking(app, move |app| {
+        refuse_if_declared(app, &app.store.feed_required(&checked)?, "remove")
+    })
+    .await?;
+    if let Ok(feed) = FeedName::parse(&name) {
+        app.scheduler.cancel_feed(&feed);
+    }
+    blocking(app, move |app| remove_feed(app, &name)).await
+}
+
+/// The CLI changes no feed the config file owns: it says where to change it instead.
+/// A retired feed may be removed (with its history), not edited.
+fn refuse_if_declared(app: &App, feed: &Feed, verb: &str) -> Result<()> {
+    if !feed.declared || (feed.retired() && verb == "remove") {
+        return Ok(());
+    }
+    let config = app.config();
+    let name = &feed.name;
+    let to_do = match (feed.retired(), verb) {
+        (true, _) => format!(
+            "it is retired; declare it again in {} and reload (`systemctl reload hookd`)",
+            config.declared_at(name)
+        ),
+        (false, "remove") => {
+            "delete its table there and reload (`systemctl reload hookd`) to retire it".to_owned()
+        }
+        (false, _) => "change it there and reload (`systemctl reload hookd`)".to_owned(),
+    };
+    let at = match feed.retired() {
+        true => String::new(),
+        false => format!(" in {}", config.declared_at(name)),
+    };
+    Err(CommandError::Other(format!(
+        "cannot {verb} feed {name}: it is declared{at}; {to_do}"
+    )))
+}
+
+/// `feed adopt`: the config file takes over a feed made with the CLI (its tokens and
+/// history stay). The file must declare it; its settings apply at the next reload.
+fn adopt(app: &App, name: &str) -> Result<Reply> {
+    let feed = app.store.feed_required(name)?;
+    if feed.declared {
+        return Err(CommandError::Other(format!(
+            "feed {name} is already declared in the config file"
+        )));
+    }
+    let source = app.config().source.clone().ok_or_else(|| {
+        CommandError::Other("the daemon runs without a config file (--config)".into())
+    })?;
+    let args = crate::cli::ConfigArgs {
+        config: Some(source.clone()),
+        ..Default::default()
+    };
+    let config = crate::config::Config::load_settings(&args)
+        .map_err(|e| CommandError::Other(e.to_string()))?;
+    if !config.declared.contains_key(&feed.name) {
+        return Err(CommandError::Other(format!(
+            "{} declares no feed {name}: add a [feeds.{name}] table with its repo first",
+            source.display()
+        )));
+    }
+    app.store.update_feed(name, |f| Feed {
+        declared: true,
+        ..f
+    })?;
+    tracing::info!(feed = name, "feed adopted by the config file");
+    Ok(Reply::Done(format!(
+        "feed {name} adopted: {} owns it now; reload (`systemctl reload hookd`) to apply it",
+        config.declared_at(&feed.name)
+    )))
+}
+
+/// `check-config --plan`: what the file the client sent would change, applying nothing.
+fn plan(app: &App, file: String, text: &str) -> Result<Reply> {
+    let path = std::path::PathBuf::from(file);
+    let args = crate::cli::ConfigArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let config = crate::config::Config::from_text_checked(&path, text, &args)
+        .map_err(|e| CommandError::Other(e.to_string()))?;
+    let plan = crate::admin::declared::plan(app, &config)?;
+    Ok(Reply::Plan(crate::admin::declared::view(&plan, &config)))
+}
+
 fn remove_feed(app: &App, name: &str) -> Result<Reply> {
     let feed = FeedName::parse(name)?;
     let removed = app.store.remove_feed(&feed)?;
@@ -322,7 +414,8 @@ fn remove_feed(app: &App, name: &str) -> Result<Reply> {
     )))
 }
 
-fn add_token(app: &App, name: &str, label: String) -> Result<TokenView> {
+/// Mints a token for a feed and stores it; returns it with its hook URL.
+pub(super) fn add_token(app: &App, name: &str, label: String) -> Result<TokenView> {
     let label = label.trim().to_owned();
     if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
         return Err(CommandError::Other(
@@ -366,7 +459,11 @@ fn token_view(app: &App, id: TokenId, r: &crate::store::TokenRecord) -> TokenVie
 }
 
 fn feed_view(app: &App, feed: &Feed) -> Result<FeedView> {
-    Ok(FeedView::new(feed, tokens(app, feed.name.as_str(), false)?))
+    let mut view = FeedView::new(feed, tokens(app, feed.name.as_str(), false)?);
+    if feed.declared && !feed.retired() {
+        view.declared_at = Some(app.config().declared_at(&feed.name));
+    }
+    Ok(view)
 }
 
 /// The full ref a manual trigger builds: the one named (a branch name or a full
@@ -410,6 +507,12 @@ async fn trigger(
     let feed = tokio::task::spawn_blocking(move || store.feed_required(&name))
         .await
         .map_err(|_| CommandError::Other("daemon is shutting down".into()))??;
+    if feed.retired() {
+        return Err(CommandError::Other(format!(
+            "feed {} is retired (it left the config file); declare it again to build it",
+            feed.name
+        )));
+    }
     let git_ref = manual_ref(&feed, branch, any_ref)?;
     let sub = Submission {
         branch: hook::short_name(&git_ref).to_owned(),

@@ -4,6 +4,7 @@
 pub(crate) mod backup;
 pub mod client;
 pub(crate) mod commands;
+pub(crate) mod declared;
 pub(crate) mod proto;
 pub(crate) mod reads;
 pub(crate) mod render;

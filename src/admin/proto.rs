@@ -154,6 +154,18 @@ pub(crate) enum Request {
         /// The document `Export` produced.
         backup: Backup,
     },
+    /// Let the config file own a feed made with the CLI.
+    FeedAdopt {
+        /// Feed name.
+        name: String,
+    },
+    /// What applying a config file's declared feeds would change (nothing is applied).
+    Plan {
+        /// The file's path, for messages and lines.
+        file: String,
+        /// Its text, as the operator's client read it.
+        text: String,
+    },
 }
 
 /// Every reply; `Error` carries a message for stderr.
@@ -188,6 +200,32 @@ pub(crate) enum Reply {
     Status(StatusView),
     /// A backup document.
     Backup(Backup),
+    /// What a config file's declared feeds would change.
+    Plan(PlanView),
+}
+
+/// What applying a config file's declared feeds changes (`check-config --plan`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PlanView {
+    /// The config file.
+    pub(crate) file: String,
+    /// Feeds added, changed, retired and revived, by name; retirements last.
+    pub(crate) changes: Vec<PlanChange>,
+    /// Declared feeds that stay as they are.
+    pub(crate) unchanged: usize,
+}
+
+/// One feed a plan changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PlanChange {
+    /// Feed name.
+    pub(crate) feed: String,
+    /// add, change, retire or revive.
+    pub(crate) action: String,
+    /// The settings that change (change, revive).
+    pub(crate) keys: Vec<String>,
+    /// Line of its table in the file (not for a retired feed).
+    pub(crate) line: Option<usize>,
 }
 
 /// Version of the backup format.
@@ -255,6 +293,15 @@ pub(crate) struct FeedView {
     /// Whether its badge is shown.
     #[serde(default)]
     pub(crate) badge: bool,
+    /// Whether the config file owns it.
+    #[serde(default)]
+    pub(crate) declared: bool,
+    /// Where it is declared (`FILE line N`), for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) declared_at: Option<String>,
+    /// When it left the config file (RFC 3339); a retired feed builds nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) retired: Option<String>,
     /// Creation time (RFC 3339).
     pub(crate) created: String,
     /// Active hook URLs.
@@ -278,6 +325,9 @@ impl FeedView {
             has_secret: feed.has_secret,
             paused: feed.paused,
             badge: feed.badge,
+            declared: feed.declared,
+            declared_at: None,
+            retired: feed.retired_ms.map(rfc3339),
             created: rfc3339(feed.created_ms),
             hook_urls,
             remote_refs: None,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::admin::proto::{BuildView, DeliveryView, FeedView, Reply, TokenView};
+use crate::admin::proto::{BuildView, DeliveryView, FeedView, PlanView, Reply, TokenView};
 use crate::feed::CommandSpec;
 
 /// Formats a reply for a terminal.
@@ -56,6 +56,7 @@ pub(crate) fn text(reply: &Reply) -> String {
             out.push_str(&serde_json::to_string_pretty(b).unwrap_or_default());
             out.push('\n');
         }
+        Reply::Plan(plan) => plan_text(&mut out, plan),
         Reply::Status(s) => {
             let _ = writeln!(out, "hookd {}\nuptime:   {} s\nlisten:   {}\ndata dir: {}\nworkers:  {}\nfeeds:    {}\nrunning:  {}\nqueued:   {}",
                 s.version, s.uptime_secs, s.listen, s.data_dir, s.workers, s.feeds, s.running, s.queued);
@@ -166,18 +167,71 @@ fn feeds_table(out: &mut String, feeds: &[FeedView]) {
     let mut t = Table::new(&[
         ("NAME", Left),
         ("STATE", Left),
+        ("SOURCE", Left),
         ("COOLDOWN", Left),
         ("REPO", Left),
     ]);
     for f in feeds {
-        let state = if f.paused { "paused" } else { "active" };
         let cooldown = format!("{} s, {}", f.cooldown_secs, f.on_cooldown);
+        let source = if f.declared { "declared" } else { "admin" };
         t.row(
-            vec![f.name.clone(), state.into(), cooldown, f.repo.clone()],
+            vec![
+                f.name.clone(),
+                feed_state(f).into(),
+                source.into(),
+                cooldown,
+                f.repo.clone(),
+            ],
             None,
         );
     }
     t.render(out);
+}
+
+/// retired (left the config file), paused or active.
+fn feed_state(f: &FeedView) -> &'static str {
+    match (&f.retired, f.paused) {
+        (Some(_), _) => "retired",
+        (None, true) => "paused",
+        (None, false) => "active",
+    }
+}
+
+/// `check-config --plan`: one line per feed the file changes, then a count.
+fn plan_text(out: &mut String, plan: &PlanView) {
+    if plan.changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "no changes: the feeds {} declares are in force ({} unchanged)",
+            plan.file, plan.unchanged
+        );
+        return;
+    }
+    let mut t = Table::new(&[
+        ("ACTION", Left),
+        ("FEED", Left),
+        ("LINE", Right),
+        ("KEYS", Left),
+    ]);
+    for c in &plan.changes {
+        let line = c.line.map(|l| l.to_string()).unwrap_or_default();
+        t.row(
+            vec![c.action.clone(), c.feed.clone(), line, c.keys.join(", ")],
+            None,
+        );
+    }
+    t.render(out);
+    let count = |action: &str| plan.changes.iter().filter(|c| c.action == action).count();
+    let _ = writeln!(
+        out,
+        "applying {} would add {}, change {}, retire {}, revive {}; {} unchanged",
+        plan.file,
+        count("add"),
+        count("change"),
+        count("retire"),
+        count("revive"),
+        plan.unchanged
+    );
 }
 
 fn tokens_table(out: &mut String, tokens: &[TokenView]) {
@@ -349,11 +403,16 @@ fn feed_block(out: &mut String, f: &FeedView) {
         "secret:      {}",
         if f.has_secret { "set" } else { "none" }
     );
-    let _ = writeln!(
-        out,
-        "state:       {}",
-        if f.paused { "paused" } else { "active" }
-    );
+    let _ = writeln!(out, "state:       {}", feed_state(f));
+    if let Some(at) = &f.declared_at {
+        let _ = writeln!(out, "declared:    {at}");
+    }
+    if let Some(at) = &f.retired {
+        let _ = writeln!(
+            out,
+            "retired:     {at} (left the config file; history kept)"
+        );
+    }
     if let Some(refs) = &f.remote_refs {
         let _ = writeln!(
             out,

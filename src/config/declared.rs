@@ -135,6 +135,28 @@ impl RawFeed {
     }
 }
 
+/// The settings in which a stored feed differs from its declaration, by config key
+/// (`secret` when one has a webhook secret and the other not; whether the text of a
+/// kept secret changed is for the caller, who reads the files).
+pub(crate) fn changed_keys(old: &Feed, declared: &DeclaredFeed) -> Vec<&'static str> {
+    let new = &declared.feed;
+    let differs = [
+        ("repo", old.repo != new.repo),
+        ("branches", old.branches != new.branches),
+        ("command", old.command != new.command),
+        ("cooldown", old.cooldown_secs != new.cooldown_secs),
+        ("on_cooldown", old.on_cooldown != new.on_cooldown),
+        ("timeout", old.timeout_secs != new.timeout_secs),
+        ("secret", old.has_secret != new.has_secret),
+        ("badge", old.badge != new.badge),
+        ("paused", declared.paused_set && old.paused != new.paused),
+    ];
+    differs
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+}
+
 /// The feeds the `[feeds.*]` tables declare, by name; an error names the key.
 pub(super) fn declared_feeds(
     tables: &BTreeMap<String, RawFeed>,
@@ -197,6 +219,8 @@ fn declared(name: FeedName, repo: &str, raw: &RawFeed) -> Result<DeclaredFeed, C
         paused,
         created_ms: 0,
         badge: raw.badge.unwrap_or(false),
+        declared: true,
+        retired_ms: None,
     };
     feed::validate(&feed).map_err(|e| {
         let k = match &e {
@@ -326,6 +350,39 @@ mod tests {
         assert!(err.contains("line 4"), "{err}");
         let err = error("[feeds.web]\nrepo = \"/x\"\ncommand = \"make\"\non_cooldown = \"wait\"\n");
         assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn changed_keys_name_what_the_file_changes() {
+        let c = parse(
+            "[feeds.web]\nrepo = \"/srv/x.git\"\ncommand = \"true\"\ncooldown = 0\ntimeout = 60\n",
+        )
+        .unwrap();
+        let declared = &c.declared[&FeedName::parse("web").unwrap()];
+        let stored = Feed {
+            created_ms: 5,
+            paused: true,
+            ..crate::feed::sample("web")
+        };
+        assert!(
+            changed_keys(&stored, declared).is_empty(),
+            "creation time, and pause state the file does not set, are no change"
+        );
+        let old = Feed {
+            repo: "/srv/y.git".into(),
+            command: CommandSpec::Shell("make".into()),
+            has_secret: true,
+            badge: true,
+            ..stored
+        };
+        assert_eq!(
+            changed_keys(&old, declared),
+            ["repo", "command", "secret", "badge"]
+        );
+        let c = parse("[feeds.web]\nrepo = \"/srv/x.git\"\ncommand = \"true\"\ncooldown = 0\ntimeout = 60\npaused = false\n")
+            .unwrap();
+        let declared = &c.declared[&FeedName::parse("web").unwrap()];
+        assert_eq!(changed_keys(&old, declared)[4..], ["paused"]);
     }
 
     #[test]

@@ -49,8 +49,10 @@ impl Routes {
                 }),
                 false => None,
             };
+            // A retired feed keeps its tokens for when it is declared again; until
+            // then they open nothing.
             for (id, record) in store.tokens_of(feed.name.as_str())? {
-                if record.revoked_ms.is_none() {
+                if record.revoked_ms.is_none() && !feed.retired() {
                     snapshot.tokens.insert(id, feed.name.clone());
                 }
             }

@@ -4,9 +4,12 @@ use super::space::Writes;
 use super::{codec, keys, Store, StoreError};
 use crate::feed::{CommandSpec, CooldownPolicy, Feed, FeedName};
 
-/// Feed records are written in format 2 (`badge` added); format 1 records (the
-/// common value version) are read as badge off.
-const FEED_FORMAT: u8 = 2;
+/// Feed records are written in format 3 (`declared` and `retired_ms` added); format 2
+/// records (`badge` added) are read as made with the CLI, format 1 records (the common
+/// value version) also as badge off.
+const FEED_FORMAT: u8 = 3;
+/// The format that added `badge`.
+const FEED_FORMAT_BADGE: u8 = 2;
 
 fn encode_feed(feed: &Feed) -> Result<Vec<u8>, StoreError> {
     codec::encode_as(FEED_FORMAT, feed)
@@ -15,8 +18,19 @@ fn encode_feed(feed: &Feed) -> Result<Vec<u8>, StoreError> {
 fn decode_feed(bytes: &[u8]) -> Result<Feed, StoreError> {
     match bytes.first() {
         Some(&FEED_FORMAT) => codec::decode_as(FEED_FORMAT, bytes),
-        _ => codec::decode::<FeedV1>(bytes).map(Feed::from),
+        Some(&FEED_FORMAT_BADGE) => {
+            codec::decode_as::<FeedV2>(FEED_FORMAT_BADGE, bytes).map(Feed::from)
+        }
+        _ => codec::decode::<FeedV1>(bytes).map(|v1| Feed::from(FeedV2 { v1, badge: false })),
     }
+}
+
+/// A feed as format 2 stored it: format 1's fields, then `badge` (bincode writes
+/// fields in order, so the nested struct reads the same bytes).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FeedV2 {
+    v1: FeedV1,
+    badge: bool,
 }
 
 /// A feed as format 1 stored it (before `badge`).
@@ -34,8 +48,8 @@ struct FeedV1 {
     created_ms: i64,
 }
 
-impl From<FeedV1> for Feed {
-    fn from(v: FeedV1) -> Self {
+impl From<FeedV2> for Feed {
+    fn from(FeedV2 { v1: v, badge }: FeedV2) -> Self {
         Self {
             name: v.name,
             repo: v.repo,
@@ -47,7 +61,9 @@ impl From<FeedV1> for Feed {
             has_secret: v.has_secret,
             paused: v.paused,
             created_ms: v.created_ms,
-            badge: false,
+            badge,
+            declared: false,
+            retired_ms: None,
         }
     }
 }
@@ -166,6 +182,39 @@ mod tests {
             store.feeds.get("web").unwrap().unwrap()[0],
             super::FEED_FORMAT
         );
+    }
+
+    #[test]
+    fn format_2_feeds_read_as_made_with_the_cli() {
+        let (_dir, store) = temp_store();
+        let old = Feed {
+            badge: true,
+            ..feed("web")
+        };
+        let v1 = super::FeedV1 {
+            name: old.name.clone(),
+            repo: old.repo.clone(),
+            branches: old.branches.clone(),
+            command: old.command.clone(),
+            cooldown_secs: old.cooldown_secs,
+            on_cooldown: old.on_cooldown,
+            timeout_secs: old.timeout_secs,
+            has_secret: old.has_secret,
+            paused: old.paused,
+            created_ms: old.created_ms,
+        };
+        let v2 = super::FeedV2 { v1, badge: true };
+        let bytes = crate::store::codec::encode_as(super::FEED_FORMAT_BADGE, &v2).unwrap();
+        store.feeds.insert("web", bytes).unwrap();
+        assert_eq!(store.feed("web").unwrap().unwrap(), old);
+        let retired = store
+            .update_feed("web", |f| Feed {
+                declared: true,
+                retired_ms: Some(5),
+                ..f
+            })
+            .unwrap();
+        assert_eq!(store.feed("web").unwrap().unwrap(), retired);
     }
 
     #[test]

@@ -435,6 +435,18 @@ impl Store {
         Ok(Some(build))
     }
 
+    /// The builds of a feed that wait to start, queued or deferred, in FIFO order.
+    pub(crate) fn waiting_of(&self, feed: &str) -> Result<Vec<BuildId>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.queue.iter() {
+            let entry: QueueEntry = codec::decode(&item?.1)?;
+            if entry.feed.as_str() == feed {
+                out.push(entry.build);
+            }
+        }
+        Ok(out)
+    }
+
     /// Drops every queued build of a feed (feed removal; the caller holds the lock).
     pub(super) fn remove_queued_of(&self, feed: &str, w: &mut Writes) -> Result<(), StoreError> {
         for item in self.queue.iter() {

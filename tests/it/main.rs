@@ -6,6 +6,7 @@ mod builds;
 mod cli;
 mod config;
 mod data_dir;
+mod declared;
 mod intake;
 mod isolation;
 mod limits;

@@ -452,6 +452,15 @@ impl TestDaemon {
         self.launch();
     }
 
+    /// Replaces the config file as an editor or `git pull` does: the new text is
+    /// written to a temporary name and renamed over the file.
+    pub fn replace_config(&mut self, config: &str) {
+        self.config = config.to_owned();
+        let tmp = self.dir.path().join(".hookd.toml.new");
+        std::fs::write(&tmp, config).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
+    }
+
     pub fn set_config(&mut self, config: &str) {
         self.config = config.to_owned();
         std::fs::write(self.config_path(), config).unwrap();
