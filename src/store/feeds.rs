@@ -154,11 +154,9 @@ mod tests {
         crate::feed::sample(name)
     }
 
-    #[test]
-    fn format_1_feeds_read_with_badge_off() {
-        let (_dir, store) = temp_store();
-        let old = feed("web");
-        let v1 = super::FeedV1 {
+    /// The format 1 record of a feed.
+    fn v1_of(old: &Feed) -> super::FeedV1 {
+        super::FeedV1 {
             name: old.name.clone(),
             repo: old.repo.clone(),
             branches: old.branches.clone(),
@@ -169,7 +167,14 @@ mod tests {
             has_secret: old.has_secret,
             paused: old.paused,
             created_ms: old.created_ms,
-        };
+        }
+    }
+
+    #[test]
+    fn format_1_feeds_read_with_badge_off() {
+        let (_dir, store) = temp_store();
+        let old = feed("web");
+        let v1 = v1_of(&old);
         let bytes = crate::store::codec::encode(&v1).unwrap();
         store.feeds.insert("web", bytes).unwrap();
         assert_eq!(store.feed("web").unwrap().unwrap(), old);
@@ -191,18 +196,7 @@ mod tests {
             badge: true,
             ..feed("web")
         };
-        let v1 = super::FeedV1 {
-            name: old.name.clone(),
-            repo: old.repo.clone(),
-            branches: old.branches.clone(),
-            command: old.command.clone(),
-            cooldown_secs: old.cooldown_secs,
-            on_cooldown: old.on_cooldown,
-            timeout_secs: old.timeout_secs,
-            has_secret: old.has_secret,
-            paused: old.paused,
-            created_ms: old.created_ms,
-        };
+        let v1 = v1_of(&old);
         let v2 = super::FeedV2 { v1, badge: true };
         let bytes = crate::store::codec::encode_as(super::FEED_FORMAT_BADGE, &v2).unwrap();
         store.feeds.insert("web", bytes).unwrap();
