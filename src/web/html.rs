@@ -30,7 +30,8 @@ impl Html {
             .text(title)
             .tag(" · ")
             .text(site)
-            .tag("</title><link rel=\"stylesheet\" href=\"/style.css\"></head><body><header><a href=\"/\">")
+            .tag("</title><link rel=\"stylesheet\" href=\"/style.css\">")
+            .tag("<script src=\"/app.js\" defer></script></head><body><header><a href=\"/\">")
             .text(site)
             .tag("</a></header><main><h1>")
             .text(title)
@@ -95,6 +96,10 @@ impl Html {
         self.0
     }
 }
+
+/// The pages' script, served at `/app.js` (the CSP allows no inline script): live
+/// updates over the event streams; the pages are complete without it.
+pub(super) const SCRIPT: &str = include_str!("app.js");
 
 /// The pages' whole style, served at `/style.css` (the CSP allows no inline style).
 pub(super) const STYLE: &str =

@@ -82,6 +82,7 @@ enum Page {
     BadgeJson(String, Option<String>),
     CcTray,
     Style,
+    Script,
     Overview,
     Feed(String, usize),
     Build(u64),
@@ -112,6 +113,7 @@ impl Page {
             ["events"] => Self::Events,
             ["cc.xml"] => Self::CcTray,
             ["style.css"] => Self::Style,
+            ["app.js"] => Self::Script,
             ["badge", file] => {
                 let branch = query_param(query, "branch");
                 if let Some(name) = file.strip_suffix(".svg") {
@@ -165,6 +167,11 @@ impl Page {
                 StatusCode::OK,
                 html::STYLE.as_bytes().to_vec(),
                 "text/css; charset=utf-8",
+            )),
+            Self::Script => Ok(with_type(
+                StatusCode::OK,
+                html::SCRIPT.as_bytes().to_vec(),
+                "text/javascript; charset=utf-8",
             )),
             Self::Overview => pages::overview(source),
             Self::Feed(name, page) => pages::feed(source, &name, page),

@@ -55,7 +55,7 @@ pub(super) fn overview(source: &dyn Source) -> Result<Reply, ReadError> {
     let feeds = source.feeds()?;
     let queue = source.queue()?;
     let mut h = Html::page(&site, &site);
-    h.tag("<table>").head_row(&[
+    h.tag("<table id=\"feeds\">").head_row(&[
         "Feed",
         "Branches",
         "State",
@@ -141,9 +141,10 @@ pub(super) fn feed(source: &dyn Source, name: &str, page: usize) -> Result<Reply
         feed.branches.join(", "),
         if feed.paused { "paused" } else { "active" }
     ));
-    h.tag("</p><h2>Builds</h2><table>").head_row(&[
-        "Build", "Status", "Ref", "Commit", "Trigger", "Queued", "Took",
-    ]);
+    h.tag("</p><h2>Builds</h2><table id=\"builds\">")
+        .head_row(&[
+            "Build", "Status", "Ref", "Commit", "Trigger", "Queued", "Took",
+        ]);
     for b in builds.iter().take(BUILDS_PER_PAGE) {
         h.row(|h| {
             h.tag("<td>")
@@ -165,7 +166,7 @@ pub(super) fn feed(source: &dyn Source, name: &str, page: usize) -> Result<Reply
     if builds.len() > BUILDS_PER_PAGE {
         h.link(&format!("/feeds/{name}?page={}", page + 1), "older");
     }
-    h.tag("</p><h2>Deliveries</h2><table>")
+    h.tag("</p><h2>Deliveries</h2><table id=\"deliveries\">")
         .head_row(&["At", "Provider", "Event", "Ref", "Reply", "Became", "Why"]);
     for d in &deliveries {
         h.row(|h| {
@@ -188,7 +189,8 @@ pub(super) fn build(source: &dyn Source, id: u64) -> Result<Reply, ReadError> {
     let b = source.build(id)?;
     let log = source.log_tail(id, PAGE_LOG_BYTES)?;
     let mut h = Html::page(&source.title(), &format!("Build #{id}"));
-    h.tag("<dl><dt>Status</dt><dd>").status(&b.status);
+    h.tag("<dl id=\"build\"><dt>Status</dt><dd>")
+        .status(&b.status);
     if let Some(code) = b.exit_code {
         h.text(&format!(" (exit code {code})"));
     }
@@ -231,6 +233,8 @@ pub(super) fn build(source: &dyn Source, id: u64) -> Result<Reply, ReadError> {
     // The page's script follows the log from where the page ends (`data-from`).
     h.tag("</p><pre id=\"log\" data-build=\"")
         .text(&id.to_string())
+        .tag("\" data-status=\"")
+        .text(&b.status)
         .tag("\" data-from=\"")
         .text(&log.end().to_string())
         .tag("\">")

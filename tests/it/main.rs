@@ -2,6 +2,7 @@
 
 mod admin;
 mod architecture;
+mod browser;
 mod builds;
 mod cli;
 mod config;
@@ -13,6 +14,7 @@ mod limits;
 mod live;
 mod ops;
 mod packaging;
+mod proxy;
 mod readme;
 mod source;
 mod store;

@@ -286,7 +286,18 @@ fn build_output_is_shown_as_text() {
         "{}",
         page.body
     );
-    assert!(!page.body.contains("<script"), "{}", page.body);
+    // The one script is hookd's own, from its own origin.
+    assert_eq!(page.body.matches("<script").count(), 1, "{}", page.body);
+    assert!(page
+        .body
+        .contains("<script src=\"/app.js\" defer></script>"));
+    let script = get(d.addr, "/app.js");
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(script.body.contains("EventSource"), "{}", script.body);
     assert!(page.body.contains("succeeded"));
     assert!(page.body.contains(&repo.head()));
     let log = get(d.addr, &format!("/builds/{id}/log"));
@@ -318,6 +329,7 @@ fn crawl(d: &TestDaemon, names: &[&str], ids: &[u64]) -> Vec<(String, String)> {
         "/api/v1/status",
         "/cc.xml",
         "/style.css",
+        "/app.js",
     ]
     .iter()
     .map(|p| p.to_string())
