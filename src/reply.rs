@@ -236,13 +236,13 @@ impl HookReply {
     }
 
     /// The body's `reason`, when it gives one (ignored, refused, rejected).
-    pub fn reason(&self) -> Option<String> {
+    pub(crate) fn reason(&self) -> Option<String> {
         let body: serde_json::Value = serde_json::from_str(&self.parts().body).ok()?;
         body.get("reason")?.as_str().map(str::to_owned)
     }
 
     /// Each ref's outcome, for a delivery that changed several; empty otherwise.
-    pub fn refs(&self) -> &[RefReply] {
+    pub(crate) fn refs(&self) -> &[RefReply] {
         match self {
             Self::Refs { refs } => refs,
             _ => &[],

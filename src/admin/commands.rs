@@ -2,8 +2,8 @@
 //! pool; every failure becomes a `Reply::Error` with a message for the operator.
 
 use crate::admin::proto::{
-    BuildView, DeliveryView, FeedSpec, FeedView, QueueOut, Reply, Request, StatusView, TokenView,
-    TriggerView,
+    BuildView, DeliveryView, FeedSpec, FeedView, QueueOut, RefOutcomeView, Reply, Request,
+    StatusView, TokenView, TriggerView,
 };
 use crate::app::App;
 use crate::build::{BuildId, Trigger, TriggerKind};
@@ -653,6 +653,17 @@ pub(super) fn delivery_view(d: crate::store::DeliveryRecord) -> DeliveryView {
         commit: d.commit,
         http_status: d.reply.parts().status.as_u16(),
         build: d.reply.build().map(|b| b.0),
+        refs: d
+            .reply
+            .refs()
+            .iter()
+            .map(|r| RefOutcomeView {
+                git_ref: r.git_ref.clone(),
+                outcome: r.reply.word().to_owned(),
+                build: r.reply.build().map(|b| b.0),
+                reason: r.reply.reason(),
+            })
+            .collect(),
         outcome: d.outcome,
         reason: d.reason,
     }

@@ -504,6 +504,49 @@ pub(crate) struct DeliveryView {
     pub(crate) outcome: String,
     /// Why.
     pub(crate) reason: Option<String>,
+    /// Each ref change of a delivery that carried several (Bitbucket, Azure DevOps),
+    /// with its own outcome, in payload order; empty for one-ref deliveries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) refs: Vec<RefOutcomeView>,
+}
+
+impl DeliveryView {
+    /// Why, as listings show it: for a delivery that changed several refs, each ref's
+    /// outcome (`refs/tags/v1 queued #7; refs/heads/dev ignored (…)`).
+    pub(crate) fn why(&self) -> Option<String> {
+        if self.refs.is_empty() {
+            return self.reason.clone();
+        }
+        let each: Vec<String> = self
+            .refs
+            .iter()
+            .map(|r| {
+                let build = r.build.map(|b| format!(" #{b}")).unwrap_or_default();
+                let reason = r.reason.as_ref().map(|why| format!(" ({why})"));
+                format!(
+                    "{} {}{build}{}",
+                    r.git_ref,
+                    r.outcome,
+                    reason.unwrap_or_default()
+                )
+            })
+            .collect();
+        Some(each.join("; "))
+    }
+}
+
+/// What became of one ref change of a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RefOutcomeView {
+    /// Full ref.
+    #[serde(rename = "ref")]
+    pub(crate) git_ref: String,
+    /// queued, coalesced, deferred, rejected, ignored.
+    pub(crate) outcome: String,
+    /// The build it queued, joined or was deferred into, if any.
+    pub(crate) build: Option<u64>,
+    /// Why it was not built, when it was not.
+    pub(crate) reason: Option<String>,
 }
 
 /// Daemon status.

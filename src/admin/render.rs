@@ -377,7 +377,7 @@ fn deliveries_table(out: &mut String, deliveries: &[DeliveryView]) {
                 d.build.map_or("-".into(), |b| b.to_string()),
                 git_ref,
             ],
-            d.reason.clone(),
+            d.why(),
         );
     }
     t.render(out);

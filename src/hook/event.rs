@@ -85,6 +85,27 @@ pub(crate) struct PushEvent {
     pub(crate) deleted: bool,
     /// Message of the pushed head commit, to honour `[skip ci]`.
     pub(crate) head_message: Option<String>,
+    /// The push's further ref changes, in payload order: Bitbucket and Azure DevOps
+    /// send several in one delivery (`git push --follow-tags`: a branch and its tag).
+    /// Each is judged on its own; they repeat this event's shared fields and have no
+    /// `also` of their own. Empty for forges that send one ref per delivery.
+    pub(crate) also: Vec<PushEvent>,
+}
+
+impl PushEvent {
+    /// This change, then the others of the same push, in payload order.
+    pub(crate) fn changes(&self) -> impl Iterator<Item = &PushEvent> {
+        std::iter::once(self).chain(&self.also)
+    }
+
+    /// One event per change of a push, the first carrying the rest in `also`;
+    /// `None` when the push changed nothing.
+    pub(crate) fn of_changes(changes: Vec<PushEvent>) -> Option<PushEvent> {
+        let mut changes = changes.into_iter();
+        let mut first = changes.next()?;
+        first.also = changes.collect();
+        Some(first)
+    }
 }
 
 /// What one request turned out to be.
@@ -143,6 +164,10 @@ pub(crate) const MAX_DELIVERY_ID_BYTES: usize = 128;
 pub(crate) const MAX_REF_BYTES: usize = 255;
 /// Head commit messages are cut to this many bytes, with a marker appended.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 4096;
+/// Most ref changes one delivery may carry; the reply lists each, and the delivery
+/// record keeps the reply, so this bounds the record (Bitbucket Cloud itself sends
+/// at most 5 and marks the rest `truncated`).
+pub(crate) const MAX_REF_CHANGES: usize = 10;
 impl Delivery {
     /// Refuses (400) a delivery whose fields exceed their bounds, and cuts messages.
     ///
@@ -168,27 +193,44 @@ impl Delivery {
         let Delivery::Push(mut push) = self else {
             return Ok(self);
         };
-        if push
-            .git_ref
-            .as_ref()
-            .is_some_and(|r| r.len() > MAX_REF_BYTES)
-        {
-            return Err(field("ref", "is longer than 255 bytes"));
+        if push.also.len() >= MAX_REF_CHANGES {
+            return Err(field("ref changes", "are more than 10 in one delivery"));
         }
-        // `before` is never stored, only compared.
-        if push.commit.as_deref().is_some_and(|id| !is_object_id(id)) {
-            return Err(field("commit id", "is not 40 or 64 hex digits"));
-        }
-        if let Some(url) = &push.repo_url {
-            if url.len() > 2048 {
-                return Err(field("repository URL", "is longer than 2048 bytes"));
-            }
-        }
-        push.head_message = push
-            .head_message
-            .map(|m| truncate_marked(m, MAX_MESSAGE_BYTES));
+        let also = std::mem::take(&mut push.also);
+        let mut push = bounded_change(push, &field)?;
+        push.also = also
+            .into_iter()
+            .map(|change| bounded_change(change, &field))
+            .collect::<Result<_, _>>()?;
         Ok(Delivery::Push(push))
     }
+}
+
+/// [`Delivery::bounded`] for one ref change.
+fn bounded_change(
+    mut push: PushEvent,
+    field: &impl Fn(&'static str, &'static str) -> ParseError,
+) -> Result<PushEvent, ParseError> {
+    if push
+        .git_ref
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REF_BYTES)
+    {
+        return Err(field("ref", "is longer than 255 bytes"));
+    }
+    // `before` is never stored, only compared.
+    if push.commit.as_deref().is_some_and(|id| !is_object_id(id)) {
+        return Err(field("commit id", "is not 40 or 64 hex digits"));
+    }
+    if let Some(url) = &push.repo_url {
+        if url.len() > 2048 {
+            return Err(field("repository URL", "is longer than 2048 bytes"));
+        }
+    }
+    push.head_message = push
+        .head_message
+        .map(|m| truncate_marked(m, MAX_MESSAGE_BYTES));
+    Ok(push)
 }
 
 /// A SHA-1 (40) or SHA-256 (64) object id in hex.
@@ -212,6 +254,7 @@ mod tests {
             before: Some("0".repeat(40)),
             deleted: false,
             head_message: Some("é".repeat(MAX_MESSAGE_BYTES)),
+            also: Vec::new(),
         }
     }
 
@@ -257,6 +300,25 @@ mod tests {
             delivery_id: None,
         };
         assert!(other.bounded().is_err());
+    }
+
+    #[test]
+    fn every_change_is_bounded_and_at_most_ten_per_delivery() {
+        let mut p = push();
+        p.also = vec![push(); MAX_REF_CHANGES - 1];
+        let Delivery::Push(bounded) = Delivery::Push(p.clone()).bounded().unwrap() else {
+            panic!("not a push");
+        };
+        assert_eq!(bounded.changes().count(), MAX_REF_CHANGES);
+        assert!(bounded.also[8]
+            .head_message
+            .as_deref()
+            .is_some_and(|m| m.ends_with(TRUNCATED)));
+        p.also.push(push());
+        assert!(refused(p.clone()).contains("more than 10"));
+        p.also.truncate(2);
+        p.also[1].commit = Some("xyz".into());
+        assert!(refused(p).contains("40 or 64 hex"));
     }
 
     #[test]

@@ -19,7 +19,9 @@ mod fixtures;
 pub(crate) use detect::{body_needed, detect};
 pub(crate) use error::{ParseError, SignatureError};
 pub(crate) use event::{Delivery, Provider};
-pub(crate) use rules::{decide, implicit_ref, short_name, Decision, WatchRules};
+pub(crate) use rules::{
+    decide, decide_changes, implicit_ref, short_name, ChangeDecision, Decision, WatchRules,
+};
 pub(crate) use signature::verify;
 
 /// [`parse`](provider::parse), then [`Delivery::bounded`]: what the intake stores. A malformed or

@@ -97,6 +97,42 @@ pub(crate) fn decide(delivery: &Delivery, rules: &WatchRules) -> Decision {
     }
 }
 
+/// One ref change of a push and what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChangeDecision {
+    /// The full ref it changed.
+    pub(crate) git_ref: String,
+    /// The commit pushed to it, if the forge said.
+    pub(crate) commit: Option<String>,
+    /// Build it (`Build`) or not (`Ignore`, with the reason).
+    pub(crate) decision: Decision,
+}
+
+/// Decides every ref change of a push on its own, in payload order (Bitbucket and
+/// Azure DevOps send all the refs one push changed in one delivery). A ref named a
+/// second time is ignored, since its first change already stands for it.
+pub(crate) fn decide_changes(push: &PushEvent, rules: &WatchRules) -> Vec<ChangeDecision> {
+    let mut decided: Vec<ChangeDecision> = Vec::new();
+    for change in push.changes() {
+        let git_ref = change.git_ref.clone().unwrap_or_default();
+        let decision = if decided.iter().any(|d| d.git_ref == git_ref) {
+            Decision::Ignore(format!("{git_ref} is named earlier in this delivery"))
+        } else {
+            match decide_push(change, rules) {
+                Decision::NeedsRef(none) => Decision::Ignore(none.to_string()),
+                decision => decision,
+            }
+        };
+        decided.push(ChangeDecision {
+            git_ref,
+            commit: change.commit.clone(),
+            decision,
+        });
+    }
+    decided
+}
+
+/// Decides one ref change of a push.
 fn decide_push(push: &PushEvent, rules: &WatchRules) -> Decision {
     let Some(git_ref) = push.git_ref.as_deref() else {
         return match implicit_ref(rules) {
@@ -219,6 +255,7 @@ mod tests {
             before: None,
             deleted: false,
             head_message: Some("fix things".into()),
+            also: Vec::new(),
         }
     }
 
@@ -457,5 +494,46 @@ mod tests {
             decide_with_delivery(&bare, &["refs/tags/v*"]),
             Decision::NeedsRef(_)
         ));
+    }
+
+    #[test]
+    fn every_change_of_a_push_is_decided_on_its_own() {
+        let mut first = push(Some("refs/heads/main"));
+        let tag = push(Some("refs/tags/v1"));
+        let gone = PushEvent {
+            deleted: true,
+            commit: None,
+            ..push(Some("refs/heads/gone"))
+        };
+        let again = push(Some("refs/heads/main"));
+        first.also = vec![tag, gone, again];
+        let patterns = strings(&["refs/tags/*", "gone", "main"]);
+        let decided = decide_changes(
+            &first,
+            &WatchRules {
+                patterns: &patterns,
+            },
+        );
+        let refs: Vec<&str> = decided.iter().map(|d| d.git_ref.as_str()).collect();
+        assert_eq!(
+            refs,
+            [
+                "refs/heads/main",
+                "refs/tags/v1",
+                "refs/heads/gone",
+                "refs/heads/main"
+            ]
+        );
+        assert!(matches!(&decided[0].decision, Decision::Build { branch, .. } if branch == "main"));
+        assert!(matches!(&decided[1].decision, Decision::Build { branch, .. } if branch == "v1"));
+        assert_eq!(
+            decided[2].decision,
+            Decision::Ignore("branch gone was deleted".into())
+        );
+        assert_eq!(
+            decided[3].decision,
+            Decision::Ignore("refs/heads/main is named earlier in this delivery".into())
+        );
+        assert_eq!(decided[1].commit.as_deref(), Some("abc"));
     }
 }

@@ -9,9 +9,9 @@ use http::HeaderMap;
 use crate::build::{Trigger, TriggerKind};
 use crate::clock::now_ms;
 use crate::feed::Feed;
-use crate::hook::{self, Decision, Delivery, Provider, SignatureError, WatchRules};
+use crate::hook::{self, ChangeDecision, Decision, Delivery, Provider, SignatureError, WatchRules};
 use crate::metrics::Metrics;
-use crate::reply::HookReply;
+use crate::reply::{top_index, HookReply, RefReply};
 use crate::scheduler::Scheduler;
 use crate::scheduler::{ScheduleError, Submission};
 use crate::secret::Secret;
@@ -103,7 +103,14 @@ impl Intake<'_> {
                 return self.record(provider, None, reply, Some(reason)).await;
             }
         };
-        match hook::decide(&delivery, &WatchRules::of(&self.feed)) {
+        let rules = WatchRules::of(&self.feed);
+        if let Delivery::Push(push) = &delivery {
+            if !push.also.is_empty() {
+                let changes = hook::decide_changes(push, &rules);
+                return self.admit_changes(&delivery, changes).await;
+            }
+        }
+        match hook::decide(&delivery, &rules) {
             Decision::Pong => {
                 self.record(provider, Some(&delivery), HookReply::Pong, None)
                     .await
@@ -159,6 +166,90 @@ impl Intake<'_> {
         commit: Option<String>,
     ) -> HookReply {
         let now = now_ms();
+        let mut record = delivery_record(delivery.provider(), Some(delivery), now);
+        record.git_ref = Some(git_ref.clone());
+        record.commit = commit.clone();
+        let sub = Submission {
+            delivery: Some(record),
+            ..self.submission(delivery, &git_ref, &branch, &commit, now)
+        };
+        let started = std::time::Instant::now();
+        let result = self.ctx.scheduler.submit(sub).await;
+        self.ctx
+            .metrics
+            .admission(started.elapsed().as_micros() as u64);
+        let reply = match result {
+            Ok(Admission::Replayed(first)) => return first,
+            Ok(admission) => Ok(admission.reply()),
+            Err(e) => Err(e),
+        };
+        self.answer(delivery, reply, 1)
+    }
+
+    /// Admits the watched ref changes of a multi-ref delivery in one durable batch
+    /// with its record, and answers for every change; a delivery whose changes are
+    /// all ignored is only recorded.
+    async fn admit_changes(&self, delivery: &Delivery, changes: Vec<ChangeDecision>) -> HookReply {
+        let now = now_ms();
+        let subs: Vec<Submission> = changes
+            .iter()
+            .filter_map(|change| match &change.decision {
+                Decision::Build {
+                    git_ref,
+                    branch,
+                    commit,
+                } => Some(self.submission(delivery, git_ref, branch, commit, now)),
+                _ => None,
+            })
+            .collect();
+        if subs.is_empty() {
+            let reply = refs_reply(&changes, &[]);
+            let reason = reply.reason();
+            return self
+                .record(delivery.provider(), Some(delivery), reply, reason)
+                .await;
+        }
+        let record = delivery_record(delivery.provider(), Some(delivery), now);
+        let judged = changes.clone();
+        let settle = move |admissions: &[Admission], record: &mut DeliveryRecord| {
+            let reply = refs_reply(&judged, admissions);
+            if let Some(top) = judged.get(top_index(reply.refs())) {
+                record.git_ref = Some(top.git_ref.clone());
+                record.commit = top.commit.clone();
+            }
+            record.outcome = reply.word().to_owned();
+            record.reason = reply.reason();
+            record.reply = reply;
+        };
+        let started = std::time::Instant::now();
+        let result = self
+            .ctx
+            .scheduler
+            .submit_all(subs, Some(record), settle)
+            .await;
+        self.ctx
+            .metrics
+            .admission(started.elapsed().as_micros() as u64);
+        let reply = match result {
+            Ok(admissions) => match admissions.as_slice() {
+                [Admission::Replayed(first)] => return first.clone(),
+                _ => Ok(refs_reply(&changes, &admissions)),
+            },
+            Err(e) => Err(e),
+        };
+        self.answer(delivery, reply, changes.len())
+    }
+
+    /// The trigger of one watched ref, ready for the scheduler (its delivery is
+    /// recorded by the caller).
+    fn submission(
+        &self,
+        delivery: &Delivery,
+        git_ref: &str,
+        branch: &str,
+        commit: &Option<String>,
+        now: i64,
+    ) -> Submission {
         let trigger = Trigger {
             accepted_ms: now,
             kind: TriggerKind::Hook,
@@ -167,26 +258,26 @@ impl Intake<'_> {
             delivery_id: delivery.delivery_id().map(str::to_owned),
             commit: commit.clone(),
         };
-        let mut record = delivery_record(delivery.provider(), Some(delivery), now);
-        record.git_ref = Some(git_ref.clone());
-        record.commit = commit;
-        let sub = Submission {
+        Submission {
             feed: self.feed.clone(),
-            git_ref,
-            branch,
+            git_ref: git_ref.to_owned(),
+            branch: branch.to_owned(),
             trigger,
             force: false,
-            delivery: Some(record),
-        };
-        let started = std::time::Instant::now();
-        let result = self.ctx.scheduler.submit(sub).await;
-        self.ctx
-            .metrics
-            .admission(started.elapsed().as_micros() as u64);
-        let word = result.as_ref().map_or("unavailable", Admission::word);
-        let reply = match result {
-            Ok(Admission::Replayed(first)) => return first,
-            Ok(admission) => admission.reply(),
+            delivery: None,
+        }
+    }
+
+    /// The reply to an admission (503 when it could not be made durable), counted
+    /// and logged.
+    fn answer(
+        &self,
+        delivery: &Delivery,
+        admitted: Result<HookReply, ScheduleError>,
+        refs: usize,
+    ) -> HookReply {
+        let reply = match admitted {
+            Ok(reply) => reply,
             Err(ScheduleError::Store(e)) => {
                 let key = format!("trigger not durable: {e}");
                 if let Some(repeats) = crate::logging::once_per_interval(&key) {
@@ -200,10 +291,10 @@ impl Intake<'_> {
                 reason: "shutting down".into(),
             },
         };
-        self.ctx
-            .metrics
-            .delivery(delivery.provider().as_str(), word);
-        tracing::info!(feed = %self.feed.name, provider = delivery.provider().as_str(), status = reply.parts().status.as_u16(), outcome = word, "delivery");
+        let word = reply.word();
+        let provider = delivery.provider().as_str();
+        self.ctx.metrics.delivery(provider, word);
+        tracing::info!(feed = %self.feed.name, provider, status = reply.parts().status.as_u16(), outcome = word, refs, "delivery");
         reply
     }
 
@@ -255,6 +346,36 @@ fn is_ping(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> bool {
         hook::parse_bounded(headers, query, body),
         Ok(Delivery::Ping { .. })
     )
+}
+
+/// The reply to a multi-ref delivery: each change's own outcome, given the
+/// admissions of the changes to build, in order.
+fn refs_reply(changes: &[ChangeDecision], admissions: &[Admission]) -> HookReply {
+    let mut admitted = admissions.iter();
+    let refs = changes
+        .iter()
+        .map(|change| {
+            let reply = match &change.decision {
+                Decision::Build { .. } => admitted.next().map_or_else(
+                    || HookReply::Unavailable {
+                        reason: "not admitted".into(),
+                    },
+                    Admission::reply,
+                ),
+                Decision::Ignore(reason) => HookReply::Ignored {
+                    reason: reason.clone(),
+                },
+                Decision::Pong | Decision::NeedsRef(_) => HookReply::Ignored {
+                    reason: "not a ref change".into(),
+                },
+            };
+            RefReply {
+                git_ref: change.git_ref.clone(),
+                reply,
+            }
+        })
+        .collect();
+    HookReply::Refs { refs }
 }
 
 fn delivery_record(provider: Provider, delivery: Option<&Delivery>, now: i64) -> DeliveryRecord {

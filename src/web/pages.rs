@@ -177,7 +177,7 @@ pub(super) fn feed(source: &dyn Source, name: &str, page: usize) -> Result<Reply
             if let Some(id) = d.build {
                 h.tag(" ").link(&format!("/builds/{id}"), &format!("#{id}"));
             }
-            h.tag("</td>").cell(d.reason.as_deref().unwrap_or(""));
+            h.tag("</td>").cell(d.why().as_deref().unwrap_or(""));
         });
     }
     h.tag("</table>");

@@ -12,6 +12,7 @@ mod intake;
 mod isolation;
 mod limits;
 mod live;
+mod multiref;
 mod ops;
 mod packaging;
 mod proxy;

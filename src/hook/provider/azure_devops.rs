@@ -58,38 +58,37 @@ pub(super) fn parse(request: &Incoming) -> Result<Delivery, ParseError> {
     }
     let body: Body = request.json()?;
     let resource = body.resource;
-    // One push can update several refs; hookd builds one. Prefer a ref that still exists.
-    let alive = resource
-        .ref_updates
-        .iter()
-        .position(|update| !is_zero_sha(&update.new_object_id));
-    let update = resource
+    let repo_url = resource.repository.and_then(|repo| repo.remote_url);
+    let commits = resource.commits.unwrap_or_default();
+    let changes = resource
         .ref_updates
         .into_iter()
-        .nth(alive.unwrap_or(0))
-        .ok_or(ParseError::Field {
-            provider: request.provider,
-            field: "resource.refUpdates",
-            problem: "is empty",
-        })?;
-    let deleted = is_zero_sha(&update.new_object_id);
-    let head_message = resource
-        .commits
-        .into_iter()
-        .flatten()
-        .find(|commit| commit.commit_id == update.new_object_id)
-        .and_then(|commit| commit.comment);
-    Ok(Delivery::Push(PushEvent {
+        .map(|update| {
+            let deleted = is_zero_sha(&update.new_object_id);
+            let head_message = commits
+                .iter()
+                .find(|commit| commit.commit_id == update.new_object_id)
+                .and_then(|commit| commit.comment.clone());
+            Ok(PushEvent {
+                provider: request.provider,
+                event: head.event_type.clone(),
+                delivery_id: delivery_id.clone(),
+                repo_url: repo_url.clone(),
+                git_ref: Some(request.git_ref("resource.refUpdates.name", update.name)?),
+                commit: buildable(update.new_object_id, deleted),
+                before: update.old_object_id,
+                deleted,
+                head_message,
+                also: Vec::new(),
+            })
+        })
+        .collect::<Result<Vec<_>, ParseError>>()?;
+    let push = PushEvent::of_changes(changes).ok_or(ParseError::Field {
         provider: request.provider,
-        event: head.event_type,
-        delivery_id,
-        repo_url: resource.repository.and_then(|repo| repo.remote_url),
-        git_ref: Some(request.git_ref("resource.refUpdates.name", update.name)?),
-        commit: buildable(update.new_object_id, deleted),
-        before: update.old_object_id,
-        deleted,
-        head_message,
-    }))
+        field: "resource.refUpdates",
+        problem: "is empty",
+    })?;
+    Ok(Delivery::Push(push))
 }
 
 #[cfg(test)]

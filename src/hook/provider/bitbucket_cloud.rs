@@ -62,8 +62,26 @@ pub(super) fn parse(request: &Incoming) -> Result<Delivery, ParseError> {
         return Ok(request.other(event, delivery_id));
     }
     let body: Body = request.json()?;
-    // One push can move several refs; hookd builds one. Prefer a ref that still exists.
-    let change = pick_change(body.push.changes).ok_or_else(|| missing(request, "push.changes"))?;
+    let repo_url = clone_url(body.repository);
+    let changes = body
+        .push
+        .changes
+        .into_iter()
+        .map(|change| {
+            Ok(PushEvent {
+                event: event.clone(),
+                delivery_id: delivery_id.clone(),
+                repo_url: repo_url.clone(),
+                ..ref_change(request, change)?
+            })
+        })
+        .collect::<Result<Vec<_>, ParseError>>()?;
+    let push = PushEvent::of_changes(changes).ok_or_else(|| missing(request, "push.changes"))?;
+    Ok(Delivery::Push(push))
+}
+
+/// One entry of `push.changes`: a created or moved ref (`new`) or a deleted one.
+fn ref_change(request: &Incoming, change: Change) -> Result<PushEvent, ParseError> {
     let deleted = change.new.is_none();
     let (old, new) = (change.old, change.new);
     let named = new
@@ -75,22 +93,18 @@ pub(super) fn parse(request: &Incoming) -> Result<Delivery, ParseError> {
         Some(state) => (buildable(state.target.hash, false), state.target.message),
         None => (None, None),
     };
-    Ok(Delivery::Push(PushEvent {
+    Ok(PushEvent {
         provider: request.provider,
-        event,
-        delivery_id,
-        repo_url: clone_url(body.repository),
+        event: String::new(),
+        delivery_id: None,
+        repo_url: None,
         git_ref: Some(git_ref),
         commit,
         before: old.map(|state| state.target.hash),
         deleted,
         head_message,
-    }))
-}
-
-fn pick_change(changes: Vec<Change>) -> Option<Change> {
-    let alive = changes.iter().position(|change| change.new.is_some());
-    changes.into_iter().nth(alive.unwrap_or(0))
+        also: Vec::new(),
+    })
 }
 
 fn missing(request: &Incoming, field: &'static str) -> ParseError {
@@ -179,6 +193,7 @@ pub(super) fn parse_legacy(request: &Incoming) -> Result<Delivery, ParseError> {
         before: None,
         deleted: false,
         head_message: message,
+        also: Vec::new(),
     }))
 }
 
@@ -218,16 +233,22 @@ mod tests {
     }
 
     #[test]
-    fn a_living_ref_is_preferred_over_a_deleted_one() {
+    fn every_change_is_kept_in_payload_order() {
         let push = push(
             r#"{"repository":{},"push":{"changes":[
             {"new":null,"old":{"type":"branch","name":"gone","target":{"hash":"abc"}}},
             {"new":{"type":"tag","name":"v1","target":{"hash":"def","message":"m"}},"old":null}]}}"#,
         );
-        assert!(!push.deleted);
-        assert_eq!(push.git_ref.as_deref(), Some("refs/tags/v1"));
-        assert_eq!(push.commit.as_deref(), Some("def"));
-        assert_eq!(push.repo_url, None);
+        assert!(push.deleted);
+        assert_eq!(push.git_ref.as_deref(), Some("refs/heads/gone"));
+        let tag = &push.also[0];
+        assert!(!tag.deleted);
+        assert_eq!(tag.git_ref.as_deref(), Some("refs/tags/v1"));
+        assert_eq!(tag.commit.as_deref(), Some("def"));
+        assert_eq!(
+            (tag.event.as_str(), tag.repo_url.as_deref()),
+            ("repo:push", None)
+        );
     }
 
     #[test]

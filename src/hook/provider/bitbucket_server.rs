@@ -79,30 +79,36 @@ fn refs_changed(
         1 => body.to_commit.and_then(|commit| commit.id),
         _ => None,
     };
-    // One push can change several refs; hookd builds one. Prefer a ref that still exists.
-    let alive = body.changes.iter().position(|change| !change.is_delete());
-    let change = body
+    let repo_url = http_clone_url(body.repository);
+    let changes = body
         .changes
         .into_iter()
-        .nth(alive.unwrap_or(0))
-        .ok_or(ParseError::Field {
-            provider: request.provider,
-            field: "changes",
-            problem: "is empty",
-        })?;
-    let deleted = change.is_delete();
-    let git_ref = request.git_ref("changes.refId", change.ref_id)?;
-    Ok(Delivery::Push(PushEvent {
+        .map(|change| {
+            let deleted = change.is_delete();
+            let git_ref = request.git_ref("changes.refId", change.ref_id)?;
+            Ok(PushEvent {
+                provider: request.provider,
+                event: event.clone(),
+                delivery_id: delivery_id.clone(),
+                repo_url: repo_url.clone(),
+                commit: buildable(
+                    tag_commit(&git_ref, change.to_hash, peeled.clone()),
+                    deleted,
+                ),
+                git_ref: Some(git_ref),
+                before: change.from_hash,
+                deleted,
+                head_message: None,
+                also: Vec::new(),
+            })
+        })
+        .collect::<Result<Vec<_>, ParseError>>()?;
+    let push = PushEvent::of_changes(changes).ok_or(ParseError::Field {
         provider: request.provider,
-        event,
-        delivery_id,
-        repo_url: http_clone_url(body.repository),
-        commit: buildable(tag_commit(&git_ref, change.to_hash, peeled), deleted),
-        git_ref: Some(git_ref),
-        before: change.from_hash,
-        deleted,
-        head_message: None,
-    }))
+        field: "changes",
+        problem: "is empty",
+    })?;
+    Ok(Delivery::Push(push))
 }
 
 /// The clone link named "http" (Server's HTTP(S) URL); SSH needs keys hookd may not have.

@@ -31,6 +31,7 @@ pub(super) fn parse(headers: &HeaderMap, query: Option<&str>) -> Result<Delivery
         before: None,
         deleted: false,
         head_message: None,
+        also: Vec::new(),
     }))
 }
 

@@ -63,6 +63,7 @@ fn push(
         before: push.before,
         deleted,
         head_message,
+        also: Vec::new(),
     }))
 }
 
