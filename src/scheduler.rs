@@ -183,14 +183,14 @@ impl Scheduler {
         let admission = self
             .inner
             .store
-            .write_durable(move |store| store.admit(&sub.request(now_ms()), delivery))
+            .write_durable(move |group| group.admit(&sub.request(now_ms()), delivery))
             .await?;
         self.admitted(&feed, std::slice::from_ref(&admission));
         Ok(admission)
     }
 
     /// Admits the triggers of one delivery (one per ref it changed, all of one feed)
-    /// with its record, as one batch ([`Store::admit_all`]: `settle` fills in the
+    /// with its record, in one group commit ([`Store::admit_all`]: `settle` fills in the
     /// record from the admissions), and waits until all of it is durable; only then
     /// may the caller reply 2xx. Each submission's own `delivery` is not used.
     #[allow(
@@ -209,10 +209,10 @@ impl Scheduler {
         let admissions = self
             .inner
             .store
-            .write_durable(move |store| {
+            .write_durable(move |group| {
                 let now = now_ms();
                 let reqs: Vec<AdmitRequest> = subs.iter().map(|sub| sub.request(now)).collect();
-                store.admit_all(&reqs, delivery, settle)
+                group.admit_all(&reqs, delivery, settle)
             })
             .await?;
         self.admitted(&feed, &admissions);

@@ -321,7 +321,7 @@ impl Intake<'_> {
         let saved = self
             .ctx
             .store
-            .write_durable(move |store| store.record_delivery(feed.as_str(), record))
+            .write_durable(move |group| group.record_delivery(feed.as_str(), record))
             .await;
         if saved.is_err() {
             tracing::warn!(feed = %self.feed.name, "could not record a delivery in the history");

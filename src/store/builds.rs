@@ -44,10 +44,19 @@ fn decode_block(raw: &[u8]) -> Result<Vec<u64>, StoreError> {
 impl Store {
     /// Reads one build.
     pub(crate) fn build(&self, id: BuildId) -> Result<Option<Build>, StoreError> {
-        if let Some(live) = self.builds.get(id.0.to_be_bytes())? {
+        self.build_staged(id, &Writes::default())
+    }
+
+    /// [`Self::build`] as the staged writes `w` leave the store.
+    pub(super) fn build_staged(
+        &self,
+        id: BuildId,
+        w: &Writes,
+    ) -> Result<Option<Build>, StoreError> {
+        if let Some(live) = w.get(&self.builds, id.0.to_be_bytes())? {
             return codec::decode(&live).map(Some);
         }
-        let shelf = decode_shelf(self.shelves.get(shelf_key(id))?)?;
+        let shelf = decode_shelf(w.get(&self.shelves, shelf_key(id))?)?;
         Ok(shelf.into_iter().find(|b| b.id == id))
     }
 
@@ -315,19 +324,7 @@ impl Store {
         id: BuildId,
         w: &mut Writes,
     ) -> Result<(), StoreError> {
-        let prefix = keys::feed_prefix(feed);
-        let stored = self
-            .feed_builds
-            .scan_prefix(&prefix)
-            .next_back()
-            .transpose()?;
-        // A block this batch started (several builds of one delivery) counts too.
-        let staged = w.last_staged(&self.feed_builds, &prefix);
-        let newest = stored
-            .map(|(key, _)| key.to_vec())
-            .into_iter()
-            .chain(staged)
-            .max();
+        let newest = w.last_key(&self.feed_builds, &keys::feed_prefix(feed))?;
         if let Some(key) = newest {
             if let Some(raw) = w.get(&self.feed_builds, &key)? {
                 let mut ids = decode_block(&raw)?;

@@ -1,7 +1,9 @@
 //! Group commit on one writer thread: callers hand it a write (a task); it runs every
-//! task queued so far, one after another, flushes once, and only then answers each
-//! caller. One thread hop per webhook, no lock contention between writers, and one
-//! fsync shared by every write that arrived before it.
+//! task queued so far, one after another, over one set of pending writes (each task
+//! sees the writes of those before it), applies them as one sled batch, flushes once,
+//! and only then answers each caller. One thread hop per webhook, no lock contention
+//! between writers, one batch and one fsync shared by every write that arrived before
+//! it. A group whose batch or flush fails fails every task in it; none is acknowledged.
 //!
 //! Two sled 0.34 facts shape this (measured for hookd, see issue 3): awaiting
 //! `flush_async` from many tasks at once deadlocks, and sled's flush ends in
@@ -20,7 +22,9 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::keys;
 use super::mark::{Mark, Point};
+use super::space::{self, Space, Writes};
 
 /// The outcome of one flush, shared by every task it covered.
 pub(crate) type FlushResult = Result<(), Arc<std::io::Error>>;
@@ -28,8 +32,9 @@ pub(crate) type FlushResult = Result<(), Arc<std::io::Error>>;
 /// Called once the flush covering a task is over, with the flush's outcome.
 type Completion = Box<dyn FnOnce(FlushResult) + Send>;
 
-/// A write to run on the writer thread; returns what to do once it is durable.
-type Task = Box<dyn FnOnce() -> Completion + Send>;
+/// A write to run on the writer thread: it stages its changes in the group's pending
+/// writes and returns what to do once the group is durable.
+type Task = Box<dyn FnOnce(&mut Writes) -> Completion + Send>;
 
 /// Handle to the writer thread.
 #[derive(Clone, Debug)]
@@ -71,15 +76,16 @@ impl Committer {
         })
     }
 
-    /// Runs `write` on the writer thread and resolves with its result once it is on
-    /// disk; a failed flush turns into `Err` even if the write itself succeeded.
+    /// Runs `write` on the writer thread, under the store's write lock, over the
+    /// group's pending writes, and resolves with its result once the group is on disk;
+    /// a failed batch or flush turns into `Err` even if the write itself succeeded.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
-        write: impl FnOnce() -> T + Send + 'static,
+        write: impl FnOnce(&mut Writes) -> T + Send + 'static,
     ) -> Result<T, Arc<std::io::Error>> {
         let (tx, rx) = oneshot::channel();
-        self.send(Box::new(move || {
-            let value = write();
+        self.send(Box::new(move |writes: &mut Writes| {
+            let value = write(writes);
             Box::new(move |flushed: FlushResult| {
                 let _ = tx.send(flushed.map(|()| value));
             })
@@ -91,7 +97,7 @@ impl Committer {
     /// admin commands on the blocking pool).
     pub(crate) fn durable_blocking(&self) -> FlushResult {
         let (tx, rx) = oneshot::channel();
-        self.send(Box::new(move || {
+        self.send(Box::new(move |_: &mut Writes| {
             Box::new(move |flushed: FlushResult| {
                 let _ = tx.send(flushed);
             })
@@ -109,14 +115,11 @@ fn stopped() -> Arc<std::io::Error> {
     Arc::new(std::io::Error::other("store writer has stopped"))
 }
 
-/// Takes every task queued so far, runs them, commits once, completes them all; repeats.
+/// Takes every task queued so far, runs them as one group, completes them all; repeats.
 fn write_loop(mut disk: Disk, rx: mpsc::Receiver<Task>) {
     while let Ok(first) = rx.recv() {
-        let completions: Vec<Completion> = std::iter::once(first)
-            .chain(rx.try_iter())
-            .map(|task| task())
-            .collect();
-        let result = disk.commit().map_err(Arc::new);
+        let (completions, result) = disk.group(std::iter::once(first).chain(rx.try_iter()));
+        let result = result.map_err(Arc::new);
         if let Err(e) = &result {
             disk.failed.store(true, Ordering::Relaxed);
             let key = format!("store flush failed: {e}");
@@ -138,10 +141,13 @@ pub(crate) struct Disk {
     pub(crate) data_file: File,
     /// `db/blobs`, whose new files each commit syncs.
     pub(crate) blobs: Blobs,
-    /// Where sled keeps the commit number (the meta space).
-    pub(crate) meta: sled::Tree,
-    /// The commit number's key in `meta`.
-    pub(crate) key: Vec<u8>,
+    /// The tree every record lives in, for the group's batch.
+    pub(crate) records: sled::Tree,
+    /// Where sled keeps the commit number.
+    pub(crate) meta: Space,
+    /// The store's write lock, held while a group decides and applies its batch, so
+    /// no other writer reads or writes in between.
+    pub(crate) lock: Arc<std::sync::Mutex<()>>,
     /// The acknowledged mark outside sled.
     pub(crate) mark: Mark,
     /// The last commit made (or found at open).
@@ -152,13 +158,29 @@ pub(crate) struct Disk {
 }
 
 impl Disk {
-    /// Numbers the commit in sled, flushes, syncs every file sled wrote, then moves
-    /// the acknowledged mark: the mark never runs ahead of what sled holds on disk.
-    fn commit(&mut self) -> std::io::Result<()> {
+    /// Runs `tasks` over one set of pending writes and applies them, with the commit's
+    /// number, as one atomic batch, all under the write lock; then makes it durable.
+    fn group(
+        &mut self,
+        tasks: impl Iterator<Item = Task>,
+    ) -> (Vec<Completion>, std::io::Result<()>) {
         let point = self.last.next();
-        self.meta
-            .insert(&self.key, &point.to_bytes()[..])
-            .map_err(std::io::Error::other)?;
+        let (completions, applied) = {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut writes = Writes::default();
+            let completions: Vec<Completion> = tasks.map(|task| task(&mut writes)).collect();
+            writes.insert(&self.meta, keys::COMMIT, &point.to_bytes()[..]);
+            (completions, space::apply(&self.records, writes))
+        };
+        let result = applied
+            .map_err(std::io::Error::other)
+            .and_then(|()| self.commit(point));
+        (completions, result)
+    }
+
+    /// Flushes, syncs every file sled wrote, then moves the acknowledged mark to
+    /// `point` (applied with the group): the mark never runs ahead of sled's disk.
+    fn commit(&mut self, point: Point) -> std::io::Result<()> {
         self.db.flush().map_err(std::io::Error::other)?;
         self.blobs.sync_new()?;
         self.data_file.sync_data()?;

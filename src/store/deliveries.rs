@@ -34,6 +34,8 @@ pub struct DeliveryRecord {
 impl Store {
     /// Records a delivery that queued nothing (ignored, pong, refused). Only 2xx
     /// replies are remembered for redelivery: a bad signature must not stick to an id.
+    /// The webhook path records through a [`super::Group`].
+    #[cfg(test)]
     pub(crate) fn record_delivery(
         &self,
         feed: &str,
@@ -46,17 +48,27 @@ impl Store {
     }
 
     /// The earlier delivery with this id, if it is still remembered.
+    #[cfg(test)]
     pub(crate) fn delivery_by_id(
         &self,
         feed: &str,
         delivery_id: &str,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
-        let Some(n) = self.delivery_ids.get(keys::feed_text(feed, delivery_id))? else {
+        self.delivery_by_id_staged(feed, delivery_id, &Writes::default())
+    }
+
+    /// [`Self::delivery_by_id`] as the staged writes `w` leave the store.
+    pub(super) fn delivery_by_id_staged(
+        &self,
+        feed: &str,
+        delivery_id: &str,
+        w: &Writes,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let Some(n) = w.get(&self.delivery_ids, keys::feed_text(feed, delivery_id))? else {
             return Ok(None);
         };
         let n = keys::read_u64(&n)?;
-        self.deliveries
-            .get(keys::feed_u64(feed, n))?
+        w.get(&self.deliveries, keys::feed_u64(feed, n))?
             .map(|v| codec::decode(&v))
             .transpose()
     }
@@ -76,7 +88,8 @@ impl Store {
     }
 
     /// Appends a delivery record, maps its id (2xx only) and forgets the one that fell
-    /// out of the window. The caller holds the write lock and applies `w`.
+    /// out of the window, reading through `w`. The caller holds the write lock and
+    /// applies `w`.
     pub(super) fn delivery_writes(
         &self,
         feed: &str,
@@ -84,7 +97,7 @@ impl Store {
         w: &mut Writes,
     ) -> Result<(), StoreError> {
         let counter = keys::feed_text("\u{1}dseq", feed);
-        let n = match self.meta.get(&counter)? {
+        let n = match w.get(&self.meta, &counter)? {
             Some(v) => keys::read_u64(&v)? + 1,
             None => 1,
         };
@@ -108,12 +121,12 @@ impl Store {
             return Ok(());
         };
         let old_key = keys::feed_u64(feed, old_n);
-        if let Some(old) = self.deliveries.get(&old_key)? {
+        if let Some(old) = w.get(&self.deliveries, &old_key)? {
             w.remove(&self.deliveries, old_key);
             let old: DeliveryRecord = codec::decode(&old)?;
             if let Some(old_id) = old.delivery_id {
                 let key = keys::feed_text(feed, &old_id);
-                if self.delivery_ids.get(&key)?.as_deref() == Some(&old_n.to_be_bytes()[..]) {
+                if w.get(&self.delivery_ids, &key)?.as_deref() == Some(&old_n.to_be_bytes()[..]) {
                     w.remove(&self.delivery_ids, key);
                 }
             }

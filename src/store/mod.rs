@@ -3,14 +3,16 @@
 //!
 //! Methods block; async callers run them on the blocking pool, or hand a write to the
 //! store's writer thread with [`Store::write_durable`], which resolves once it is on
-//! disk (group commit, see `commit`). Never call `durable_blocking` from inside such a
-//! write: it would wait for its own thread.
+//! disk (group commit, see `commit`; one batch per group, see `group`). Never call
+//! `durable_blocking` or a locking method from inside such a write: it would wait for
+//! its own thread.
 
 mod builds;
 mod codec;
 mod commit;
 mod deliveries;
 mod feeds;
+mod group;
 mod keys;
 mod mark;
 mod migrate;
@@ -20,9 +22,10 @@ mod tokens;
 
 use std::path::{Path, PathBuf};
 
-use space::{Parts, Space, Writes};
+use space::{Space, Writes};
 
 pub use deliveries::DeliveryRecord;
+pub(crate) use group::Group;
 pub use queue::{Admission, AdmitRequest, Pick};
 pub(crate) use tokens::TokenRecord;
 
@@ -262,11 +265,13 @@ impl Store {
         let meta = space(b'm');
         let last = Self::check_mark(path, &meta, on_loss)?;
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let write_lock = std::sync::Arc::new(std::sync::Mutex::new(()));
         let disk = commit::Disk {
             data_file: std::fs::File::open(path.join("db")).map_err(open_err)?,
             blobs: commit::Blobs::new(path.join("blobs")),
-            meta: records.clone(),
-            key: meta.key(keys::COMMIT),
+            records: records.clone(),
+            meta: meta.clone(),
+            lock: write_lock.clone(),
             mark: mark::Mark::open(path, last).map_err(open_err)?,
             last,
             db: db.clone(),
@@ -290,7 +295,7 @@ impl Store {
             records,
             db,
             committer,
-            write_lock: Default::default(),
+            write_lock,
             keep_deliveries: options.keep_deliveries.max(1),
             failed,
         };
@@ -361,15 +366,17 @@ impl Store {
         }
     }
 
-    /// Runs `write` on the store's writer thread and resolves once it is on disk: the
-    /// webhook path's one thread hop (group commit, see `commit`).
+    /// Runs `write` on the store's writer thread, over the pending writes of its group
+    /// commit, and resolves once the group is on disk: the webhook path's one thread
+    /// hop (see `commit` and `group`). Never call the store's own writing methods in
+    /// `write` (the writer thread holds the write lock): use the [`Group`]'s.
     pub(crate) async fn write_durable<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        write: impl FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.clone();
         self.committer
-            .run(move || write(&store))
+            .run(move |writes| write(&mut Group::new(&store, writes)))
             .await
             .map_err(durability)?
     }
@@ -385,21 +392,9 @@ impl Store {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies a set of writes atomically (all survive a crash, or none). sled logs a
-    /// batch marker for every batch, so an empty set writes nothing and a single write
-    /// goes alone (atomic by itself).
+    /// Applies a set of writes atomically (see [`space::apply`]).
     fn apply(&self, writes: Writes) -> Result<(), StoreError> {
-        match writes.into_parts() {
-            Parts::None => {}
-            Parts::One(key, Some(value)) => {
-                self.records.insert(key, value)?;
-            }
-            Parts::One(key, None) => {
-                self.records.remove(key)?;
-            }
-            Parts::Many(batch) => self.records.apply_batch(batch)?,
-        }
-        Ok(())
+        space::apply(&self.records, writes)
     }
 
     /// Whether a group commit failed. sled 0.34 keeps its first I/O error (a full

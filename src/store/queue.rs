@@ -131,25 +131,33 @@ pub(crate) struct QueueView {
     pub(crate) waiting: Vec<(Build, Option<i64>)>,
 }
 
+/// The `settle` of a single trigger's admission: the record gets its reply and word.
+pub(super) fn settle_one(admissions: &[Admission], record: &mut DeliveryRecord) {
+    if let Some(admission) = admissions.first() {
+        record.reply = admission.reply();
+        record.outcome = admission.word().to_owned();
+    }
+}
+
+/// The one admission of a single trigger.
+pub(super) fn only_admission(admissions: &mut Vec<Admission>) -> Result<Admission, StoreError> {
+    admissions
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("an admission answered nothing".into()))
+}
+
 impl Store {
     /// Admits a trigger: coalesces, defers, rejects or queues it, and records the
     /// delivery (when given) in the same atomic batch, with the admission's reply.
-    /// Durable only after [`Store::durable_blocking`] or [`Store::write_durable`].
+    /// Durable only after [`Store::durable_blocking`]; the webhook path admits through
+    /// a [`super::Group`] instead (one batch per group commit).
     pub fn admit(
         &self,
         req: &AdmitRequest<'_>,
         delivery: Option<DeliveryRecord>,
     ) -> Result<Admission, StoreError> {
-        let settle = |admissions: &[Admission], record: &mut DeliveryRecord| {
-            if let Some(admission) = admissions.first() {
-                record.reply = admission.reply();
-                record.outcome = admission.word().to_owned();
-            }
-        };
-        let mut admissions = self.admit_all(std::slice::from_ref(req), delivery, settle)?;
-        admissions
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("an admission answered nothing".into()))
+        let mut admissions = self.admit_all(std::slice::from_ref(req), delivery, settle_one)?;
+        only_admission(&mut admissions)
     }
 
     /// Admits the triggers of one delivery (one per ref it changed, all of one feed)
@@ -157,32 +165,47 @@ impl Store {
     /// and the record, or none. `settle` fills in the record's reply and outcome from
     /// the admissions, in request order. A delivery id seen before admits nothing and
     /// answers one [`Admission::Replayed`] with the first reply. No request, no record.
-    /// Durable only after [`Store::durable_blocking`] or [`Store::write_durable`].
+    /// Durable only after [`Store::durable_blocking`]; the webhook path admits through
+    /// a [`super::Group`] instead (one batch per group commit).
     pub(crate) fn admit_all(
         &self,
         reqs: &[AdmitRequest<'_>],
         delivery: Option<DeliveryRecord>,
         settle: impl FnOnce(&[Admission], &mut DeliveryRecord),
     ) -> Result<Vec<Admission>, StoreError> {
+        let _guard = self.lock();
+        let mut w = Writes::default();
+        let admissions = self.admit_all_staged(reqs, delivery, settle, &mut w)?;
+        self.apply(w)?;
+        Ok(admissions)
+    }
+
+    /// [`Self::admit_all`] over the staged writes `w`: reads see them, and the
+    /// admissions' own writes join them. The caller holds the write lock and applies
+    /// `w`.
+    pub(super) fn admit_all_staged(
+        &self,
+        reqs: &[AdmitRequest<'_>],
+        delivery: Option<DeliveryRecord>,
+        settle: impl FnOnce(&[Admission], &mut DeliveryRecord),
+        w: &mut Writes,
+    ) -> Result<Vec<Admission>, StoreError> {
         let Some(feed) = reqs.first().map(|req| req.feed.name.as_str()) else {
             return Ok(Vec::new());
         };
-        let _guard = self.lock();
         if let Some(seen) = delivery.as_ref().and_then(|d| d.delivery_id.as_deref()) {
-            if let Some(first) = self.delivery_by_id(feed, seen)? {
+            if let Some(first) = self.delivery_by_id_staged(feed, seen, w)? {
                 return Ok(vec![Admission::Replayed(first.reply)]);
             }
         }
-        let mut w = Writes::default();
         let admissions = reqs
             .iter()
-            .map(|req| self.admit_writes(req, &mut w))
+            .map(|req| self.admit_writes(req, w))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(mut record) = delivery {
             settle(&admissions, &mut record);
-            self.delivery_writes(feed, record, &mut w)?;
+            self.delivery_writes(feed, record, w)?;
         }
-        self.apply(w)?;
         Ok(admissions)
     }
 
@@ -249,11 +272,7 @@ impl Store {
         id: BuildId,
         w: &mut Writes,
     ) -> Result<Admission, StoreError> {
-        // Staged first: an earlier request of the same batch may have queued it.
-        let mut build = match w.get(&self.builds, id.0.to_be_bytes())? {
-            Some(raw) => codec::decode(&raw)?,
-            None => self.build_required(id)?,
-        };
+        let mut build = self.build_staged(id, w)?.ok_or(StoreError::NoBuild(id.0))?;
         build.triggers.push(req.trigger.clone());
         self.put_build(&build, w)?;
         let seq = build.queue_seq.to_be_bytes();
@@ -345,7 +364,8 @@ impl Store {
         Ok(())
     }
 
-    /// The feed's last start as the rules count it ([`policy::counted_start`]); stages
+    /// The feed's last start as `w` leaves it, as the rules count it
+    /// ([`policy::counted_start`]); stages
     /// writing it back when the stored one lies ahead (the clock was set back), so the
     /// cooldown it leaves ends at a fixed time, not one cooldown from every look.
     fn counted_start(
@@ -354,7 +374,7 @@ impl Store {
         now_ms: i64,
         w: &mut Writes,
     ) -> Result<Option<i64>, StoreError> {
-        let stored = self.last_start(feed)?;
+        let stored = self.last_start_staged(feed, w)?;
         let counted = policy::counted_start(stored, now_ms);
         if counted != stored {
             if let Some(t) = counted {
@@ -389,8 +409,12 @@ impl Store {
 
     /// When the feed's last build started, Unix ms.
     pub(crate) fn last_start(&self, feed: &str) -> Result<Option<i64>, StoreError> {
-        self.cooldowns
-            .get(feed)?
+        self.last_start_staged(feed, &Writes::default())
+    }
+
+    /// [`Self::last_start`] as the staged writes `w` leave the store.
+    fn last_start_staged(&self, feed: &str, w: &Writes) -> Result<Option<i64>, StoreError> {
+        w.get(&self.cooldowns, feed)?
             .map(|v| keys::read_i64(&v))
             .transpose()
     }

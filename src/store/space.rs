@@ -72,21 +72,54 @@ impl Space {
     }
 }
 
-/// Changes to several spaces, applied at once by [`super::Store::apply`]. Reads through
+/// Changes to several spaces, applied at once by [`apply`]. Reads through
 /// [`Writes::get`] see what is staged already, so one batch may edit a record twice
-/// (two builds leaving the same shelf) without losing the first edit.
+/// (two builds leaving the same shelf) without losing the first edit, and the
+/// admissions of one group commit see each other's (see `group`).
 #[derive(Default)]
-pub(super) struct Writes(BTreeMap<Vec<u8>, Option<IVec>>);
+pub(super) struct Writes {
+    staged: BTreeMap<Vec<u8>, Option<IVec>>,
+    /// What each change replaced (`None`: the key was not staged), oldest first, so
+    /// [`Writes::undo_to`] can take back the changes of one failed admission.
+    undo: Vec<(Vec<u8>, Option<Option<IVec>>)>,
+}
+
+/// A point in a [`Writes`] to go back to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Savepoint(usize);
 
 impl Writes {
     /// Queues a write.
     pub(super) fn insert(&mut self, space: &Space, key: impl AsRef<[u8]>, value: impl Into<IVec>) {
-        self.0.insert(space.key(key.as_ref()), Some(value.into()));
+        self.stage(space.key(key.as_ref()), Some(value.into()));
     }
 
     /// Queues a removal.
     pub(super) fn remove(&mut self, space: &Space, key: impl AsRef<[u8]>) {
-        self.0.insert(space.key(key.as_ref()), None);
+        self.stage(space.key(key.as_ref()), None);
+    }
+
+    fn stage(&mut self, key: Vec<u8>, value: Option<IVec>) {
+        let before = self.staged.insert(key.clone(), value);
+        self.undo.push((key, before));
+    }
+
+    /// Where the staged changes stand now.
+    pub(super) fn savepoint(&self) -> Savepoint {
+        Savepoint(self.undo.len())
+    }
+
+    /// Takes back every change staged since `point`.
+    pub(super) fn undo_to(&mut self, point: Savepoint) {
+        while self.undo.len() > point.0 {
+            let Some((key, before)) = self.undo.pop() else {
+                break;
+            };
+            match before {
+                Some(value) => self.staged.insert(key, value),
+                None => self.staged.remove(&key),
+            };
+        }
     }
 
     /// The value as it will be once this batch is applied.
@@ -95,34 +128,48 @@ impl Writes {
         space: &Space,
         key: impl AsRef<[u8]>,
     ) -> Result<Option<IVec>, StoreError> {
-        match self.0.get(&space.key(key.as_ref())) {
+        match self.staged.get(&space.key(key.as_ref())) {
             Some(staged) => Ok(staged.clone()),
             None => space.get(key),
         }
     }
 
-    /// The greatest key under `prefix` in `space` that this batch writes (not
-    /// removes), without the space's tag.
-    pub(super) fn last_staged(&self, space: &Space, prefix: &[u8]) -> Option<Vec<u8>> {
-        let start = space.key(prefix);
-        self.0
-            .range(start.clone()..)
-            .take_while(|(key, _)| key.starts_with(&start))
-            .filter(|(_, value)| value.is_some())
-            .last()
-            .map(|(key, _)| key[1..].to_vec())
+    /// The greatest key under `prefix` in `space` (without the space tag) as this batch
+    /// leaves it: staged keys count, staged removals do not.
+    pub(super) fn last_key(
+        &self,
+        space: &Space,
+        prefix: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let full = space.key(prefix);
+        let staged = self
+            .staged
+            .range(full.clone()..)
+            .take_while(|(k, _)| k.starts_with(&full))
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k[1..].to_vec())
+            .last();
+        let mut stored = None;
+        for item in space.scan_prefix(prefix).rev() {
+            let key = item?.0;
+            if !matches!(self.staged.get(&space.key(&key)), Some(None)) {
+                stored = Some(key.to_vec());
+                break;
+            }
+        }
+        Ok(staged.max(stored))
     }
 
     /// What sled has to do: nothing, one write, or an atomic batch.
-    pub(super) fn into_parts(self) -> Parts {
-        if self.0.len() <= 1 {
-            return match self.0.into_iter().next() {
+    fn into_parts(self) -> Parts {
+        if self.staged.len() <= 1 {
+            return match self.staged.into_iter().next() {
                 Some((key, value)) => Parts::One(key, value),
                 None => Parts::None,
             };
         }
         let mut batch = sled::Batch::default();
-        for (key, value) in self.0 {
+        for (key, value) in self.staged {
             match value {
                 Some(value) => batch.insert(key, value),
                 None => batch.remove(key),
@@ -132,8 +179,25 @@ impl Writes {
     }
 }
 
+/// Applies staged writes to `tree` atomically (all survive a crash, or none). sled
+/// logs a batch marker for every batch, so an empty set writes nothing and a single
+/// write goes alone (atomic by itself).
+pub(super) fn apply(tree: &Tree, writes: Writes) -> Result<(), StoreError> {
+    match writes.into_parts() {
+        Parts::None => {}
+        Parts::One(key, Some(value)) => {
+            tree.insert(key, value)?;
+        }
+        Parts::One(key, None) => {
+            tree.remove(key)?;
+        }
+        Parts::Many(batch) => tree.apply_batch(batch)?,
+    }
+    Ok(())
+}
+
 /// Staged writes as sled applies them.
-pub(super) enum Parts {
+enum Parts {
     /// Nothing staged.
     None,
     /// One key set (`Some`) or removed (`None`).
