@@ -5,6 +5,7 @@ mod architecture;
 mod browser;
 mod builds;
 mod cli;
+mod collisions;
 mod config;
 mod data_dir;
 mod declared;
