@@ -23,7 +23,7 @@
 //!   functions over plain values.
 //! - [`reply`]: every outcome of a hook request, and its one mapping to HTTP.
 //! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries; applies
-//!   the policy's decisions atomically.
+//!   the policy's decisions atomically, one batch per group commit on the webhook path.
 //! - [`hook`]: pure webhook logic (no I/O): provider detection, parsing, signatures, rules.
 //! - [`intake`]: the webhook path: the token → feed routing table in memory, and one
 //!   hook request from token to reply.
