@@ -239,30 +239,35 @@ mod tests {
         assert!(future.as_mut().poll(&mut cx).is_pending());
     }
 
-    #[test]
-    fn colliding_admissions_in_one_group_decide_as_sequential_ones() {
-        let (_dir, store) = temp_store();
-        let feeds = setup(&store);
-        let hooks = colliding(&feeds);
-        let before = commits(&store);
+    /// Admits `hooks` through the writer thread as one group commit: it waits for the
+    /// write lock with the first write taken, and every other write is queued behind
+    /// it before the lock goes. Answers in the order handed over, with where each ran.
+    fn one_group(store: &Store, hooks: &[Hook]) -> Vec<Result<(usize, Admission), StoreError>> {
         let order = Arc::new(AtomicUsize::new(0));
-        // The writer thread waits for the write lock with the first write taken; every
-        // other write is queued behind it before the lock goes: one group.
         let guard = store.lock();
         let mut pending: Vec<_> = hooks
             .iter()
-            .map(|h| Box::pin(h.clone().submit(&store, order.clone())))
+            .map(|h| Box::pin(h.clone().submit(store, order.clone())))
             .collect();
         pending.iter_mut().for_each(poll_once);
         drop(guard);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let replies: Vec<Admission> = pending
+        pending.into_iter().map(|w| runtime.block_on(w)).collect()
+    }
+
+    #[test]
+    fn colliding_admissions_in_one_group_decide_as_sequential_ones() {
+        let (_dir, store) = temp_store();
+        let feeds = setup(&store);
+        let hooks = colliding(&feeds);
+        let before = commits(&store);
+        let replies: Vec<Admission> = one_group(&store, &hooks)
             .into_iter()
             .enumerate()
-            .map(|(i, write)| {
-                let (at, admission) = runtime.block_on(write).unwrap();
+            .map(|(i, answer)| {
+                let (at, admission) = answer.unwrap();
                 assert_eq!(at, i, "writes run in the order they were handed over");
                 admission
             })
@@ -353,20 +358,9 @@ mod tests {
             Hook::new(&feeds[2], "main", Some("next"), 3_001),
             Hook::new(a, "main", Some("fails"), 3_002),
         ];
-        let order = Arc::new(AtomicUsize::new(0));
-        let guard = store.lock();
-        let mut pending: Vec<_> = hooks
-            .iter()
-            .map(|h| Box::pin(h.clone().submit(&store, order.clone())))
-            .collect();
-        pending.iter_mut().for_each(poll_once);
-        drop(guard);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let results: Vec<_> = pending
+        let results: Vec<_> = one_group(&store, &hooks)
             .into_iter()
-            .map(|w| runtime.block_on(w).map(|(_, a)| a))
+            .map(|answer| answer.map(|(_, a)| a))
             .collect();
         assert!(
             matches!(results[0], Err(StoreError::Corrupt(_))),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::time::Duration;
 
-use crate::support::{parse_reply, wait_for, GitRepo, HttpReply, TestDaemon};
+use crate::support::{parse_reply, paused_feed, wait_for, GitRepo, HttpReply, TestDaemon};
 
 /// Posts a generic trigger per idempotency key, all at once (one thread each);
 /// returns the replies in key order.
@@ -39,19 +39,8 @@ fn keys(n: usize) -> Vec<String> {
 #[test]
 fn one_delivery_id_and_one_ref_at_once_answer_as_one_by_one() {
     let d = TestDaemon::start();
-    let hook = d.add_feed(
-        "web",
-        &[
-            "--repo",
-            "https://forge.invalid/x.git",
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
     // Paused: every trigger is admitted, none starts, so each joins the one build.
-    d.admin_ok(&["feed", "pause", "web"]);
+    let hook = paused_feed(&d, "web");
     let n = 16;
     let replies = post_at_once(&d, &hook, &keys(n));
     let build = replies[0].json()["build"].as_u64().expect("a build");
@@ -143,24 +132,7 @@ fn try_post(addr: SocketAddr, hook: &str, key: &str) -> Option<HttpReply> {
 fn a_kill_9_among_many_webhooks_at_once_loses_nothing_acknowledged() {
     let mut d = TestDaemon::start_with("[builds]\nkeep_deliveries = 100000\n");
     let feeds = ["f0", "f1", "f2"];
-    let hooks: Vec<String> = feeds
-        .iter()
-        .map(|name| {
-            let hook = d.add_feed(
-                name,
-                &[
-                    "--repo",
-                    "https://forge.invalid/x.git",
-                    "--command",
-                    "true",
-                    "--cooldown",
-                    "0",
-                ],
-            );
-            d.admin_ok(&["feed", "pause", name]);
-            hook
-        })
-        .collect();
+    let hooks: Vec<String> = feeds.iter().map(|name| paused_feed(&d, name)).collect();
     let addr = d.addr;
     let acked = AtomicUsize::new(0);
     let threads = 12;

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::{parse_reply, wait_for, GitRepo, TestDaemon};
+use crate::support::{parse_reply, paused_feed, wait_for, GitRepo, TestDaemon};
 
 #[test]
 fn oversized_body_is_refused_from_content_length_without_reading_it() {
@@ -147,23 +147,6 @@ fn every_acknowledged_trigger_survives_kill_9() {
         );
     }
     std::fs::write(&gate, "").unwrap();
-}
-
-/// A feed that admits triggers but never builds; returns its hook path.
-fn paused_feed(d: &TestDaemon, name: &str) -> String {
-    let hook = d.add_feed(
-        name,
-        &[
-            "--repo",
-            "https://forge.invalid/x.git",
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
-    d.admin_ok(&["feed", "pause", name]);
-    hook
 }
 
 /// Sends `GET /healthz` on a keep-alive connection and reads exactly its reply.

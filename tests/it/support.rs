@@ -473,6 +473,23 @@ impl Drop for TestDaemon {
     }
 }
 
+/// A feed that admits triggers but never builds; returns its hook path.
+pub fn paused_feed(d: &TestDaemon, name: &str) -> String {
+    let hook = d.add_feed(
+        name,
+        &[
+            "--repo",
+            "https://forge.invalid/x.git",
+            "--command",
+            "true",
+            "--cooldown",
+            "0",
+        ],
+    );
+    d.admin_ok(&["feed", "pause", name]);
+    hook
+}
+
 /// `http://127.0.0.1:PORT/hooks/TOKEN` → `/hooks/TOKEN`.
 /// Debian's libfaketime (package `faketime`), under the multiarch library directory.
 pub fn libfaketime() -> PathBuf {
