@@ -13,7 +13,8 @@
 //!
 //! - [`cli`]: clap types only.
 //! - [`config`]: TOML (unknown keys refused) → one validated [`config::Config`]; the
-//!   settings in force ([`config::LiveConfig`]), replaced whole on SIGHUP.
+//!   settings in force ([`config::LiveConfig`]), replaced whole on SIGHUP; the feeds
+//!   the file declares (`[feeds.NAME]` with `repo`), each with its line.
 //! - [`feed`], [`build`]: the domain records and their validation.
 //! - [`clock`]: wall time as Unix milliseconds, the records' one time base.
 //! - [`paths`]: every path under the data dir, and the 0600 atomic write.
@@ -33,7 +34,8 @@
 //!   place build state changes, published as `BuildUpdate`s.
 //! - [`runner`]: one build from a `BuildSpec`: git fetch and checkout, the command, its
 //!   log, and the processes it leaves behind; it reports events and writes no records.
-//! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client.
+//! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client; and
+//!   the declared feeds applied to the store (plan, add, change, retire, revive).
 //! - [`web`]: read-only pages, JSON API, badges and live views (Server-Sent Events),
 //!   over the reads and the build updates `admin` hands it.
 //! - [`app`]: the handles shared by the daemon's tasks (the composition root).
