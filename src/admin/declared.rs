@@ -87,7 +87,7 @@ pub(crate) fn plan(app: &App, config: &Config) -> Result<Plan, CommandError> {
             }
         };
         if action == Action::Add || keys.contains(&"repo") {
-            check_repo(config, declared)?;
+            check_repo(app, config, declared)?;
         }
         plan.steps.push(Step {
             name: name.clone(),
@@ -221,9 +221,9 @@ fn taken(config: &Config, name: &FeedName) -> CommandError {
 }
 
 /// A declared local repository must be one, as `feed add` requires.
-fn check_repo(config: &Config, declared: &DeclaredFeed) -> Result<(), CommandError> {
+fn check_repo(app: &App, config: &Config, declared: &DeclaredFeed) -> Result<(), CommandError> {
     let feed = &declared.feed;
-    crate::runner::check_repo(config, feed.name.as_str(), &feed.repo, false)
+    (app.check_repo)(config, feed.name.as_str(), &feed.repo, false)
         .map(|_| ())
         .map_err(|e| {
             CommandError::Other(format!(
