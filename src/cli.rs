@@ -290,6 +290,9 @@ pub(crate) struct FeedAddArgs {
     /// answer or lists no watched branch (local paths are always checked).
     #[arg(long)]
     pub(crate) check: bool,
+    /// Show the feed's build status at /badge/NAME.svg and in /cc.xml.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::Off)]
+    pub(crate) badge: OnOff,
 }
 
 /// `feed edit`'s settings: all optional, a flag not given keeps the feed's value.

@@ -304,7 +304,7 @@ fn add_spec(args: FeedAddArgs) -> FeedSpecArgs {
         timeout: Some(args.timeout),
         secret_file: args.secret_file,
         check: args.check,
-        badge: None,
+        badge: Some(args.badge),
     }
 }
 

@@ -403,6 +403,7 @@ fn feed_block(out: &mut String, f: &FeedView) {
         "secret:      {}",
         if f.has_secret { "set" } else { "none" }
     );
+    let _ = writeln!(out, "badge:       {}", if f.badge { "on" } else { "off" });
     let _ = writeln!(out, "state:       {}", feed_state(f));
     if let Some(at) = &f.declared_at {
         let _ = writeln!(out, "declared:    {at}");

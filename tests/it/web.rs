@@ -477,3 +477,29 @@ fn web_listen_moves_the_pages_off_the_hook_port() {
     }
     assert_eq!(get(off.addr, "/healthz").status, 200);
 }
+
+#[test]
+fn feed_add_takes_the_badge_switch_and_feed_show_tells_it() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let url = repo.url();
+    d.add_feed(
+        "shown",
+        &["--repo", &url, "--command", "true", "--badge", "on"],
+    );
+    d.add_feed("hidden", &["--repo", &url, "--command", "true"]);
+    assert_eq!(d.admin_json(&["feed", "show", "shown"])["badge"], true);
+    assert_eq!(d.admin_json(&["feed", "show", "hidden"])["badge"], false);
+    let shown = d.admin_ok(&["feed", "show", "shown"]);
+    assert!(shown.contains("\nbadge:       on\n"), "{shown}");
+    let hidden = d.admin_ok(&["feed", "show", "hidden"]);
+    assert!(hidden.contains("\nbadge:       off\n"), "{hidden}");
+    let cc = get(d.addr, "/cc.xml").body;
+    assert!(
+        cc.contains("name=\"shown\"") && !cc.contains("hidden"),
+        "{cc}"
+    );
+    d.admin_ok(&["feed", "edit", "shown", "--badge", "off"]);
+    let edited = d.admin_ok(&["feed", "show", "shown"]);
+    assert!(edited.contains("\nbadge:       off\n"), "{edited}");
+}
