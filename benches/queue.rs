@@ -165,7 +165,10 @@ fn drain(store: &Store) -> (f64, Vec<u64>) {
     let busy = HashSet::new();
     loop {
         let t = Instant::now();
-        match store.claim_next(&busy, now_ms()).expect("claim") {
+        match store
+            .claim_next(&busy, &Default::default(), now_ms())
+            .expect("claim")
+        {
             Pick::Start(b) => {
                 // What the scheduler writes for a real build: the resolved commit, the
                 // process group, the end, then retention (nothing is old enough here).

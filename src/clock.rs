@@ -1,5 +1,8 @@
 //! The clock: wall time as Unix milliseconds, the one time base every record uses, and
-//! its RFC 3339 rendering for people.
+//! its RFC 3339 rendering for people; and moments timed on the monotonic clock, read
+//! in wall time, for waits a wall-clock jump must neither stretch nor shrink.
+
+use std::time::Instant;
 
 /// Current time as Unix milliseconds; the only clock the records use.
 pub fn now_ms() -> i64 {
@@ -7,6 +10,13 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// When `at` happened, in the wall time `now_ms` read at the monotonic moment `now`:
+/// `now_ms` minus how long ago it really was, so a wall-clock jump since moves it along.
+pub(crate) fn wall_ms_at(at: Instant, now: Instant, now_ms: i64) -> i64 {
+    let ago = now.saturating_duration_since(at).as_millis();
+    now_ms.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))
 }
 
 /// Formats Unix milliseconds as RFC 3339 (UTC, seconds).
@@ -34,5 +44,16 @@ mod tests {
             parse_rfc3339("2023-11-14T22:13:20Z"),
             Some(1_700_000_000_000)
         );
+    }
+
+    #[test]
+    fn a_monotonic_moment_reads_in_the_wall_time_given() {
+        let at = Instant::now();
+        let now = at + std::time::Duration::from_secs(20);
+        assert_eq!(wall_ms_at(at, now, 1_000_000), 980_000);
+        // The wall clock jumped a day ahead meanwhile: the moment moves with it.
+        assert_eq!(wall_ms_at(at, now, 87_400_000), 87_380_000);
+        // A moment not yet reached reads as now.
+        assert_eq!(wall_ms_at(now, at, 5), 5);
     }
 }

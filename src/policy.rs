@@ -111,18 +111,45 @@ pub(crate) fn counted_run_at(feed: &Feed, run_at_ms: Option<i64>, now_ms: i64) -
     run_at_ms.map(|t| t.min(now_ms.saturating_add(cooldown_ms(feed))))
 }
 
+/// A feed's last build start as the claim rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastStart {
+    /// No start recorded.
+    Unknown,
+    /// As stored: wall time stamped then, by a clock that may have moved since.
+    Stored(i64),
+    /// A start this process made, timed on the monotonic clock and given in the wall
+    /// time of now (now minus how long ago it really was): true across wall-clock
+    /// jumps, so it alone decides the wait. It replaces the stored deferral, which is a
+    /// cooldown end in the wall time of its admission, never later than this start's.
+    Measured(i64),
+}
+
+impl LastStart {
+    /// The stored time, or `Unknown`.
+    pub(crate) fn stored(last_start_ms: Option<i64>) -> Self {
+        last_start_ms.map_or(Self::Unknown, Self::Stored)
+    }
+}
+
 /// When a queued build may start at the earliest, if that is still ahead: the later
-/// of its deferral and its feed's cooldown, each as counted, unless it is forced.
+/// of its deferral and its feed's cooldown, each as counted, unless it is forced. A
+/// start this process measured counts instead of both stored times.
 pub(crate) fn not_before(
     waiting: Waiting,
     feed: &Feed,
-    last_start_ms: Option<i64>,
+    last: LastStart,
     now_ms: i64,
 ) -> Option<i64> {
     if waiting.force {
         return None;
     }
-    counted_run_at(feed, waiting.run_at_ms, now_ms)
+    let (run_at_ms, last_start_ms) = match last {
+        LastStart::Unknown => (waiting.run_at_ms, None),
+        LastStart::Stored(t) => (waiting.run_at_ms, Some(t)),
+        LastStart::Measured(t) => (None, Some(t)),
+    };
+    counted_run_at(feed, run_at_ms, now_ms)
         .into_iter()
         .chain(cooling_until(feed, last_start_ms, now_ms))
         .max()
@@ -151,13 +178,13 @@ pub(crate) fn eligibility(
     waiting: Waiting,
     feed: Option<&Feed>,
     feed_busy: bool,
-    last_start_ms: Option<i64>,
+    last: LastStart,
     now_ms: i64,
 ) -> Eligibility {
     let Some(feed) = feed.filter(|f| !feed_busy && !f.paused && !f.retired()) else {
         return Eligibility::Skip;
     };
-    match not_before(waiting, feed, last_start_ms, now_ms) {
+    match not_before(waiting, feed, last, now_ms) {
         Some(t) => Eligibility::Wait(t),
         None => Eligibility::Start,
     }
@@ -248,17 +275,23 @@ mod tests {
             force: false,
         };
         assert_eq!(
-            eligibility(due, Some(&f), false, None, 0),
+            eligibility(due, Some(&f), false, LastStart::Unknown, 0),
             Eligibility::Start
         );
-        assert_eq!(eligibility(due, Some(&f), true, None, 0), Eligibility::Skip);
-        assert_eq!(eligibility(due, None, false, None, 0), Eligibility::Skip);
+        assert_eq!(
+            eligibility(due, Some(&f), true, LastStart::Unknown, 0),
+            Eligibility::Skip
+        );
+        assert_eq!(
+            eligibility(due, None, false, LastStart::Unknown, 0),
+            Eligibility::Skip
+        );
         let paused = Feed {
             paused: true,
             ..f.clone()
         };
         assert_eq!(
-            eligibility(due, Some(&paused), false, None, 0),
+            eligibility(due, Some(&paused), false, LastStart::Unknown, 0),
             Eligibility::Skip
         );
         let retired = Feed {
@@ -266,11 +299,11 @@ mod tests {
             ..f.clone()
         };
         assert_eq!(
-            eligibility(due, Some(&retired), false, None, 0),
+            eligibility(due, Some(&retired), false, LastStart::Unknown, 0),
             Eligibility::Skip
         );
         assert_eq!(
-            eligibility(due, Some(&f), false, Some(1000), 2000),
+            eligibility(due, Some(&f), false, LastStart::Stored(1000), 2000),
             Eligibility::Wait(11_000),
             "cooling down"
         );
@@ -279,7 +312,7 @@ mod tests {
             force: false,
         };
         assert_eq!(
-            eligibility(deferred, Some(&f), false, Some(1000), 2000),
+            eligibility(deferred, Some(&f), false, LastStart::Stored(1000), 2000),
             Eligibility::Wait(11_500),
             "the later of deferral and cooldown"
         );
@@ -288,7 +321,7 @@ mod tests {
             force: true,
         };
         assert_eq!(
-            eligibility(forced, Some(&f), false, Some(1000), 2000),
+            eligibility(forced, Some(&f), false, LastStart::Stored(1000), 2000),
             Eligibility::Start
         );
         assert!(is_deferred(deferred, 2000));
@@ -310,29 +343,81 @@ mod tests {
         };
         assert_eq!(cooling_until(&f, Some(now + day), now), Some(now + 60_000));
         assert_eq!(
-            not_before(ahead, &f, Some(now + day), now),
+            not_before(ahead, &f, LastStart::Stored(now + day), now),
             Some(now + 60_000)
         );
-        assert_eq!(not_before(ahead, &f, None, now), Some(now + 60_000));
+        assert_eq!(
+            not_before(ahead, &f, LastStart::Unknown, now),
+            Some(now + 60_000)
+        );
         // Once both are written back as counted, the end stays put.
         let counted = Waiting {
             run_at_ms: counted_run_at(&f, ahead.run_at_ms, now),
             force: false,
         };
         assert_eq!(
-            not_before(counted, &f, Some(now), now + 30_000),
+            not_before(counted, &f, LastStart::Stored(now), now + 30_000),
             Some(now + 60_000)
         );
-        assert_eq!(not_before(counted, &f, Some(now), now + 60_000), None);
+        assert_eq!(
+            not_before(counted, &f, LastStart::Stored(now), now + 60_000),
+            None
+        );
         // Times that are not ahead are kept as they are.
         let fair = Waiting {
             run_at_ms: Some(now + 20_000),
             force: false,
         };
         assert_eq!(
-            not_before(fair, &f, Some(now - 40_000), now),
+            not_before(fair, &f, LastStart::Stored(now - 40_000), now),
             Some(now + 20_000)
         );
         assert_eq!(counted_start(Some(now - 1), now), Some(now - 1));
+    }
+
+    #[test]
+    fn a_start_this_process_measured_decides_the_wait_whatever_the_wall_clock_did() {
+        let f = Feed {
+            cooldown_secs: 60,
+            ..crate::feed::sample("a")
+        };
+        let (start, day) = (10 * 86_400_000, 86_400_000);
+        // Deferred at the start's cooldown end, in the wall time of then.
+        let deferred = Waiting {
+            run_at_ms: Some(start + 60_000),
+            force: false,
+        };
+        // 20 s after the start the wall clock jumps a day ahead: the stored times say
+        // the cooldown is long over (the wait shrank to nothing) ...
+        let now = start + day + 20_000;
+        assert_eq!(
+            eligibility(deferred, Some(&f), false, LastStart::Stored(start), now),
+            Eligibility::Start
+        );
+        // ... the start measured 20 s ago leaves 40 s.
+        let measured = LastStart::Measured(now - 20_000);
+        assert_eq!(
+            eligibility(deferred, Some(&f), false, measured, now),
+            Eligibility::Wait(now + 40_000)
+        );
+        // 20 s after the start the wall clock is set a day back: the stored times
+        // hold the build for a whole cooldown from now (stretched by 20 s) ...
+        let now = start - day + 20_000;
+        assert_eq!(
+            not_before(deferred, &f, LastStart::Stored(start), now),
+            Some(now + 60_000)
+        );
+        // ... the measured start leaves 40 s.
+        let measured = LastStart::Measured(now - 20_000);
+        assert_eq!(not_before(deferred, &f, measured, now), Some(now + 40_000));
+        // A cooldown this process measured as over is over, and forced builds wait
+        // for nothing.
+        let over = LastStart::Measured(now - 60_000);
+        assert_eq!(not_before(deferred, &f, over, now), None);
+        let forced = Waiting {
+            force: true,
+            ..deferred
+        };
+        assert_eq!(not_before(forced, &f, measured, now), None);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinSet;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::build::{Build, BuildId, BuildStatus, Trigger};
-use crate::clock::now_ms;
+use crate::clock::{now_ms, wall_ms_at};
 use crate::config::LiveConfig;
 use crate::feed::{Feed, FeedName};
 use crate::metrics::Metrics;
@@ -64,6 +64,19 @@ impl Submission {
             now_ms,
         }
     }
+}
+
+/// The starts this process made, each in the wall time `wall_now` read at the
+/// monotonic moment `now` (what [`Store::claim_next`] counts instead of stored times).
+fn measured_starts(
+    started: &HashMap<FeedName, Instant>,
+    now: Instant,
+    wall_now: i64,
+) -> HashMap<FeedName, i64> {
+    started
+        .iter()
+        .map(|(feed, at)| (feed.clone(), wall_ms_at(*at, now, wall_now)))
+        .collect()
 }
 
 /// What a cancel request found.
@@ -154,6 +167,9 @@ struct Inner {
     wake: Notify,
     /// Builds in progress.
     running: Mutex<HashMap<BuildId, RunningBuild>>,
+    /// When this process last started a build of each feed, on the monotonic clock:
+    /// the cooldown is measured from it, so a wall-clock jump does not move it.
+    started: Mutex<HashMap<FeedName, Instant>>,
     /// Fired when the shutdown grace is over: stops every build (each build's own
     /// cancel token is a child of it).
     kill_all: CancellationToken,
@@ -170,6 +186,7 @@ impl Scheduler {
                 updates: broadcast::channel(UPDATES_KEPT).0,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                started: Mutex::new(HashMap::new()),
                 kill_all: CancellationToken::new(),
             }),
         }
@@ -285,6 +302,7 @@ impl Scheduler {
 
     /// Cancels whatever runs for a feed (feed removal).
     pub(crate) fn cancel_feed(&self, feed: &FeedName) {
+        self.started().remove(feed);
         for run in self.running().values().filter(|r| &r.feed == feed) {
             run.cancel.cancel();
         }
@@ -314,6 +332,10 @@ impl Scheduler {
             change,
         };
         let _ = self.inner.updates.send(update);
+    }
+
+    fn started(&self) -> std::sync::MutexGuard<'_, HashMap<FeedName, Instant>> {
+        self.inner.started.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<BuildId, RunningBuild>> {
@@ -370,11 +392,19 @@ impl Scheduler {
 
     async fn pick(&self) -> Result<Pick, ScheduleError> {
         let busy: HashSet<FeedName> = self.running().values().map(|r| r.feed.clone()).collect();
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.claim_next(&busy, now_ms()))
-            .await
-            .map_err(|_| ScheduleError::ShuttingDown)?
-            .map_err(ScheduleError::from)
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (now, wall_now) = (Instant::now(), now_ms());
+            let measured = measured_starts(&this.started(), now, wall_now);
+            let pick = this.inner.store.claim_next(&busy, &measured, wall_now);
+            if let Ok(Pick::Start(build)) = &pick {
+                this.started().insert(build.feed.clone(), now);
+            }
+            pick
+        })
+        .await
+        .map_err(|_| ScheduleError::ShuttingDown)?
+        .map_err(ScheduleError::from)
     }
 
     fn spawn_build(&self, build: Build, tasks: &mut JoinSet<()>) {

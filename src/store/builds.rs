@@ -386,7 +386,10 @@ mod tests {
         (0..n)
             .map(|_| {
                 let id = admit(store, feed, "main");
-                let Pick::Start(b) = store.claim_next(&HashSet::new(), now_ms()).unwrap() else {
+                let Pick::Start(b) = store
+                    .claim_next(&HashSet::new(), &Default::default(), now_ms())
+                    .unwrap()
+                else {
                     panic!("nothing to start")
                 };
                 assert_eq!(b.id, id);
@@ -400,7 +403,7 @@ mod tests {
     fn start(store: &Store, feed: &Feed) -> BuildId {
         let id = admit(store, feed, "dev");
         assert!(
-            matches!(store.claim_next(&HashSet::new(), now_ms()).unwrap(), Pick::Start(b) if b.id == id)
+            matches!(store.claim_next(&HashSet::new(), &Default::default(), now_ms()).unwrap(), Pick::Start(b) if b.id == id)
         );
         id
     }

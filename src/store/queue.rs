@@ -15,7 +15,7 @@ use super::space::Writes;
 use super::{codec, keys, Store, StoreError};
 use crate::build::{Build, BuildId, BuildStatus, Trigger, TriggerKind, TriggerList};
 use crate::feed::{Feed, FeedName};
-use crate::policy::{self, Eligibility, NewBuild, Waiting};
+use crate::policy::{self, Eligibility, LastStart, NewBuild, Waiting};
 use crate::reply::HookReply;
 
 /// One not-yet-started build's place in the FIFO; carries what the scheduler needs
@@ -295,10 +295,18 @@ impl Store {
     }
 
     /// Claims the first startable build in FIFO order: its feed is not running, not
-    /// paused, not cooling down and not deferred, unless forced.
-    pub fn claim_next(&self, busy: &HashSet<FeedName>, now_ms: i64) -> Result<Pick, StoreError> {
+    /// paused, not cooling down and not deferred, unless forced. `measured` holds the
+    /// starts the caller made itself, timed on the monotonic clock and given in the
+    /// wall time of `now_ms` ([`LastStart::Measured`]); they count instead of the
+    /// stored times, which a wall-clock jump leaves wrong.
+    pub fn claim_next(
+        &self,
+        busy: &HashSet<FeedName>,
+        measured: &HashMap<FeedName, i64>,
+        now_ms: i64,
+    ) -> Result<Pick, StoreError> {
         let _guard = self.lock();
-        let mut feeds: HashMap<FeedName, Option<(Feed, Option<i64>)>> = HashMap::new();
+        let mut feeds: HashMap<FeedName, Option<(Feed, LastStart)>> = HashMap::new();
         let mut fixes = Writes::default();
         let mut wake: Option<i64> = None;
         for item in self.queue.iter() {
@@ -310,23 +318,21 @@ impl Store {
                 Some(info) => info.clone(),
                 None => {
                     let feed = self.feed(entry.feed.as_str())?;
-                    let last = self.counted_start(entry.feed.as_str(), now_ms, &mut fixes)?;
+                    let stored = self.counted_start(entry.feed.as_str(), now_ms, &mut fixes)?;
+                    let last = match measured.get(&entry.feed) {
+                        Some(t) => LastStart::Measured(*t),
+                        None => LastStart::stored(stored),
+                    };
                     let info = feed.map(|f| (f, last));
                     feeds.insert(entry.feed.clone(), info.clone());
                     info
                 }
             };
-            let (feed, last_start) = info.map_or((None, None), |(f, l)| (Some(f), l));
+            let (feed, last) = info.map_or((None, LastStart::Unknown), |(f, l)| (Some(f), l));
             if let Some(f) = &feed {
                 self.count_run_at(&seq, &entry, f, now_ms, &mut fixes)?;
             }
-            match policy::eligibility(
-                entry.waiting(),
-                feed.as_ref(),
-                feed_busy,
-                last_start,
-                now_ms,
-            ) {
+            match policy::eligibility(entry.waiting(), feed.as_ref(), feed_busy, last, now_ms) {
                 Eligibility::Skip => {}
                 Eligibility::Wait(t) => {
                     wake = Some(wake.map_or(t, |w| w.min(t)));
@@ -604,7 +610,8 @@ impl Store {
                 true => None,
                 false => self.feed(entry.feed.as_str())?.and_then(|f| {
                     let last_start = self.last_start(f.name.as_str()).ok().flatten();
-                    policy::not_before(entry.waiting(), &f, last_start, now_ms)
+                    let last = LastStart::stored(last_start);
+                    policy::not_before(entry.waiting(), &f, last, now_ms)
                 }),
             };
             waiting.push((build, not_before));
@@ -672,7 +679,9 @@ mod tests {
     }
 
     fn start(store: &Store, now_ms: i64) -> Pick {
-        store.claim_next(&HashSet::new(), now_ms).unwrap()
+        store
+            .claim_next(&HashSet::new(), &HashMap::new(), now_ms)
+            .unwrap()
     }
 
     #[test]
@@ -708,7 +717,7 @@ mod tests {
         assert_eq!(first.triggers.newest_commit(), Some("c3"));
         // Feed a is busy: b's build overtakes a's second one.
         let busy: HashSet<_> = [a.name.clone()].into();
-        let Pick::Start(second) = store.claim_next(&busy, 1).unwrap() else {
+        let Pick::Start(second) = store.claim_next(&busy, &HashMap::new(), 1).unwrap() else {
             panic!()
         };
         assert_eq!(second.id, BuildId(2));
@@ -913,6 +922,35 @@ mod tests {
             panic!()
         };
         assert_eq!(first.triggers.newest_commit(), Some("c2"));
+    }
+
+    #[test]
+    fn a_start_the_caller_measured_counts_instead_of_the_stored_times() {
+        let (_d, store) = temp_store();
+        let a = feed("a", 60, CooldownPolicy::Defer);
+        store.add_feed(&a).unwrap();
+        admit(&store, &a, "main", "c1", 1_000);
+        assert!(matches!(start(&store, 1_000), Pick::Start(_)));
+        store
+            .finish(BuildId(1), BuildStatus::Succeeded, 2_000)
+            .unwrap();
+        assert_eq!(
+            admit(&store, &a, "main", "c2", 2_000),
+            Admission::Deferred {
+                build: BuildId(2),
+                run_at_ms: 61_000
+            }
+        );
+        // 20 s after that start the wall clock jumps a day ahead: by the stored times
+        // the cooldown is over; the start measured 20 s ago leaves 40 s of it.
+        let now = 1_000 + 86_400_000 + 20_000;
+        let measured: HashMap<FeedName, i64> = [(a.name.clone(), now - 20_000)].into();
+        let pick = store.claim_next(&HashSet::new(), &measured, now).unwrap();
+        assert!(
+            matches!(pick, Pick::WaitUntil(t) if t == now + 40_000),
+            "{pick:?}"
+        );
+        assert!(matches!(start(&store, now), Pick::Start(b) if b.id == BuildId(2)));
     }
 
     fn ids_of(builds: &[Build]) -> Vec<u64> {
