@@ -81,17 +81,7 @@ fn feed_lifecycle_through_the_cli() {
 #[test]
 fn tokens_are_revocable_one_by_one() {
     let d = TestDaemon::start();
-    let first = d.add_feed(
-        "app",
-        &[
-            "--repo",
-            "https://forge.invalid/app.git",
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
+    let first = d.add_unbuilt_feed("app", &["--cooldown", "0"]);
     let added = d.admin_json(&["token", "add", "app", "--label", "gitlab"]);
     let second = hook_path(added[0]["url"].as_str().unwrap());
     assert_ne!(first, second);
@@ -137,17 +127,7 @@ fn tokens_are_revocable_one_by_one() {
 #[test]
 fn feeds_and_tokens_survive_kill_9() {
     let mut d = TestDaemon::start();
-    let hook = d.add_feed(
-        "keep",
-        &[
-            "--repo",
-            "https://forge.invalid/keep.git",
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
+    let hook = d.add_unbuilt_feed("keep", &["--cooldown", "0"]);
     d.kill9();
     d.restart();
     assert_eq!(d.admin_json(&["feed", "show", "keep"])["name"], "keep");
@@ -163,10 +143,7 @@ fn feeds_and_tokens_survive_kill_9() {
 #[test]
 fn no_file_in_the_data_dir_contains_a_token() {
     let mut d = TestDaemon::start();
-    let hook = d.add_feed(
-        "secret",
-        &["--repo", "https://forge.invalid/s.git", "--command", "true"],
-    );
+    let hook = d.add_unbuilt_feed("secret", &[]);
     let token = hook.trim_start_matches("/hooks/").to_owned();
     d.post(&hook, &[], b"");
     d.kill9();
@@ -388,17 +365,7 @@ fn a_refused_duplicate_add_leaves_the_existing_secret_alone() {
     let (a, b) = (d.dir.path().join("a"), d.dir.path().join("b"));
     std::fs::write(&a, "first-secret").unwrap();
     std::fs::write(&b, "second-secret").unwrap();
-    let hook = d.add_feed(
-        "sec",
-        &[
-            "--repo",
-            "https://forge.invalid/x.git",
-            "--command",
-            "true",
-            "--secret-file",
-            a.to_str().unwrap(),
-        ],
-    );
+    let hook = d.add_unbuilt_feed("sec", &["--secret-file", a.to_str().unwrap()]);
     d.admin_ok(&["feed", "pause", "sec"]);
     let (_, err) = d.admin_err(&[
         "feed",

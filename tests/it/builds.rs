@@ -187,17 +187,7 @@ fn a_clock_set_back_defers_the_next_build_by_one_cooldown_at_most() {
     };
     let mut d = TestDaemon::start_launched("", &[], ahead);
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
-        "clock",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--cooldown",
-            "15",
-        ],
-    );
+    let hook = d.add_repo_feed("clock", &repo, "true", &["--cooldown", "15"]);
     let first = queued_id(&d.post(&hook, &[], b""));
     let built = d.wait_build(first, 60);
     assert_eq!(built["status"], "succeeded");

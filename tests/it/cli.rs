@@ -167,7 +167,7 @@ fn into_closed_pipe(command: &mut Command) -> Output {
 fn a_closed_pipe_ends_quietly() {
     let d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    d.add_feed("web", &["--repo", &repo.url(), "--command", "true"]);
+    d.add_repo_feed("web", &repo, "true", &[]);
     let socket = d.socket();
     let socket = socket.to_str().unwrap();
     let cases: &[&[&str]] = &[
@@ -237,14 +237,14 @@ fn socket_errors_name_the_absolute_path_once_and_the_cause() {
 fn feed_remove_counts_builds_in_english() {
     let d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    d.add_feed("one", &["--repo", &repo.url(), "--command", "true"]);
+    d.add_repo_feed("one", &repo, "true", &[]);
     let build = d.admin_json(&["trigger", "one"])["build"].as_u64().unwrap();
     d.wait_build(build, 60);
     assert_eq!(
         d.admin_ok(&["feed", "remove", "one"]),
         "feed one removed (1 build deleted)\n"
     );
-    d.add_feed("none", &["--repo", &repo.url(), "--command", "true"]);
+    d.add_repo_feed("none", &repo, "true", &[]);
     assert_eq!(
         d.admin_ok(&["feed", "remove", "none"]),
         "feed none removed (0 builds deleted)\n"
@@ -288,17 +288,7 @@ fn github_push(commit: &str, delivery: &str) -> (Vec<(&'static str, String)>, St
 fn builds_show_requested_and_built_commits_deferral_and_pause_as_they_are() {
     let d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
-        "web",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--cooldown",
-            "3600",
-        ],
-    );
+    let hook = d.add_repo_feed("web", &repo, "true", &["--cooldown", "3600"]);
     // A push naming a commit the repository does not have: its branch head is built.
     let missing = "1111111111111111111111111111111111111111";
     let (headers, body) = github_push(missing, "d-1");
@@ -372,16 +362,11 @@ fn deliveries_and_tokens_are_tables_with_headers_and_build_ids() {
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let secret = d.dir.path().join("secret");
     std::fs::write(&secret, "s3cret\n").unwrap();
-    let hook = d.add_feed(
+    let hook = d.add_repo_feed(
         "web",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--secret-file",
-            secret.to_str().unwrap(),
-        ],
+        &repo,
+        "true",
+        &["--secret-file", secret.to_str().unwrap()],
     );
     assert_eq!(d.post(&hook, &[], b"").status, 401);
     let queued = d.post(&hook, &[("Authorization", "Bearer s3cret")], b"");
@@ -452,7 +437,7 @@ fn a_repository_the_builds_cannot_use_is_refused_at_feed_add_and_edit() {
     assert_eq!(d.admin_json(&["feed", "list"]), serde_json::json!([]));
 
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    d.add_feed("web", &["--repo", &repo.url(), "--command", "true"]);
+    d.add_repo_feed("web", &repo, "true", &[]);
     let (_, err) = d.admin_err(&["feed", "edit", "web", "--repo", missing]);
     assert!(err.contains("no such file or directory"), "{err}");
     assert_eq!(d.admin_json(&["feed", "show", "web"])["repo"], repo.url());

@@ -8,10 +8,7 @@ use crate::support::{GitRepo, Launch, TestDaemon};
 #[test]
 fn a_deleted_server_key_is_not_replaced_while_tokens_need_it() {
     let mut d = TestDaemon::start();
-    let hook = d.add_feed(
-        "keyed",
-        &["--repo", "https://forge.invalid/x.git", "--command", "true"],
-    );
+    let hook = d.add_unbuilt_feed("keyed", &[]);
     d.admin_ok(&["feed", "pause", "keyed"]);
     d.kill9();
     let key_file = d.data_dir().join("server.key");
@@ -63,16 +60,11 @@ fn nothing_in_the_data_dir_is_open_to_other_users_whatever_the_umask() {
     };
     let mut d = TestDaemon::start_launched("", &[], how);
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
+    let hook = d.add_repo_feed(
         "modes",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "echo hi > made-by-build; mkdir -p out/deep",
-            "--cooldown",
-            "0",
-        ],
+        &repo,
+        "echo hi > made-by-build; mkdir -p out/deep",
+        &["--cooldown", "0"],
     );
     let build = |d: &TestDaemon| {
         let reply = d.post(&hook, &[], b"");

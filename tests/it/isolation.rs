@@ -10,17 +10,7 @@ const LIST_FDS: &str = "ls /proc/$$/fd; true";
 /// Runs one build of `LIST_FDS` and returns the descriptors it saw.
 fn descriptors_of_a_build(d: &TestDaemon) -> Vec<String> {
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
-        "fds",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            LIST_FDS,
-            "--cooldown",
-            "0",
-        ],
-    );
+    let hook = d.add_repo_feed("fds", &repo, LIST_FDS, &["--cooldown", "0"]);
     let reply = d.post(&hook, &[], b"");
     assert_eq!(reply.status, 202, "{}", reply.body);
     let id = reply.json()["build"].as_u64().unwrap();
@@ -173,18 +163,11 @@ fn zombie_children(pid: u32) -> Vec<i32> {
 fn escape_feed(config: &str, script: &str, timeout: &str) -> (TestDaemon, String) {
     let d = TestDaemon::start_with(config);
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
+    let hook = d.add_repo_feed(
         "esc",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            script,
-            "--cooldown",
-            "0",
-            "--timeout",
-            timeout,
-        ],
+        &repo,
+        script,
+        &["--cooldown", "0", "--timeout", timeout],
     );
     (d, hook)
 }

@@ -9,10 +9,7 @@ use crate::support::{parse_reply, paused_feed, wait_for, GitRepo, TestDaemon};
 #[test]
 fn oversized_body_is_refused_from_content_length_without_reading_it() {
     let d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
-    let hook = d.add_feed(
-        "lim",
-        &["--repo", "https://forge.invalid/x.git", "--command", "true"],
-    );
+    let hook = d.add_unbuilt_feed("lim", &[]);
     let mut s = TcpStream::connect(d.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Announce 1 GB and send none of it: the reply must come anyway.
@@ -50,10 +47,7 @@ fn an_unknown_token_is_answered_without_reading_the_body() {
 #[test]
 fn oversized_chunked_body_is_cut_off_as_it_passes_the_limit() {
     let d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
-    let hook = d.add_feed(
-        "lim",
-        &["--repo", "https://forge.invalid/x.git", "--command", "true"],
-    );
+    let hook = d.add_unbuilt_feed("lim", &[]);
     let mut s = TcpStream::connect(d.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -119,12 +113,7 @@ fn every_acknowledged_trigger_survives_kill_9() {
     let gate = d.dir.path().join("gate");
     let cmd = format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display());
     let hooks: Vec<String> = (0..20)
-        .map(|i| {
-            d.add_feed(
-                &format!("f{i}"),
-                &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-            )
-        })
+        .map(|i| d.add_repo_feed(&format!("f{i}"), &repo, &cmd, &["--cooldown", "0"]))
         .collect();
     let ids: Vec<u64> = hooks
         .iter()

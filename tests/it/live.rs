@@ -194,10 +194,7 @@ fn gated_build(d: &TestDaemon, first: u32, second: u32) -> (u64, std::path::Path
         first + 1,
         first + second
     );
-    let hook = d.add_feed(
-        "live",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("live", &repo, &cmd, &["--cooldown", "0"]);
     let reply = d.post(&hook, &[], b"");
     assert_eq!(reply.status, 202, "{}", reply.body);
     (reply.json()["build"].as_u64().unwrap(), gate)
@@ -279,17 +276,7 @@ fn the_raw_log_streams_while_the_build_runs() {
 fn events_tell_each_build_state_change() {
     let d = TestDaemon::start_with(IDLE_1S);
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
-        "ev",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "sleep 1.5; echo done",
-            "--cooldown",
-            "0",
-        ],
-    );
+    let hook = d.add_repo_feed("ev", &repo, "sleep 1.5; echo done", &["--cooldown", "0"]);
     let mut events = Stream::open(d.addr, "/events", &[]);
     assert_eq!(events.status, 200);
     assert_eq!(events.header("content-type"), Some("text/event-stream"));

@@ -15,10 +15,7 @@ fn sigterm_drains_and_the_interrupted_build_reruns_after_restart() {
         record.display(),
         gate.display()
     );
-    let hook = d.add_feed(
-        "drain",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("drain", &repo, &cmd, &["--cooldown", "0"]);
     let id = d.post(&hook, &[], b"").json()["build"].as_u64().unwrap();
     wait_for(30, "build running", || {
         std::fs::read_to_string(&record)
@@ -52,10 +49,7 @@ fn sigterm_drains_and_the_interrupted_build_reruns_after_restart() {
 #[test]
 fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     let mut d = TestDaemon::start_with("[http]\nmax_body_bytes = 1000\n");
-    let hook = d.add_feed(
-        "hup",
-        &["--repo", "https://forge.invalid/x.git", "--command", "true"],
-    );
+    let hook = d.add_unbuilt_feed("hup", &[]);
     d.admin_ok(&["feed", "pause", "hup"]);
     let body = vec![b' '; 500];
     assert_eq!(d.post(&hook, &[], &body).status, 202);
@@ -109,17 +103,7 @@ fn metric(text: &str, name: &str) -> f64 {
 fn metrics_parse_as_prometheus_text_and_move() {
     let d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
-        "m",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
+    let hook = d.add_repo_feed("m", &repo, "true", &["--cooldown", "0"]);
     let scrape = || crate::support::http(d.addr, "GET", "/metrics", &[], b"").body;
     let before = scrape();
     for line in before.lines().filter(|l| !l.is_empty()) {
@@ -188,15 +172,7 @@ fn export_then_import_into_an_empty_daemon_keeps_feeds_and_hook_urls() {
             secret.to_str().unwrap(),
         ],
     );
-    a.add_feed(
-        "api",
-        &[
-            "--repo",
-            "https://forge.invalid/api.git",
-            "--command",
-            "true",
-        ],
-    );
+    a.add_unbuilt_feed("api", &[]);
     let extra = a.admin_json(&["token", "add", "web", "--label", "gitlab"]);
     let revoked_id = extra[0]["id"].as_str().unwrap().to_owned();
     a.admin_ok(&["token", "revoke", "web", &revoked_id]);

@@ -196,10 +196,7 @@ fn files_left_by_a_build_are_gone_in_the_next() {
          echo x > untracked.txt; echo x > out.log; mkdir -p build nested/.git; \
          echo x > build/obj.o; echo changed > README"
     );
-    let hook = d.add_feed(
-        "clean",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("clean", &repo, &cmd, &["--cooldown", "0"]);
     let seen = |id: u64| std::fs::read_to_string(d.dir.path().join(format!("seen-{id}"))).unwrap();
     let mut ids = Vec::new();
     for _ in 0..2 {
@@ -312,10 +309,7 @@ fn submodules_are_checked_out_at_the_recorded_commit() {
         "cat vendor/lib/lib.txt > '{}-'\"$HOOKD_BUILD_ID\"",
         out.display()
     );
-    let hook = d.add_feed(
-        "super",
-        &["--repo", &app.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("super", &app, &cmd, &["--cooldown", "0"]);
     let seen = |id: u64| {
         std::fs::read_to_string(format!("{}-{id}", out.display()))
             .unwrap_or_else(|e| panic!("build {id} did not read the submodule: {e}"))

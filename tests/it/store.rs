@@ -33,15 +33,7 @@ fn github_push(git_ref: &str, after: &str, message: &str) -> Vec<u8> {
 #[test]
 fn over_long_fields_and_non_hex_commit_ids_are_refused_with_400() {
     let d = TestDaemon::start();
-    let hook = d.add_feed(
-        "bounds",
-        &[
-            "--repo",
-            "https://forge.invalid/nonexistent.git",
-            "--command",
-            "true",
-        ],
-    );
+    let hook = d.add_unbuilt_feed("bounds", &[]);
     let sha = "a".repeat(40);
     let long_event = "e".repeat(50_000);
     let long_id = "i".repeat(129);
@@ -138,15 +130,7 @@ fn a_record_over_the_blob_threshold_is_fsynced_before_the_reply() {
         return;
     }
     let d = TestDaemon::start();
-    d.add_feed(
-        "big",
-        &[
-            "--repo",
-            "https://forge.invalid/nonexistent.git",
-            "--command",
-            "true",
-        ],
-    );
+    d.add_unbuilt_feed("big", &[]);
     let log = d.dir.path().join("strace.log");
     let mut strace = Command::new("strace")
         .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])

@@ -379,6 +379,16 @@ impl TestDaemon {
         hook_path(feed["hook_urls"][0]["url"].as_str().expect("hook url"))
     }
 
+    /// A feed whose builds are not the point (hook replies, tokens, limits): its
+    /// repository `https://forge.invalid/NAME.git` is never reached, its command is
+    /// `true`; `extra` flags added. Returns its hook path.
+    pub fn add_unbuilt_feed(&self, name: &str, extra: &[&str]) -> String {
+        let url = format!("https://forge.invalid/{name}.git");
+        let mut args = vec!["--repo", url.as_str(), "--command", "true"];
+        args.extend_from_slice(extra);
+        self.add_feed(name, &args)
+    }
+
     /// A feed building `repo` with `command` (plus `extra` flags); returns its hook path.
     pub fn add_repo_feed(
         &self,

@@ -37,11 +37,8 @@ fn api_replies_are_the_admin_json() {
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let gate = d.dir.path().join("gate");
     let cmd = format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display());
-    let hook = d.add_feed(
-        "web",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
-    d.add_feed("api", &["--repo", &repo.url(), "--command", "true"]);
+    let hook = d.add_repo_feed("web", &repo, &cmd, &["--cooldown", "0"]);
+    d.add_repo_feed("api", &repo, "true", &[]);
     let first = queued_id(&d.post(&hook, &[], b""));
     // Running its command: the commit, subject and process group are filled in after
     // the build starts, so comparing two reads before then races the runner.
@@ -162,21 +159,8 @@ fn badges_follow_the_newest_build_of_opted_in_feeds_only() {
         gate.display(),
         fail.display()
     );
-    let hook = d.add_feed(
-        "pub",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
-    let other = d.add_feed(
-        "priv",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
+    let hook = d.add_repo_feed("pub", &repo, &cmd, &["--cooldown", "0"]);
+    let other = d.add_repo_feed("priv", &repo, "true", &["--cooldown", "0"]);
     assert_eq!(d.admin_json(&["feed", "show", "pub"])["badge"], false);
     d.admin_ok(&["feed", "edit", "pub", "--badge", "on"]);
     assert_eq!(d.admin_json(&["feed", "show", "pub"])["badge"], true);
@@ -258,16 +242,11 @@ fn badges_follow_the_newest_build_of_opted_in_feeds_only() {
 fn build_output_is_shown_as_text() {
     let d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
-    let hook = d.add_feed(
+    let hook = d.add_repo_feed(
         "web",
-        &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "echo '<script>alert(1)</script>'",
-            "--cooldown",
-            "0",
-        ],
+        &repo,
+        "echo '<script>alert(1)</script>'",
+        &["--cooldown", "0"],
     );
     let id = queued_id(&d.post(&hook, &[], b""));
     assert_eq!(d.wait_build(id, 60)["status"], "succeeded");
@@ -375,13 +354,11 @@ fn no_page_shows_a_token_secret_or_credential() {
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let secret_file = d.dir.path().join("webhook.secret");
     std::fs::write(&secret_file, "WEBHOOK-SECRET-41d2\n").unwrap();
-    let public = d.add_feed(
+    let public = d.add_repo_feed(
         "public",
+        &repo,
+        "echo built",
         &[
-            "--repo",
-            &repo.url(),
-            "--command",
-            "echo built",
             "--cooldown",
             "0",
             "--secret-file",
