@@ -186,7 +186,9 @@ mod tests {
         for f in [&r, &d] {
             let warm = Hook::new(f, "warm", None, 1_000);
             store.admit(&warm.request(), None).unwrap();
-            let pick = store.claim_next(&HashSet::new(), 1_000).unwrap();
+            let pick = store
+                .claim_next(&HashSet::new(), &Default::default(), 1_000)
+                .unwrap();
             assert!(matches!(pick, crate::store::Pick::Start(_)), "{pick:?}");
         }
         store.durable_blocking().unwrap();
@@ -347,7 +349,9 @@ mod tests {
         for h in &fill {
             store.admit(&h.request(), Some(h.record())).unwrap();
         }
-        let claimed = store.claim_next(&HashSet::new(), 2_100).unwrap();
+        let claimed = store
+            .claim_next(&HashSet::new(), &Default::default(), 2_100)
+            .unwrap();
         assert!(matches!(claimed, crate::store::Pick::Start(_)));
         store
             .deliveries
