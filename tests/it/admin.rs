@@ -175,115 +175,55 @@ fn admin_socket_is_group_only() {
     assert_eq!(mode & 0o777, 0o660);
 }
 
+/// `feed add NAME --repo REPO --command true EXTRA…`
+fn feed_add<'a>(name: &'a str, repo: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["feed", "add", name, "--repo", repo, "--command", "true"][..],
+        extra,
+    ]
+    .concat()
+}
+
 #[test]
 fn bad_input_gets_clear_errors() {
     let d = TestDaemon::start();
-    let cases: &[(&[&str], &str)] = &[
+    let x = "https://forge.invalid/x.git";
+    let cases: &[(Vec<&str>, &str)] = &[
+        (feed_add("../etc", x, &[]), "invalid feed name"),
+        (feed_add("Web", x, &[]), "invalid feed name"),
+        (feed_add("ok", "ftp://x/y", &[]), "invalid repository URL"),
         (
-            &[
-                "feed",
-                "add",
-                "../etc",
-                "--repo",
-                "https://forge.invalid/x.git",
-                "--command",
-                "true",
-            ],
-            "invalid feed name",
-        ),
-        (
-            &[
-                "feed",
-                "add",
-                "Web",
-                "--repo",
-                "https://forge.invalid/x.git",
-                "--command",
-                "true",
-            ],
-            "invalid feed name",
-        ),
-        (
-            &[
-                "feed",
-                "add",
-                "ok",
-                "--repo",
-                "ftp://x/y",
-                "--command",
-                "true",
-            ],
+            feed_add("ok", "relative/path", &[]),
             "invalid repository URL",
         ),
         (
-            &[
-                "feed",
-                "add",
-                "ok",
-                "--repo",
-                "relative/path",
-                "--command",
-                "true",
-            ],
-            "invalid repository URL",
-        ),
-        (
-            &[
-                "feed",
-                "add",
-                "ok",
-                "--repo",
-                "https://forge.invalid/x.git",
-                "--command",
-                "true",
-                "--branch",
-                "[oops",
-            ],
+            feed_add("ok", x, &["--branch", "[oops"]),
             "invalid branch pattern",
         ),
-        (&["feed", "show", "nope"], "no feed named"),
-        (&["token", "add", "nope", "--label", "x"], "no feed named"),
-        (&["build", "show", "999"], "no build 999"),
+        (vec!["feed", "show", "nope"], "no feed named"),
+        (
+            vec!["token", "add", "nope", "--label", "x"],
+            "no feed named",
+        ),
+        (vec!["build", "show", "999"], "no build 999"),
     ];
     for (args, expected) in cases {
         let (code, err) = d.admin_err(args);
         assert_eq!(code, 1, "{args:?}");
         assert!(err.contains(expected), "{args:?}: {err}");
     }
-    d.admin_ok(&[
-        "feed",
-        "add",
-        "dup",
-        "--repo",
-        "https://forge.invalid/x.git",
-        "--command",
-        "true",
-    ]);
-    let (_, err) = d.admin_err(&[
-        "feed",
-        "add",
-        "dup",
-        "--repo",
-        "https://forge.invalid/x.git",
-        "--command",
-        "true",
-    ]);
+    d.admin_ok(&feed_add("dup", x, &[]));
+    let (_, err) = d.admin_err(&feed_add("dup", x, &[]));
     assert!(err.contains("already exists"), "{err}");
     // Nothing half-created by the refusals.
     assert_eq!(d.admin_json(&["feed", "list"]).as_array().unwrap().len(), 1);
     let empty = d.dir.path().join("empty-secret");
     std::fs::write(&empty, "\n").unwrap();
-    let (_, err) = d.admin_err(&[
-        "feed",
-        "add",
+    let (_, err) = d.admin_err(&feed_add(
         "s",
-        "--repo",
-        "https://forge.invalid/x.git",
-        "--command",
-        "true",
-        "--secret-file",
-        empty.to_str().unwrap(),
-    ]);
+        x,
+        &["--secret-file", empty.to_str().unwrap()],
+    ));
     assert!(err.contains("empty"), "{err}");
     // Usage errors exit 2.
     let (code, _) = d.admin_err(&["feed", "add"]);

@@ -235,11 +235,8 @@ fn pages_follow_new_builds_and_live_logs_without_reload() {
         wait(1),
         wait(2)
     );
-    let hook = d.add_feed(
-        "web",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
-    d.add_feed("docs", &["--repo", &repo.url(), "--command", "true"]);
+    let hook = d.add_repo_feed("web", &repo, &cmd, &["--cooldown", "0"]);
+    d.add_repo_feed("docs", &repo, "true", &[]);
     let base = format!("http://{}", d.addr);
     let browser = driver.session(&d.dir.path().join("profile"));
     let shots = screenshot_dir();

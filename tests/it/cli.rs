@@ -503,13 +503,5 @@ fn check_lists_a_network_remote_before_the_feed_is_saved() {
     ]);
     assert!(err.contains("cannot reach the remote"), "{err}");
     // Without --check a network URL is taken as given.
-    d.admin_ok(&[
-        "feed",
-        "add",
-        "other",
-        "--repo",
-        &nobody,
-        "--command",
-        "true",
-    ]);
+    d.add_feed("other", &["--repo", &nobody, "--command", "true"]);
 }

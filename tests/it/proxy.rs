@@ -119,10 +119,7 @@ fn pages_and_live_logs_pass_through_nginx() {
         "echo 'line 1'; echo 'line 2'; while [ ! -e '{}' ]; do sleep 0.02; done; echo 'line 3'",
         gate.display()
     );
-    let hook = d.add_feed(
-        "proxied",
-        &["--repo", &repo.url(), "--command", &cmd, "--cooldown", "0"],
-    );
+    let hook = d.add_repo_feed("proxied", &repo, &cmd, &["--cooldown", "0"]);
     d.admin_ok(&["feed", "edit", "proxied", "--badge", "on"]);
     let auth = format!(
         "Basic {}",

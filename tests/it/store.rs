@@ -233,17 +233,7 @@ impl Drop for Serve {
 /// A stopped daemon whose store acknowledged `count` triggers (each a queued build).
 fn acknowledged_store(count: usize) -> TestDaemon {
     let mut d = TestDaemon::start_with("[builds]\nkeep_builds = 100000\n");
-    let hook = d.add_feed(
-        "f",
-        &[
-            "--repo",
-            "https://forge.invalid/nonexistent.git",
-            "--branch",
-            "**",
-            "--command",
-            "true",
-        ],
-    );
+    let hook = d.add_unbuilt_feed("f", &["--branch", "**"]);
     d.admin_ok(&["feed", "pause", "f"]);
     for i in 0..count {
         let r = d.post(&format!("{hook}?branch=b{i}"), &[], b"");

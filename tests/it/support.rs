@@ -485,17 +485,7 @@ impl Drop for TestDaemon {
 
 /// A feed that admits triggers but never builds; returns its hook path.
 pub fn paused_feed(d: &TestDaemon, name: &str) -> String {
-    let hook = d.add_feed(
-        name,
-        &[
-            "--repo",
-            "https://forge.invalid/x.git",
-            "--command",
-            "true",
-            "--cooldown",
-            "0",
-        ],
-    );
+    let hook = d.add_unbuilt_feed(name, &["--cooldown", "0"]);
     d.admin_ok(&["feed", "pause", name]);
     hook
 }
