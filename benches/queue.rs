@@ -45,6 +45,7 @@ fn feed(i: usize) -> Feed {
         badge: false,
         declared: false,
         retired_ms: None,
+        secret_pending: false,
     }
 }
 

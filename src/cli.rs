@@ -127,6 +127,9 @@ pub(crate) enum AdminCommand {
     /// Manage a feed's hook tokens (one per sending host).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Rotate a feed's webhook secret without refusing a push on the way.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Show a feed's hook URL(s) again.
     HookUrl {
         /// Feed name.
@@ -353,6 +356,30 @@ pub(crate) enum CooldownArg {
     Defer,
     /// Answer 429 with Retry-After.
     Reject,
+}
+
+/// `hookd admin secret …`: change a webhook secret the forge must learn too.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Accept a new secret next to the current one, until `confirm` (set it on the
+    /// forge in between).
+    Rotate {
+        /// Feed name.
+        name: String,
+        /// File holding the new secret.
+        #[arg(long, value_name = "PATH")]
+        secret_file: PathBuf,
+    },
+    /// The forge signs with the new secret: make it the only one.
+    Confirm {
+        /// Feed name.
+        name: String,
+    },
+    /// Drop the new secret; the current one stays.
+    Cancel {
+        /// Feed name.
+        name: String,
+    },
 }
 
 /// `hookd admin token …`.

@@ -171,6 +171,11 @@ pub struct Feed {
     /// starts no builds, but its history stays; declaring it again clears this.
     #[serde(default)]
     pub retired_ms: Option<i64>,
+    /// Whether a new webhook secret waits next to the current one (its own 0600
+    /// file): until the forge is confirmed to sign with it, deliveries signed with
+    /// either are accepted, so a rotation never refuses a push.
+    #[serde(default)]
+    pub secret_pending: bool,
 }
 
 impl Feed {
@@ -279,6 +284,7 @@ pub(crate) fn sample(name: &str) -> Feed {
         badge: false,
         declared: false,
         retired_ms: None,
+        secret_pending: false,
     }
 }
 

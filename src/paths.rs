@@ -7,6 +7,7 @@
 //! DATA_DIR/server.key            the hook-token key (0600)
 //! DATA_DIR/admin.sock            the admin socket (default)
 //! DATA_DIR/secrets/FEED          a feed's webhook secret (0600, dir 0700)
+//! DATA_DIR/secrets/FEED+pending  its next secret while a rotation is pending (0600)
 //! DATA_DIR/logs/ID.log           a build's log
 //! DATA_DIR/mirrors/FEED.git      a feed's bare mirror
 //! DATA_DIR/workspaces/FEED       where a feed's builds run
@@ -45,6 +46,12 @@ pub(crate) fn secrets_dir(data_dir: &Path) -> PathBuf {
 /// A feed's webhook secret.
 pub(crate) fn secret(data_dir: &Path, feed: &FeedName) -> PathBuf {
     secrets_dir(data_dir).join(feed.as_str())
+}
+
+/// A feed's next webhook secret while a rotation is pending (`+` is in no feed name,
+/// so it cannot be another feed's secret).
+pub(crate) fn pending_secret(data_dir: &Path, feed: &FeedName) -> PathBuf {
+    secrets_dir(data_dir).join(format!("{}+pending", feed.as_str()))
 }
 
 /// Where a build's log lives.

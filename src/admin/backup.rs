@@ -20,6 +20,17 @@ pub(crate) fn export(app: &App) -> Result<Reply, CommandError> {
                 CommandError::Other(format!("cannot read the secret of feed {}: {e}", feed.name))
             })?
             .map(|s| s.expose().to_owned());
+        let pending_secret = match feed.secret_pending {
+            true => crate::secret::load_pending(&data_dir, &feed.name)
+                .map_err(|e| {
+                    CommandError::Other(format!(
+                        "cannot read the pending secret of feed {}: {e}",
+                        feed.name
+                    ))
+                })?
+                .map(|s| s.expose().to_owned()),
+            false => None,
+        };
         let tokens = app
             .store
             .tokens_of(feed.name.as_str())?
@@ -34,6 +45,7 @@ pub(crate) fn export(app: &App) -> Result<Reply, CommandError> {
         feeds.push(BackupFeed {
             feed,
             secret,
+            pending_secret,
             tokens,
         });
     }
@@ -65,13 +77,16 @@ pub(crate) fn import(app: &App, backup: Backup) -> Result<Reply, CommandError> {
     let key = ServerKey::restore(&data_dir, &backup.server_key)
         .map_err(|e| CommandError::Other(e.to_string()))?;
     app.set_key(key);
+    let stored = |e| CommandError::Other(format!("cannot store the webhook secret: {e}"));
+    let empty = || CommandError::Other("empty webhook secret in backup".into());
     for item in &backup.feeds {
         if let Some(secret) = &item.secret {
-            let secret = Secret::new(secret.clone())
-                .map_err(|_| CommandError::Other("empty webhook secret in backup".into()))?;
-            crate::secret::save(&data_dir, &item.feed.name, &secret).map_err(|e| {
-                CommandError::Other(format!("cannot store the webhook secret: {e}"))
-            })?;
+            let secret = Secret::new(secret.clone()).map_err(|_| empty())?;
+            crate::secret::save(&data_dir, &item.feed.name, &secret).map_err(stored)?;
+        }
+        if let Some(secret) = &item.pending_secret {
+            let secret = Secret::new(secret.clone()).map_err(|_| empty())?;
+            crate::secret::save_pending(&data_dir, &item.feed.name, &secret).map_err(stored)?;
         }
         app.store.add_feed(&item.feed)?;
         for t in &item.tokens {
@@ -101,6 +116,12 @@ fn check(backup: &Backup) -> Result<(), CommandError> {
         if f.has_secret != item.secret.is_some() {
             return Err(CommandError::Other(format!(
                 "feed {}: has_secret does not match the secret given",
+                f.name
+            )));
+        }
+        if f.secret_pending != item.pending_secret.is_some() {
+            return Err(CommandError::Other(format!(
+                "feed {}: secret_pending does not match the pending secret given",
                 f.name
             )));
         }

@@ -12,7 +12,7 @@ use crate::admin::proto::{FeedSpec, Reply, Request};
 use crate::admin::render;
 use crate::cli::{
     AdminArgs, AdminCommand, BuildCommand, CooldownArg, FeedAddArgs, FeedCommand, FeedSpecArgs,
-    TokenCommand,
+    SecretCommand, TokenCommand,
 };
 use crate::feed::CooldownPolicy;
 
@@ -237,6 +237,14 @@ fn request(command: AdminCommand) -> anyhow::Result<Request> {
         AdminCommand::Token(TokenCommand::Revoke { name, token_id }) => {
             Request::TokenRevoke { name, token_id }
         }
+        AdminCommand::Secret(SecretCommand::Rotate { name, secret_file }) => {
+            Request::SecretRotate {
+                name,
+                secret: read_secret(&secret_file)?,
+            }
+        }
+        AdminCommand::Secret(SecretCommand::Confirm { name }) => Request::SecretConfirm { name },
+        AdminCommand::Secret(SecretCommand::Cancel { name }) => Request::SecretCancel { name },
         AdminCommand::HookUrl { name } => Request::HookUrl { name },
         AdminCommand::Trigger {
             name,

@@ -41,6 +41,9 @@ pub(crate) async fn execute(app: &App, req: Request) -> Reply {
             | Request::FeedPause { .. }
             | Request::TokenAdd { .. }
             | Request::TokenRevoke { .. }
+            | Request::SecretRotate { .. }
+            | Request::SecretConfirm { .. }
+            | Request::SecretCancel { .. }
             | Request::Import { .. }
     );
     let mut result = match req {
@@ -125,6 +128,19 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
             tracing::info!(feed = %name, token_id = %id, "token revoked");
             Ok(Reply::Done(format!("token {id} of feed {name} revoked")))
         }
+        Request::SecretRotate { name, secret } => {
+            let secret = Secret::new(secret).map_err(|_| empty_secret())?;
+            let feed = crate::admin::rotation::begin(app, &name, &secret)?;
+            Ok(Reply::Feed(feed_view(app, &feed)?))
+        }
+        Request::SecretConfirm { name } => {
+            let feed = crate::admin::rotation::confirm(app, &name)?;
+            Ok(Reply::Feed(feed_view(app, &feed)?))
+        }
+        Request::SecretCancel { name } => {
+            let feed = crate::admin::rotation::cancel(app, &name)?;
+            Ok(Reply::Feed(feed_view(app, &feed)?))
+        }
         Request::HookUrl { name } => {
             store.feed_required(&name)?;
             Ok(Reply::Tokens(tokens(app, &name, false)?))
@@ -189,6 +205,7 @@ fn add_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         badge: spec.badge.unwrap_or(false),
         declared: false,
         retired_ms: None,
+        secret_pending: false,
     };
     feed::validate(&feed)?;
     // Refuse a taken name before touching its secret file.
@@ -231,6 +248,8 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         on_cooldown: spec.on_cooldown.unwrap_or(old.on_cooldown),
         timeout_secs: spec.timeout_secs.unwrap_or(old.timeout_secs),
         has_secret,
+        // Setting or clearing the secret by hand ends a pending rotation.
+        secret_pending: old.secret_pending && secret.is_none() && !spec.clear_secret,
         badge: spec.badge.unwrap_or(old.badge),
         ..old.clone()
     };
@@ -246,6 +265,9 @@ fn edit_feed(app: &App, name: &str, spec: FeedSpec) -> Result<Reply> {
         (None, false) => {}
     }
     let stored = app.store.update_feed(name, |_| new.clone())?;
+    if old.secret_pending && !stored.secret_pending {
+        crate::admin::rotation::drop_pending(app, &stored.name);
+    }
     app.scheduler.wake();
     tracing::info!(feed = %name, "feed edited");
     let mut view = feed_view(app, &stored)?;
@@ -289,14 +311,15 @@ fn check_repo(app: &App, feed: &Feed, list_remote: bool) -> Result<Option<Vec<St
 
 /// The webhook secret a spec carries, refused when empty.
 fn spec_secret(spec: &FeedSpec) -> Result<Option<Secret>> {
-    let empty = || {
-        CommandError::Other("the secret file is empty; a webhook secret must not be empty".into())
-    };
     spec.secret
         .clone()
         .map(Secret::new)
         .transpose()
-        .map_err(|_| empty())
+        .map_err(|_| empty_secret())
+}
+
+fn empty_secret() -> CommandError {
+    CommandError::Other("the secret file is empty; a webhook secret must not be empty".into())
 }
 
 fn save_secret(app: &App, name: &FeedName, secret: &Secret) -> Result<()> {

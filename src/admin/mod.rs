@@ -8,4 +8,5 @@ pub(crate) mod declared;
 pub(crate) mod proto;
 pub(crate) mod reads;
 pub(crate) mod render;
+pub(crate) mod rotation;
 pub(crate) mod server;

@@ -95,6 +95,23 @@ pub(crate) enum Request {
         /// Token id (hex).
         token_id: String,
     },
+    /// Start a secret rotation: the new secret is accepted next to the current one.
+    SecretRotate {
+        /// Feed name.
+        name: String,
+        /// The new secret's text, read from `--secret-file` by the client.
+        secret: String,
+    },
+    /// End a rotation: the new secret becomes the only one.
+    SecretConfirm {
+        /// Feed name.
+        name: String,
+    },
+    /// Abandon a rotation: only the current secret stays.
+    SecretCancel {
+        /// Feed name.
+        name: String,
+    },
     /// A feed's hook URLs.
     HookUrl {
         /// Feed name.
@@ -252,6 +269,9 @@ pub(crate) struct BackupFeed {
     pub(crate) feed: Feed,
     /// Its webhook secret.
     pub(crate) secret: Option<String>,
+    /// The secret a pending rotation moves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pending_secret: Option<String>,
     /// Its tokens, revoked ones included.
     pub(crate) tokens: Vec<BackupToken>,
 }
@@ -288,6 +308,9 @@ pub(crate) struct FeedView {
     pub(crate) timeout_secs: u64,
     /// Whether deliveries must be signed.
     pub(crate) has_secret: bool,
+    /// Whether a new secret is accepted next to the current one until confirmed.
+    #[serde(default)]
+    pub(crate) secret_pending: bool,
     /// Whether builds are paused.
     pub(crate) paused: bool,
     /// Whether its badge is shown.
@@ -323,6 +346,7 @@ impl FeedView {
             on_cooldown: feed.on_cooldown,
             timeout_secs: feed.timeout_secs,
             has_secret: feed.has_secret,
+            secret_pending: feed.secret_pending,
             paused: feed.paused,
             badge: feed.badge,
             declared: feed.declared,

@@ -401,7 +401,12 @@ fn feed_block(out: &mut String, f: &FeedView) {
     let _ = writeln!(
         out,
         "secret:      {}",
-        if f.has_secret { "set" } else { "none" }
+        match (f.has_secret, f.secret_pending) {
+            (true, false) => "set",
+            (false, false) => "none",
+            (true, true) => "set, rotation pending (the next secret is accepted too)",
+            (false, true) => "none, rotation pending (the next secret is accepted too)",
+        }
     );
     let _ = writeln!(out, "badge:       {}", if f.badge { "on" } else { "off" });
     let _ = writeln!(out, "state:       {}", feed_state(f));

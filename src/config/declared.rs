@@ -221,6 +221,7 @@ fn declared(name: FeedName, repo: &str, raw: &RawFeed) -> Result<DeclaredFeed, C
         badge: raw.badge.unwrap_or(false),
         declared: true,
         retired_ms: None,
+        secret_pending: false,
     };
     feed::validate(&feed).map_err(|e| {
         let k = match &e {

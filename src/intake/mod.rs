@@ -36,10 +36,19 @@ pub(crate) struct Context<'a> {
     pub(crate) allow_sha1: bool,
 }
 
-/// The feed a live hook token opens, with its webhook secret.
+/// The feed a live hook token opens, with its webhook secret (and the next one,
+/// while a rotation is pending).
 pub(crate) struct Target {
     feed: Feed,
-    secret: Option<Secret>,
+    secrets: Secrets,
+}
+
+/// The secrets a delivery may be signed with.
+struct Secrets {
+    /// The feed's secret.
+    current: Option<Secret>,
+    /// The one a pending rotation moves to.
+    pending: Option<Secret>,
 }
 
 /// Resolves a hook token before its request body is read, so a request with an
@@ -48,7 +57,10 @@ pub(crate) fn target(routes: &Routes, key: &ServerKey, token: &str) -> Option<Ta
     let entry = routes.lookup(key.check(token))?;
     Some(Target {
         feed: entry.feed.clone(),
-        secret: entry.secret.clone(),
+        secrets: Secrets {
+            current: entry.secret.clone(),
+            pending: entry.pending.clone(),
+        },
     })
 }
 
@@ -66,7 +78,7 @@ pub(crate) async fn handle(
         headers,
         body,
     };
-    intake.run(query, target.secret).await
+    intake.run(query, target.secrets).await
 }
 
 /// One request after the token check.
@@ -78,10 +90,10 @@ struct Intake<'a> {
 }
 
 impl Intake<'_> {
-    async fn run(self, query: Option<&str>, secret: Option<Secret>) -> HookReply {
+    async fn run(self, query: Option<&str>, secrets: Secrets) -> HookReply {
         let provider = hook::detect(self.headers, &self.body);
         if self.feed.has_secret {
-            if let Err(refusal) = self.verify(provider, secret.as_ref()) {
+            if let Err(refusal) = self.verify_either(provider, &secrets) {
                 if refusal.unsigned && is_ping(self.headers, query, &self.body) {
                     let why = Some("unsigned test delivery".to_owned());
                     return self.record(provider, None, HookReply::Pong, why).await;
@@ -137,6 +149,16 @@ impl Intake<'_> {
                 branch,
                 commit,
             } => self.admit(&delivery, git_ref, branch, commit).await,
+        }
+    }
+
+    /// Verifies against the feed's secret and, while a rotation is pending, against
+    /// the next one too; a refusal speaks of the current secret.
+    fn verify_either(&self, provider: Provider, secrets: &Secrets) -> Result<(), Refusal> {
+        let current = self.verify(provider, secrets.current.as_ref());
+        match (&current, &secrets.pending) {
+            (Err(_), Some(next)) if self.verify(provider, Some(next)).is_ok() => Ok(()),
+            _ => current,
         }
     }
 

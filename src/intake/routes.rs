@@ -20,6 +20,8 @@ pub(crate) struct Entry {
     pub(crate) feed: Feed,
     /// Its webhook secret, when it has one and the file is readable.
     pub(crate) secret: Option<Secret>,
+    /// The secret a pending rotation moves to, accepted next to `secret`.
+    pub(crate) pending: Option<Secret>,
 }
 
 /// One consistent view of tokens and feeds.
@@ -49,6 +51,13 @@ impl Routes {
                 }),
                 false => None,
             };
+            let pending = match feed.secret_pending {
+                true => crate::secret::load_pending(data_dir, &feed.name).unwrap_or_else(|e| {
+                    tracing::error!(feed = %feed.name, error = %e, "cannot read the pending webhook secret; only the current one is accepted");
+                    None
+                }),
+                false => None,
+            };
             // A retired feed keeps its tokens for when it is declared again; until
             // then they open nothing.
             for (id, record) in store.tokens_of(feed.name.as_str())? {
@@ -56,9 +65,14 @@ impl Routes {
                     snapshot.tokens.insert(id, feed.name.clone());
                 }
             }
-            snapshot
-                .feeds
-                .insert(feed.name.clone(), Arc::new(Entry { feed, secret }));
+            snapshot.feeds.insert(
+                feed.name.clone(),
+                Arc::new(Entry {
+                    feed,
+                    secret,
+                    pending,
+                }),
+            );
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
         Ok(())

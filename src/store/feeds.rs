@@ -4,10 +4,13 @@ use super::space::Writes;
 use super::{codec, keys, Store, StoreError};
 use crate::feed::{CommandSpec, CooldownPolicy, Feed, FeedName};
 
-/// Feed records are written in format 3 (`declared` and `retired_ms` added); format 2
-/// records (`badge` added) are read as made with the CLI, format 1 records (the common
+/// Feed records are written in format 4 (`secret_pending` added); format 3 records
+/// (`declared` and `retired_ms` added) are read with no rotation pending, format 2
+/// records (`badge` added) also as made with the CLI, format 1 records (the common
 /// value version) also as badge off.
-const FEED_FORMAT: u8 = 3;
+const FEED_FORMAT: u8 = 4;
+/// The format that added `declared` and `retired_ms`.
+const FEED_FORMAT_DECLARED: u8 = 3;
 /// The format that added `badge`.
 const FEED_FORMAT_BADGE: u8 = 2;
 
@@ -16,17 +19,33 @@ fn encode_feed(feed: &Feed) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_feed(bytes: &[u8]) -> Result<Feed, StoreError> {
+    let v2 = |v2: FeedV2| FeedV3 {
+        v2,
+        declared: false,
+        retired_ms: None,
+    };
     match bytes.first() {
         Some(&FEED_FORMAT) => codec::decode_as(FEED_FORMAT, bytes),
-        Some(&FEED_FORMAT_BADGE) => {
-            codec::decode_as::<FeedV2>(FEED_FORMAT_BADGE, bytes).map(Feed::from)
+        Some(&FEED_FORMAT_DECLARED) => {
+            codec::decode_as::<FeedV3>(FEED_FORMAT_DECLARED, bytes).map(Feed::from)
         }
-        _ => codec::decode::<FeedV1>(bytes).map(|v1| Feed::from(FeedV2 { v1, badge: false })),
+        Some(&FEED_FORMAT_BADGE) => {
+            codec::decode_as::<FeedV2>(FEED_FORMAT_BADGE, bytes).map(|v| Feed::from(v2(v)))
+        }
+        _ => codec::decode::<FeedV1>(bytes).map(|v1| Feed::from(v2(FeedV2 { v1, badge: false }))),
     }
 }
 
-/// A feed as format 2 stored it: format 1's fields, then `badge` (bincode writes
-/// fields in order, so the nested struct reads the same bytes).
+/// A feed as format 3 stored it: format 2's fields, then `declared` and `retired_ms`
+/// (bincode writes fields in order, so the nested struct reads the same bytes).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FeedV3 {
+    v2: FeedV2,
+    declared: bool,
+    retired_ms: Option<i64>,
+}
+
+/// A feed as format 2 stored it: format 1's fields, then `badge`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct FeedV2 {
     v1: FeedV1,
@@ -48,8 +67,9 @@ struct FeedV1 {
     created_ms: i64,
 }
 
-impl From<FeedV2> for Feed {
-    fn from(FeedV2 { v1: v, badge }: FeedV2) -> Self {
+impl From<FeedV3> for Feed {
+    fn from(old: FeedV3) -> Self {
+        let FeedV2 { v1: v, badge } = old.v2;
         Self {
             name: v.name,
             repo: v.repo,
@@ -62,8 +82,9 @@ impl From<FeedV2> for Feed {
             paused: v.paused,
             created_ms: v.created_ms,
             badge,
-            declared: false,
-            retired_ms: None,
+            declared: old.declared,
+            retired_ms: old.retired_ms,
+            secret_pending: false,
         }
     }
 }
@@ -209,6 +230,39 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.feed("web").unwrap().unwrap(), retired);
+    }
+
+    #[test]
+    fn format_3_feeds_read_with_no_rotation_pending() {
+        let (_dir, store) = temp_store();
+        let old = Feed {
+            badge: true,
+            declared: true,
+            retired_ms: Some(9),
+            ..feed("web")
+        };
+        let v3 = super::FeedV3 {
+            v2: super::FeedV2 {
+                v1: v1_of(&old),
+                badge: true,
+            },
+            declared: true,
+            retired_ms: Some(9),
+        };
+        let bytes = crate::store::codec::encode_as(super::FEED_FORMAT_DECLARED, &v3).unwrap();
+        store.feeds.insert("web", bytes).unwrap();
+        assert_eq!(store.feed("web").unwrap().unwrap(), old);
+        let rotating = store
+            .update_feed("web", |f| Feed {
+                secret_pending: true,
+                ..f
+            })
+            .unwrap();
+        assert_eq!(store.feed("web").unwrap().unwrap(), rotating);
+        assert_eq!(
+            store.feeds.get("web").unwrap().unwrap()[0],
+            super::FEED_FORMAT
+        );
     }
 
     #[test]

@@ -66,6 +66,17 @@ impl Store {
     pub(super) fn migrate_from_v3(&self) -> Result<(), StoreError> {
         let _guard = self.lock();
         let mut w = Writes::default();
+        w.insert(&self.meta, keys::SCHEMA, &4u32.to_be_bytes());
+        self.apply(w)
+    }
+
+    /// Schema 5 may store feed records of format 4 (a pending webhook secret), which
+    /// a schema-4 hookd would call corrupt: the bump makes it refuse the store with a
+    /// version message instead. Older feed records read as they are (no rotation
+    /// pending), so only the version changes.
+    pub(super) fn migrate_from_v4(&self) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut w = Writes::default();
         w.insert(&self.meta, keys::SCHEMA, &SCHEMA_VERSION.to_be_bytes());
         self.apply(w)
     }
@@ -249,7 +260,7 @@ mod tests {
             .unwrap();
         store.check_schema().unwrap();
         let schema = store.meta.get(keys::SCHEMA).unwrap().unwrap();
-        assert_eq!(keys::read_u32(&schema).unwrap(), 4);
+        assert_eq!(keys::read_u32(&schema).unwrap(), SCHEMA_VERSION);
         assert_eq!(store.delivery_by_id("a", "d-1").unwrap(), Some(old));
         // What schema 4 adds: a reply listing several refs, kept and replayed whole.
         let several = record(
@@ -272,5 +283,52 @@ mod tests {
         // Opening again changes nothing.
         store.check_schema().unwrap();
         assert_eq!(store.deliveries("a", 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn schema_4_feeds_read_as_they_are_and_a_rotation_can_follow() {
+        let (_d, store) = temp_store();
+        // A feed as schema 4 wrote it (format 3, before `secret_pending`).
+        let old = crate::feed::Feed {
+            has_secret: true,
+            ..crate::feed::sample("a")
+        };
+        store.add_feed(&old).unwrap();
+        let format_3 = {
+            let mut bytes = store.feeds.get("a").unwrap().unwrap().to_vec();
+            // Format 4 appends one bool to format 3's fields: drop it, relabel.
+            assert_eq!(bytes.pop(), Some(0));
+            bytes[0] = 3;
+            bytes
+        };
+        store.feeds.insert("a", format_3).unwrap();
+        store
+            .meta
+            .insert(keys::SCHEMA, &4u32.to_be_bytes())
+            .unwrap();
+        store.check_schema().unwrap();
+        let schema = store.meta.get(keys::SCHEMA).unwrap().unwrap();
+        assert_eq!(keys::read_u32(&schema).unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.feed("a").unwrap().unwrap(), old);
+        let rotating = store
+            .update_feed("a", |f| crate::feed::Feed {
+                secret_pending: true,
+                ..f
+            })
+            .unwrap();
+        assert!(rotating.secret_pending);
+        store.check_schema().unwrap();
+        assert_eq!(store.feed("a").unwrap().unwrap(), rotating);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_by_name() {
+        let (_d, store) = temp_store();
+        store
+            .meta
+            .insert(keys::SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
+        let err = store.check_schema().unwrap_err().to_string();
+        assert!(err.contains("newer than this hookd understands"), "{err}");
     }
 }

@@ -31,7 +31,7 @@ pub(crate) use tokens::TokenRecord;
 
 /// Version of the key layout; a store written by a newer layout is refused, not misread,
 /// and an older one is migrated when opened (see `migrate`).
-const SCHEMA_VERSION: u32 = 4;
+const SCHEMA_VERSION: u32 = 5;
 
 /// Everything that can go wrong below the domain layer.
 #[derive(Debug, thiserror::Error)]
@@ -348,14 +348,17 @@ impl Store {
             }
             Some(v) => match keys::read_u32(&v)? {
                 SCHEMA_VERSION => Ok(()),
-                found @ 1..=3 => {
+                found @ 1..=4 => {
                     if found == 1 {
                         self.migrate_from_v1()?;
                     }
                     if found <= 2 {
                         self.migrate_from_v2()?;
                     }
-                    self.migrate_from_v3()?;
+                    if found <= 3 {
+                        self.migrate_from_v3()?;
+                    }
+                    self.migrate_from_v4()?;
                     self.durable_blocking()?;
                     tracing::info!(from = found, to = SCHEMA_VERSION, "store layout upgraded");
                     Ok(())

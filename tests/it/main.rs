@@ -18,6 +18,7 @@ mod ops;
 mod packaging;
 mod proxy;
 mod readme;
+mod rotation;
 mod source;
 mod store;
 mod support;
