@@ -184,6 +184,13 @@ pub(crate) enum AdminCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Status posts waiting to be sent or refused for good, with attempts and the
+    /// last error; `retry ID` sends one again now, `drop ID` gives it up.
+    Outbox {
+        /// What to do with one item (none: list them).
+        #[command(subcommand)]
+        action: Option<OutboxCommand>,
+    },
     /// Version, uptime, workers and queue depth.
     Status,
     /// Back up feeds, tokens, webhook secrets and the token key as JSON (keep it secret).
@@ -196,6 +203,21 @@ pub(crate) enum AdminCommand {
     Import {
         /// The backup file.
         file: PathBuf,
+    },
+}
+
+/// `hookd admin outbox …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OutboxCommand {
+    /// Send an item again now (a failed one becomes pending).
+    Retry {
+        /// Item id, as `hookd admin outbox` lists it.
+        id: u64,
+    },
+    /// Give an item up: it is never sent.
+    Drop {
+        /// Item id, as `hookd admin outbox` lists it.
+        id: u64,
     },
 }
 

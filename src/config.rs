@@ -14,7 +14,9 @@ use crate::cli::ConfigArgs;
 use crate::feed::FeedName;
 
 mod declared;
+mod status;
 pub(crate) use declared::{changed_keys, DeclaredFeed, RawFeed};
+pub(crate) use status::{Forge, OutboxConfig, StatusConfig};
 
 /// Why a config could not be used; shown to the operator verbatim.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +150,8 @@ pub struct RawConfig {
     pub(crate) builds: RawBuilds,
     /// The status pages, JSON API and badges.
     pub(crate) web: RawWeb,
+    /// How status posts (and notifications) are retried.
+    pub(crate) outbox: status::RawOutbox,
     /// Per-feed tables by feed name: credentials for private repositories, and with
     /// `repo` a declared feed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -271,6 +275,10 @@ pub struct Config {
     pub(crate) declared: BTreeMap<FeedName, DeclaredFeed>,
     /// The status pages, JSON API and badges.
     pub(crate) web: WebConfig,
+    /// Commit status settings by feed name (`[feeds.NAME.status]`).
+    pub(crate) status: BTreeMap<String, StatusConfig>,
+    /// How the outbox's sender retries.
+    pub(crate) outbox: OutboxConfig,
     /// The file this came from, for SIGHUP reloads.
     pub source: Option<PathBuf>,
 }
@@ -409,6 +417,20 @@ impl Config {
                 ),
             ));
         }
+        for (name, status) in &self.status {
+            let problem = match std::fs::read_to_string(&status.token_file) {
+                Ok(text) if text.trim().is_empty() => "it is empty".to_owned(),
+                Ok(_) => continue,
+                Err(e) => e.to_string(),
+            };
+            return Err(ConfigError::invalid(
+                &["feeds", name, "status", "token_file"],
+                format!(
+                    "cannot use {} as an API token: {problem}",
+                    status.token_file.display()
+                ),
+            ));
+        }
         for (name, credentials) in &self.credentials {
             let files = [
                 ("ssh_key", &credentials.ssh_key),
@@ -464,6 +486,7 @@ impl Config {
                 title: Some(self.web.title.clone()),
                 max_streams: Some(self.web.max_streams),
             },
+            outbox: self.outbox.to_raw(),
             feeds: self.feed_tables(),
         };
         toml::to_string(&raw)
@@ -477,6 +500,7 @@ impl Config {
             .keys()
             .cloned()
             .chain(self.declared.keys().map(|n| n.to_string()))
+            .chain(self.status.keys().cloned())
             .collect::<std::collections::BTreeSet<_>>();
         names
             .into_iter()
@@ -485,7 +509,7 @@ impl Config {
                 let declared = FeedName::parse(&name)
                     .ok()
                     .and_then(|n| self.declared.get(&n));
-                let raw = RawFeed::from_parts(credentials, declared);
+                let raw = RawFeed::from_parts(credentials, declared, self.status.get(&name));
                 (name, raw)
             })
             .collect()
@@ -588,6 +612,8 @@ impl Config {
                 .iter()
                 .map(|(name, table)| (name.clone(), table.credentials()))
                 .collect(),
+            status: status_tables(&raw.feeds)?,
+            outbox: status::outbox_config(&raw.outbox)?,
             declared,
             web: web_config(&raw.web)?,
             source: args.config.clone(),
@@ -605,6 +631,23 @@ impl Config {
         }
         self
     }
+}
+
+/// Every `[feeds.NAME.status]`, by feed name; a declared feed's repository is
+/// derived (or refused) now, an admin-made feed's when a status is sent.
+fn status_tables(
+    feeds: &BTreeMap<String, RawFeed>,
+) -> Result<BTreeMap<String, StatusConfig>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, table) in feeds {
+        if let Some(raw) = &table.status {
+            FeedName::parse(name)
+                .map_err(|e| ConfigError::invalid(&["feeds", name], e.to_string()))?;
+            let config = status::status_config(name, raw, table.repo.as_deref())?;
+            out.insert(name.clone(), config);
+        }
+    }
+    Ok(out)
 }
 
 /// `[web]` with its defaults; `listen` must be an IP:port when set.

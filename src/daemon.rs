@@ -16,6 +16,8 @@ use crate::cli::ConfigArgs;
 use crate::clock::now_ms;
 use crate::config::{Config, LiveConfig};
 use crate::metrics::Metrics;
+use crate::outbound::sender::Sender;
+use crate::outbound::Outbox;
 use crate::runner::leftovers::{self, Marker};
 use crate::scheduler::Scheduler;
 use crate::store::{OnLoss, Store, StoreOptions};
@@ -68,7 +70,12 @@ pub async fn run(
     let admin = crate::admin::server::bind(&config.admin_socket).await?;
     let config = config.with_bound_addr(bound);
     let (live, metrics) = (LiveConfig::new(config), Arc::<Metrics>::default());
-    let scheduler = Scheduler::new(store.clone(), live.clone(), metrics.clone());
+    let outbox = Outbox::default();
+    let (tokens, config) = (outbox.clone(), live.get());
+    tokio::task::spawn_blocking(move || tokens.tokens().load(&config)).await?;
+    let sender = Sender::new(store.clone(), live.clone(), outbox.clone(), metrics.clone())
+        .map_err(anyhow::Error::msg)?;
+    let scheduler = Scheduler::new(store.clone(), live.clone(), metrics.clone(), outbox.clone());
     let check_repo = crate::runner::check_repo;
     let app = App::new(live, store, key, scheduler.clone(), metrics, check_repo);
     let (routes, store, dir) = (
@@ -106,6 +113,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     let builds = tokio::spawn(scheduler.run(shutdown.clone()));
+    let posts = tokio::spawn(sender.run(shutdown.clone()));
     let reaper = tokio::spawn(leftovers::reap_adopted(shutdown.clone()));
     let mut room = tokio::spawn(crate::heal::room_returned(
         app.store.clone(),
@@ -120,7 +128,7 @@ pub async fn run(
     loop {
         tokio::select! {
             signal = signals.recv() => match signal {
-                Some(Signal::Reload) => reload(&app, &args, &ready).await,
+                Some(Signal::Reload) => reload(&app, &outbox, &args, &ready).await,
                 Some(Signal::Stop) | None => break,
             },
             healed = &mut room, if watching => {
@@ -138,6 +146,7 @@ pub async fn run(
         let _ = server.await;
     }
     let _ = builds.await;
+    let _ = posts.await;
     if watching {
         let _ = room.await;
     }
@@ -283,8 +292,8 @@ async fn apply_declared(app: &App, config: &Config) -> Result<(), String> {
 /// SIGHUP: re-read the config file and apply it whole, declared feeds first, or
 /// refuse it whole (the old settings and feeds stay, the reason is logged and put in
 /// systemd's status line); then re-read the webhook secrets, which an operator may
-/// have replaced on disk.
-async fn reload(app: &App, args: &ConfigArgs, ready: &str) {
+/// have replaced on disk, and the status API tokens.
+async fn reload(app: &App, outbox: &Outbox, args: &ConfigArgs, ready: &str) {
     let args = args.clone();
     let loaded = tokio::task::spawn_blocking(move || Config::load(&args)).await;
     let refused = match loaded {
@@ -304,6 +313,13 @@ async fn reload(app: &App, args: &ConfigArgs, ready: &str) {
         return;
     }
     crate::systemd::notify(&format!("STATUS={ready}"));
+    let (tokens, config) = (outbox.clone(), app.config());
+    if tokio::task::spawn_blocking(move || tokens.tokens().load(&config))
+        .await
+        .is_ok()
+    {
+        outbox.wake();
+    }
     let app2 = app.clone();
     let secrets = tokio::task::spawn_blocking(move || {
         app2.routes.reload(&app2.store, &app2.config().data_dir)

@@ -261,13 +261,17 @@ fn hook_response(reply: HookReply) -> Response<Body> {
 
 async fn metrics(app: &App) -> Response<Body> {
     let store = app.store.clone();
-    let counts =
-        tokio::task::spawn_blocking(move || store.queue_counts(crate::clock::now_ms())).await;
-    let queue = counts.ok().and_then(Result::ok).unwrap_or_default();
+    let counts = tokio::task::spawn_blocking(move || {
+        let queue = store.queue_counts(crate::clock::now_ms())?;
+        Ok::<_, crate::store::StoreError>((queue, store.outbox_pending_count()?))
+    })
+    .await;
+    let (queue, outbox_pending) = counts.ok().and_then(Result::ok).unwrap_or_default();
     let gauges = crate::metrics::Gauges {
         started: app.started,
         running: app.scheduler.running_count(),
         queue,
+        outbox_pending,
     };
     text(StatusCode::OK, crate::metrics::render(&app.metrics, gauges))
 }

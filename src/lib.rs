@@ -23,8 +23,9 @@
 //! - [`policy`]: the scheduling rules (admission, cooldown, claim eligibility) as pure
 //!   functions over plain values.
 //! - [`reply`]: every outcome of a hook request, and its one mapping to HTTP.
-//! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries; applies
-//!   the policy's decisions atomically, one batch per group commit on the webhook path.
+//! - [`store`]: the only sled user: feeds, tokens, queue, builds, deliveries, the
+//!   outbox; applies the policy's decisions atomically, one batch per group commit on
+//!   the webhook path.
 //! - [`hook`]: pure webhook logic (no I/O): provider detection, parsing, signatures, rules.
 //! - [`intake`]: the webhook path: the token → feed routing table in memory, and one
 //!   hook request from token to reply.
@@ -34,6 +35,10 @@
 //!   place build state changes, published as `BuildUpdate`s.
 //! - [`runner`]: one build from a `BuildSpec`: git fetch and checkout, the command, its
 //!   log, and the processes it leaves behind; it reports events and writes no records.
+//! - [`outbound`]: what hookd tells forges about builds (commit statuses): which
+//!   items a build change produces (`plan`, written by the scheduler in the same
+//!   store batch as the change), and the sender that posts them from the store's
+//!   durable outbox with backoff (`sender`, `client`, `forge`, `tokens`).
 //! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client; and
 //!   the declared feeds applied to the store (plan, add, change, retire, revive).
 //! - [`web`]: read-only pages, JSON API, badges and live views (Server-Sent Events),
@@ -58,6 +63,7 @@ pub(crate) mod http;
 pub(crate) mod intake;
 pub mod logging;
 pub(crate) mod metrics;
+pub(crate) mod outbound;
 pub(crate) mod paths;
 pub(crate) mod policy;
 pub mod reply;

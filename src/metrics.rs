@@ -26,6 +26,8 @@ pub(crate) struct Metrics {
     /// Durable admissions (store write plus group-commit flush) and their summed latency.
     admissions: AtomicU64,
     admission_micros: AtomicU64,
+    /// Outbox attempts by (kind, outcome).
+    outbox: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {
@@ -57,6 +59,13 @@ impl Metrics {
         self.fetch_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
+    /// Counts one outbox attempt (`sent`, `retry`, `failed`) or a superseded item.
+    pub(crate) fn outbox_attempt(&self, kind: &str, outcome: &str) {
+        let mut map = lock(&self.outbox);
+        *map.entry((kind.to_owned(), outcome.to_owned()))
+            .or_default() += 1;
+    }
+
     /// Records how long admitting a trigger durably took (write + flush).
     pub(crate) fn admission(&self, micros: u64) {
         self.admissions.fetch_add(1, Ordering::Relaxed);
@@ -73,6 +82,8 @@ pub(crate) struct Gauges {
     pub(crate) running: usize,
     /// Builds queued: (due, deferred).
     pub(crate) queue: (usize, usize),
+    /// Outbox items waiting to be sent.
+    pub(crate) outbox_pending: usize,
 }
 
 /// Renders every metric in Prometheus text format.
@@ -199,6 +210,25 @@ pub(crate) fn render(m: &Metrics, gauges: Gauges) -> String {
         "Time spent making triggers durable.",
         seconds,
     );
+    sample(
+        &mut out,
+        "hookd_outbox_pending",
+        "gauge",
+        "Outbox items (status posts, notifications) waiting to be sent.",
+        gauges.outbox_pending as f64,
+    );
+    header(
+        &mut out,
+        "hookd_outbox_sent_total",
+        "counter",
+        "Outbox attempts by kind and outcome (sent, retry, failed, superseded).",
+    );
+    for ((kind, outcome), n) in lock(&m.outbox).iter() {
+        let _ = writeln!(
+            out,
+            "hookd_outbox_sent_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+        );
+    }
     out
 }
 

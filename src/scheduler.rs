@@ -173,11 +173,18 @@ struct Inner {
     /// Fired when the shutdown grace is over: stops every build (each build's own
     /// cancel token is a child of it).
     kill_all: CancellationToken,
+    /// Woken after a change wrote outbox items (status posts).
+    outbox: crate::outbound::Outbox,
 }
 
 impl Scheduler {
     /// A scheduler over the store's queue; `run` starts dispatching.
-    pub(crate) fn new(store: Store, config: LiveConfig, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        config: LiveConfig,
+        metrics: Arc<Metrics>,
+        outbox: crate::outbound::Outbox,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -188,6 +195,7 @@ impl Scheduler {
                 running: Mutex::new(HashMap::new()),
                 started: Mutex::new(HashMap::new()),
                 kill_all: CancellationToken::new(),
+                outbox,
             }),
         }
     }
@@ -311,6 +319,11 @@ impl Scheduler {
     /// Makes the dispatcher look at the queue again (feed resumed, config reloaded).
     pub(crate) fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// Makes the outbox's sender look at the store again (an item was retried).
+    pub(crate) fn wake_outbox(&self) {
+        self.inner.outbox.wake();
     }
 
     /// How many builds run now.
@@ -514,15 +527,21 @@ impl Scheduler {
                 let subject =
                     crate::build::truncate_marked(subject, crate::build::MAX_SUBJECT_BYTES);
                 let (store, sha) = (self.inner.store.clone(), commit.clone());
+                let config = self.inner.config.get();
+                // The commit and its `running` post land in one batch.
                 let saved = tokio::task::spawn_blocking(move || {
-                    store.update_build(id, |b| {
+                    let change = |b: &mut Build| {
                         b.commit = Some(sha.clone());
                         b.subject = Some(subject.clone());
-                    })
+                    };
+                    let plan = |b: &Build| crate::outbound::plan::on_commit(b, &config);
+                    store.update_build_posting(id, change, plan, now_ms())
                 })
                 .await;
-                if !matches!(saved, Ok(Ok(_))) {
-                    tracing::warn!(build = id.0, "cannot record the resolved commit");
+                match saved {
+                    Ok(Ok((_, posts))) if posts > 0 => self.inner.outbox.wake(),
+                    Ok(Ok(_)) => {}
+                    _ => tracing::warn!(build = id.0, "cannot record the resolved commit"),
                 }
                 self.publish(id, feed, Change::Commit { commit });
             }
@@ -589,7 +608,9 @@ impl Scheduler {
         let (keep, data_dir) = (config.keep_builds, config.data_dir.clone());
         let word = status.word();
         let result = tokio::task::spawn_blocking(move || -> Result<Build, StoreError> {
-            let build = store.finish(id, status, now_ms())?;
+            // The end and its final status post land in one batch.
+            let plan = |b: &Build| crate::outbound::plan::on_finish(b, &config);
+            let build = store.finish_posting(id, status, now_ms(), plan)?;
             for old in store.prune_builds(build.feed.as_str(), keep)? {
                 crate::paths::remove_log(&data_dir, old);
             }
@@ -607,6 +628,7 @@ impl Scheduler {
                 tracing::info!(feed = %b.feed, build = id.0, status = word, "build finished");
                 let status = b.status;
                 self.publish(id, feed, Change::Finished { status });
+                self.inner.outbox.wake();
             }
             // `feed remove` cancelled it and deleted its records: nothing left to record.
             Ok(Err(StoreError::NoBuild(_))) => {

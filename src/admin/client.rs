@@ -12,7 +12,7 @@ use crate::admin::proto::{FeedSpec, Reply, Request};
 use crate::admin::render;
 use crate::cli::{
     AdminArgs, AdminCommand, BuildCommand, CooldownArg, FeedAddArgs, FeedCommand, FeedSpecArgs,
-    SecretCommand, TokenCommand,
+    OutboxCommand, SecretCommand, TokenCommand,
 };
 use crate::feed::CooldownPolicy;
 
@@ -263,6 +263,11 @@ fn request(command: AdminCommand) -> anyhow::Result<Request> {
         AdminCommand::Log { id, follow } => Request::Log { id, follow },
         AdminCommand::Cancel { id } => Request::Cancel { id },
         AdminCommand::Deliveries { name, limit } => Request::Deliveries { name, limit },
+        AdminCommand::Outbox { action } => match action {
+            None => Request::Outbox,
+            Some(OutboxCommand::Retry { id }) => Request::OutboxRetry { id },
+            Some(OutboxCommand::Drop { id }) => Request::OutboxDrop { id },
+        },
         AdminCommand::Status => Request::Status,
         AdminCommand::Export { .. } => Request::Export,
         AdminCommand::Import { file } => {

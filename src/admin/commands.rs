@@ -2,8 +2,8 @@
 //! pool; every failure becomes a `Reply::Error` with a message for the operator.
 
 use crate::admin::proto::{
-    BuildView, DeliveryView, FeedSpec, FeedView, QueueOut, RefOutcomeView, Reply, Request,
-    StatusView, TokenView, TriggerView,
+    BuildView, DeliveryView, FeedSpec, FeedView, OutboxView, QueueOut, RefOutcomeView, Reply,
+    Request, StatusView, TokenView, TriggerView,
 };
 use crate::app::App;
 use crate::build::{BuildId, Trigger, TriggerKind};
@@ -12,7 +12,7 @@ use crate::feed::{self, CommandSpec, Feed, FeedError, FeedName};
 use crate::hook;
 use crate::scheduler::{CancelOutcome, Submission};
 use crate::secret::Secret;
-use crate::store::{Admission, StoreError};
+use crate::store::{Admission, ItemState, OutboxId, Outgoing, StoreError};
 use crate::token::TokenId;
 
 /// Why an admin request failed; the text goes to the operator's stderr.
@@ -167,6 +167,28 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
                     .map(delivery_view)
                     .collect(),
             ))
+        }
+        Request::Outbox => Ok(Reply::Outbox(
+            store.outbox()?.into_iter().map(outbox_view).collect(),
+        )),
+        Request::OutboxRetry { id } => {
+            if !store.outbox_retry(OutboxId(id), crate::clock::now_ms())? {
+                return Err(CommandError::Other(format!("no outbox item {id}")));
+            }
+            store.durable_blocking()?;
+            app.scheduler.wake_outbox();
+            Ok(Reply::Done(format!(
+                "outbox item {id} will be sent again now"
+            )))
+        }
+        Request::OutboxDrop { id } => {
+            if !store.outbox_drop(OutboxId(id))? {
+                return Err(CommandError::Other(format!("no outbox item {id}")));
+            }
+            store.durable_blocking()?;
+            Ok(Reply::Done(format!(
+                "outbox item {id} dropped; it will not be sent"
+            )))
         }
         Request::Status => status(app).map(Reply::Status),
         Request::Export => crate::admin::backup::export(app),
@@ -663,6 +685,27 @@ pub(super) fn status(app: &App) -> Result<StatusView> {
         data_dir: config.data_dir.display().to_string(),
         feeds: app.store.feeds()?.len(),
     })
+}
+
+/// An outbox item as operators see it.
+fn outbox_view(item: crate::store::OutboxItem) -> OutboxView {
+    let (status, commit) = match &item.what {
+        Outgoing::Status(post) => (post.state.word().to_owned(), post.commit.clone()),
+    };
+    let pending = item.state == ItemState::Pending;
+    OutboxView {
+        id: item.id.0,
+        feed: item.feed.to_string(),
+        build: item.build.0,
+        kind: item.what.kind().to_owned(),
+        state: if pending { "pending" } else { "failed" }.to_owned(),
+        status,
+        commit,
+        created: rfc3339(item.created_ms),
+        attempts: item.attempts,
+        next_attempt: pending.then(|| rfc3339(item.next_ms)),
+        last_error: item.last_error,
+    }
 }
 
 /// A stored delivery as operators see it.

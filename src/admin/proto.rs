@@ -162,6 +162,18 @@ pub(crate) enum Request {
         /// How many.
         limit: usize,
     },
+    /// Outbox items waiting or refused.
+    Outbox,
+    /// Send an outbox item again now.
+    OutboxRetry {
+        /// Item id.
+        id: u64,
+    },
+    /// Give an outbox item up.
+    OutboxDrop {
+        /// Item id.
+        id: u64,
+    },
     /// Daemon status.
     Status,
     /// A backup of feeds, tokens, secrets and the token key.
@@ -213,12 +225,41 @@ pub(crate) enum Reply {
     LogEnd(String),
     /// Deliveries.
     Deliveries(Vec<DeliveryView>),
+    /// Outbox items.
+    Outbox(Vec<OutboxView>),
     /// Daemon status.
     Status(StatusView),
     /// A backup document.
     Backup(Backup),
     /// What a config file's declared feeds would change.
     Plan(PlanView),
+}
+
+/// One outbox item as `hookd admin outbox` shows it (never a token: items hold none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct OutboxView {
+    /// Item id, for `outbox retry` / `outbox drop`.
+    pub(crate) id: u64,
+    /// The feed whose build caused it.
+    pub(crate) feed: String,
+    /// That build.
+    pub(crate) build: u64,
+    /// `status` (commit status post).
+    pub(crate) kind: String,
+    /// `pending` or `failed`.
+    pub(crate) state: String,
+    /// What it says: the hookd state posted (`running`, `failed`, ...).
+    pub(crate) status: String,
+    /// The commit it is about.
+    pub(crate) commit: String,
+    /// When it was written (RFC 3339).
+    pub(crate) created: String,
+    /// Attempts made.
+    pub(crate) attempts: u32,
+    /// When the next attempt is due (RFC 3339); none once failed.
+    pub(crate) next_attempt: Option<String>,
+    /// The last attempt's error or the forge's reply.
+    pub(crate) last_error: Option<String>,
 }
 
 /// What applying a config file's declared feeds changes (`check-config --plan`).

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::admin::proto::{BuildView, DeliveryView, FeedView, PlanView, Reply, TokenView};
+use crate::admin::proto::{
+    BuildView, DeliveryView, FeedView, OutboxView, PlanView, Reply, TokenView,
+};
 use crate::feed::CommandSpec;
 
 /// Formats a reply for a terminal.
@@ -52,6 +54,8 @@ pub(crate) fn text(reply: &Reply) -> String {
         Reply::LogEnd(_) => {}
         Reply::Deliveries(ds) if ds.is_empty() => out.push_str("no deliveries yet\n"),
         Reply::Deliveries(ds) => deliveries_table(&mut out, ds),
+        Reply::Outbox(items) if items.is_empty() => out.push_str("the outbox is empty\n"),
+        Reply::Outbox(items) => outbox_table(&mut out, items),
         Reply::Backup(b) => {
             out.push_str(&serde_json::to_string_pretty(b).unwrap_or_default());
             out.push('\n');
@@ -349,6 +353,37 @@ fn queue_table(out: &mut String, builds: &[BuildView], header: &'static str, whe
         let mut cells = build_cells(b);
         cells.push(at.map_or("-".into(), table_time));
         t.row(cells, None);
+    }
+    t.render(out);
+}
+
+fn outbox_table(out: &mut String, items: &[OutboxView]) {
+    let mut t = Table::new(&[
+        ("ID", Right),
+        ("FEED", Left),
+        ("BUILD", Right),
+        ("KIND", Left),
+        ("STATUS", Left),
+        ("COMMIT", Left),
+        ("STATE", Left),
+        ("ATTEMPTS", Right),
+        ("NEXT", Left),
+    ]);
+    for item in items {
+        t.row(
+            vec![
+                item.id.to_string(),
+                short(&item.feed, NAME_WIDTH),
+                item.build.to_string(),
+                item.kind.clone(),
+                item.status.clone(),
+                item.commit.chars().take(12).collect(),
+                item.state.clone(),
+                item.attempts.to_string(),
+                item.next_attempt.as_deref().map_or("-".into(), table_time),
+            ],
+            item.last_error.as_ref().map(|e| format!("last error: {e}")),
+        );
     }
     t.render(out);
 }

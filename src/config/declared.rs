@@ -50,6 +50,10 @@ pub(crate) struct RawFeed {
     /// Start no builds; when absent, `feed pause`/`resume` decide.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) paused: Option<bool>,
+    /// `[feeds.NAME.status]`: commit statuses on the forge (for a declared feed or
+    /// one made with `feed add`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<super::status::RawStatus>,
 }
 
 /// A build command as written: one string for the shell, or argv words.
@@ -91,11 +95,13 @@ impl RawFeed {
     pub(crate) fn from_parts(
         credentials: &FeedCredentials,
         declared: Option<&DeclaredFeed>,
+        status: Option<&super::status::StatusConfig>,
     ) -> Self {
         let mut raw = Self {
             ssh_key: credentials.ssh_key.clone(),
             https_token_file: credentials.https_token_file.clone(),
             https_user: credentials.https_user.clone(),
+            status: status.map(super::status::StatusConfig::to_raw),
             ..Self::default()
         };
         if let Some(d) = declared {

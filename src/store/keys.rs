@@ -7,6 +7,8 @@ use super::StoreError;
 pub(super) const SCHEMA: &[u8] = b"schema";
 /// meta key: the next build id.
 pub(super) const NEXT_BUILD: &[u8] = b"next_build";
+/// meta key: the next outbox item id.
+pub(super) const NEXT_OUTBOX: &[u8] = b"next_outbox";
 /// meta key: scratch value written by health checks.
 pub(super) const HEALTH: &[u8] = b"health";
 /// The last group commit's number and time (see `mark`).

@@ -1,5 +1,5 @@
 //! The store: the only module that knows sled. Callers get typed methods over domain
-//! types (`Feed`, `Build`, `BuildId`), never keys or `IVec`s.
+//! types (`Feed`, `Build`, `BuildId`, `OutboxItem`), never keys or `IVec`s.
 //!
 //! Methods block; async callers run them on the blocking pool, or hand a write to the
 //! store's writer thread with [`Store::write_durable`], which resolves once it is on
@@ -16,6 +16,7 @@ mod group;
 mod keys;
 mod mark;
 mod migrate;
+mod outbox;
 mod queue;
 mod space;
 mod tokens;
@@ -26,6 +27,9 @@ use space::{Space, Writes};
 
 pub use deliveries::DeliveryRecord;
 pub(crate) use group::Group;
+pub(crate) use outbox::{
+    Attempt, ItemState, OutboxId, OutboxItem, Outgoing, PostState, StatusPost,
+};
 pub use queue::{Admission, AdmitRequest, Pick};
 pub(crate) use tokens::TokenRecord;
 
@@ -149,6 +153,8 @@ pub struct Store {
     delivery_ids: Space,
     /// counters and schema version
     meta: Space,
+    /// outbox id -> OutboxItem: status posts (and notifications) not yet delivered
+    outbox: Space,
     /// The one tree all spaces live in.
     records: sled::Tree,
     /// Serialises every multi-record change (read, then one atomic batch), so racing
@@ -292,6 +298,7 @@ impl Store {
             cooldowns: space(b'c'),
             deliveries: space(b'd'),
             delivery_ids: space(b'u'),
+            outbox: space(b'o'),
             records,
             db,
             committer,

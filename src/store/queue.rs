@@ -432,6 +432,19 @@ impl Store {
         status: BuildStatus,
         now_ms: i64,
     ) -> Result<Build, StoreError> {
+        self.finish_posting(id, status, now_ms, |_| Vec::new())
+    }
+
+    /// [`Self::finish`] plus the outbox items `plan` makes of the finished build (its
+    /// final status post), in the same atomic batch: a crash keeps the end and what
+    /// it owes the forge, or neither.
+    pub(crate) fn finish_posting(
+        &self,
+        id: BuildId,
+        status: BuildStatus,
+        now_ms: i64,
+        plan: impl FnOnce(&Build) -> Vec<super::Outgoing>,
+    ) -> Result<Build, StoreError> {
         let _guard = self.lock();
         let mut w = Writes::default();
         let mut build = self.build_required(id)?;
@@ -440,6 +453,8 @@ impl Store {
         build.pgid = None;
         self.put_build(&build, &mut w)?;
         w.remove(&self.running, id.0.to_be_bytes());
+        let items = plan(&build);
+        self.outbox_writes(&build, items, now_ms, &mut w)?;
         self.apply(w)?;
         Ok(build)
     }

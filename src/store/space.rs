@@ -48,6 +48,12 @@ impl Space {
         Ok(())
     }
 
+    /// Removes one value (atomic on its own).
+    pub(super) fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        self.tree.remove(self.key(key.as_ref()))?;
+        Ok(())
+    }
+
     /// Entries whose key starts with `prefix`, in key order, keys without the space tag.
     pub(super) fn scan_prefix(
         &self,

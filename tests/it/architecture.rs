@@ -91,6 +91,7 @@ fn assert_imports_none(graph: &Graph, module: &str, forbidden: &[&str]) {
 fn store_and_runner_import_nothing_above_them() {
     let graph = graph();
     let above_store = [
+        "outbound",
         "http",
         "intake",
         "hook",
@@ -124,6 +125,24 @@ fn admin_and_web_stay_off_the_build_machinery() {
     assert_imports_none(&graph, "admin", &["web"]);
     assert_imports_none(&graph, "web", &machinery);
     assert_imports_none(&graph, "web", &["store"]);
+}
+
+#[test]
+fn outbound_stays_off_the_request_and_build_machinery() {
+    // The outbox's sender reads the store and the settings and posts to forges; it
+    // never reaches into the webhook path, the admin side or the runner (and sled
+    // stays in the store, checked below).
+    let graph = graph();
+    let forbidden = [
+        "http",
+        "intake",
+        "admin",
+        "runner",
+        "web",
+        "daemon",
+        "scheduler",
+    ];
+    assert_imports_none(&graph, "outbound", &forbidden);
 }
 
 #[test]

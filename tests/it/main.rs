@@ -15,6 +15,7 @@ mod limits;
 mod live;
 mod multiref;
 mod ops;
+mod outbound;
 mod packaging;
 mod proxy;
 mod readme;

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 mod git_daemon;
 pub use git_daemon::GitDaemon;
 
+#[path = "../shared/forge.rs"]
+pub mod forge;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookd");
 
 /// Polls `cond` until it holds or `secs` pass; panics with `what` on timeout.
