@@ -1,6 +1,9 @@
 //! The sender: one task that posts due outbox items, at most `[outbox] concurrency`
 //! at once, and records each attempt's outcome durably before it counts as done.
 //!
+//! Items are sent only once they are on disk (the sender waits for the store's flush
+//! before it sends what it read), and removed only after the forge's reply.
+//!
 //! It wakes when the scheduler wrote items (or `admin outbox retry` made one due),
 //! when the earliest retry comes due, and when a post finishes. Items of one build go
 //! one at a time, oldest first; a status post that a newer one of the same build and
@@ -89,10 +92,19 @@ impl Sender {
     /// the next one comes due.
     async fn dispatch(self: &Arc<Self>, flights: &mut JoinSet<()>) -> Result<Duration, StoreError> {
         let store = self.store.clone();
-        let items = tokio::task::spawn_blocking(move || store.outbox())
-            .await
-            .map_err(|e| StoreError::Durability(e.to_string()))??;
         let now = now_ms();
+        let items = tokio::task::spawn_blocking(move || {
+            let items = store.outbox()?;
+            // Only what is on disk goes out: a post never tells the forge a state
+            // that a crash could still take back.
+            let due = |i: &OutboxItem| i.state == ItemState::Pending && i.next_ms <= now;
+            if items.iter().any(due) {
+                store.durable_blocking()?;
+            }
+            Ok::<_, StoreError>(items)
+        })
+        .await
+        .map_err(|e| StoreError::Durability(e.to_string()))??;
         let concurrency = self.config.get().outbox.concurrency;
         let superseded = superseded(&items);
         let mut seen = HashSet::new();
@@ -142,13 +154,59 @@ impl Sender {
                 (Attempt::Retry { next_ms, error }, "retry")
             }
         };
+        let delivered = attempt == Attempt::Done;
         self.log(&item, &attempt);
         self.record(&item, attempt, outcome).await;
+        if delivered {
+            self.forge_is_back(&item).await;
+        }
         self.busy().remove(&item.build);
     }
 
-    /// Records an outcome durably and counts it.
+    /// A post went through: items for the same forge API that wait out a backoff
+    /// are due now, so a backlog from an outage flows as soon as the forge answers
+    /// again (a new build's post is what usually finds out), not up to a
+    /// `max_backoff` later.
+    async fn forge_is_back(&self, sent: &OutboxItem) {
+        let config = self.config.get();
+        let api_of = move |item: &OutboxItem| match &item.what {
+            Outgoing::Status(_) => config
+                .status
+                .get(item.feed.as_str())
+                .map(|s| s.api_url.clone()),
+        };
+        let Some(api) = api_of(sent) else { return };
+        let store = self.store.clone();
+        let now = now_ms();
+        let pulled = tokio::task::spawn_blocking(move || {
+            let waiting: Vec<_> = store
+                .outbox()?
+                .into_iter()
+                .filter(|i| i.state == ItemState::Pending && i.next_ms > now)
+                .filter(|i| api_of(i).as_deref() == Some(api.as_str()))
+                .map(|i| i.id)
+                .collect();
+            for id in &waiting {
+                store.outbox_retry(*id, now)?;
+            }
+            Ok::<_, StoreError>(waiting.len())
+        })
+        .await;
+        if let Ok(Ok(n)) = pulled {
+            if n > 0 {
+                tracing::info!(
+                    items = n,
+                    "the forge answers again; sending its backlog now"
+                );
+                self.outbox.wake();
+            }
+        }
+    }
+
+    /// Counts an outcome and records it durably (counted first, so whoever sees the
+    /// item's new state also sees it counted).
     async fn record(&self, item: &OutboxItem, attempt: Attempt, outcome: &'static str) {
+        self.metrics.outbox_attempt(item.what.kind(), outcome);
         let (store, id) = (self.store.clone(), item.id);
         let saved = tokio::task::spawn_blocking(move || {
             store.outbox_attempted(id, attempt)?;
@@ -161,7 +219,6 @@ impl Sender {
                 "cannot record an outbox attempt; it may be sent again"
             );
         }
-        self.metrics.outbox_attempt(item.what.kind(), outcome);
     }
 
     fn log(&self, item: &OutboxItem, attempt: &Attempt) {

@@ -107,6 +107,11 @@ pub enum Verdict {
     Held,
     /// GitLab's repeated-state 400.
     Repeated,
+    /// Wrong or missing token: 401, as the forges answer.
+    Unauthorized,
+    /// Taken (the state is set) but the connection closed without a reply, as when a
+    /// reply is lost on the way.
+    Lost,
 }
 
 /// One request as received.
@@ -155,6 +160,19 @@ pub struct Canned {
     pub body: String,
 }
 
+impl Canned {
+    pub fn new(status: u16, headers: &[(&str, &str)], body: &str) -> Self {
+        Canned {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_owned(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     received: Vec<Received>,
@@ -164,6 +182,8 @@ struct State {
     set: Vec<(String, String, String)>,
     /// The server was dropped: accept no more.
     stopped: bool,
+    /// Requests still to take without replying.
+    lose: usize,
 }
 
 /// The server; it stops accepting when dropped.
@@ -182,9 +202,16 @@ impl ForgeServer {
 
     /// A server on `port` (0: any), e.g. one a test kept closed until now.
     pub fn start_on(kind: ForgeKind, token: &str, port: u16) -> Self {
+        Self::start_scripted(kind, token, port, Vec::new())
+    }
+
+    /// [`ForgeServer::start_on`] whose first requests get the `script`ed answers
+    /// (in place before the first connection is accepted).
+    pub fn start_scripted(kind: ForgeKind, token: &str, port: u16, script: Vec<Canned>) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the forge server");
         let addr = listener.local_addr().unwrap();
         let state: Arc<(Mutex<State>, Condvar)> = Arc::default();
+        state.0.lock().unwrap().script = script.into();
         let (shared, token_owned) = (state.clone(), token.to_owned());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -243,14 +270,15 @@ impl ForgeServer {
 
     /// The next requests get these answers, in order.
     pub fn script(&self, status: u16, headers: &[(&str, &str)], body: &str) {
-        self.lock().script.push_back(Canned {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: body.to_owned(),
-        });
+        self.lock()
+            .script
+            .push_back(Canned::new(status, headers, body));
+    }
+
+    /// The next `n` requests are judged and taken, but their replies are lost (the
+    /// connection closes without one).
+    pub fn lose_replies(&self, n: usize) {
+        self.lock().lose = n;
     }
 
     /// Holds (true) or answers (false) requests from now on; releasing answers the
@@ -323,6 +351,12 @@ fn serve(kind: ForgeKind, token: &str, stream: TcpStream, shared: &(Mutex<State>
                 }
                 None => judge(kind, token, &mut received, &mut state),
             };
+            if state.lose > 0 && received.verdict == Verdict::Accepted {
+                state.lose -= 1;
+                received.verdict = Verdict::Lost;
+                state.received.push(received);
+                return;
+            }
             state.received.push(received);
             answer
         };
@@ -384,6 +418,11 @@ fn judge(
     state: &mut State,
 ) -> (u16, Vec<(String, String)>, String) {
     match check(kind, token, received) {
+        Err(reason) if reason == UNAUTHORIZED => {
+            received.verdict = Verdict::Unauthorized;
+            let body = serde_json::json!({ "message": "Bad credentials" }).to_string();
+            (401, Vec::new(), body)
+        }
         Err(reason) => {
             received.verdict = Verdict::Rejected(reason.clone());
             (
@@ -415,6 +454,9 @@ fn judge(
         Ok(()) => (201, Vec::new(), received.body.clone()),
     }
 }
+
+/// `check`'s reason for a request whose credentials are not the expected ones.
+const UNAUTHORIZED: &str = "missing or wrong credentials";
 
 /// The documented request, or why this one is not it.
 fn check(kind: ForgeKind, token: &str, r: &Received) -> Result<(), String> {
@@ -500,7 +542,7 @@ fn check(kind: ForgeKind, token: &str, r: &Received) -> Result<(), String> {
         return Err("no api-version in the query".into());
     }
     if !auth_ok {
-        return Err("missing or malformed credentials".into());
+        return Err(UNAUTHORIZED.into());
     }
     if let Some(extra) = object.keys().find(|k| !fields.contains(&k.as_str())) {
         return Err(format!("unknown field {extra:?}"));
