@@ -36,6 +36,8 @@ pub(crate) struct App {
     pub(crate) routes: crate::intake::Routes,
     /// How admin checks a new or edited feed's repository.
     pub(crate) check_repo: RepoCheck,
+    /// The outbox's handle: the forges' API tokens (`hook register` uses them too).
+    pub(crate) outbox: crate::outbound::Outbox,
 }
 
 impl App {
@@ -47,6 +49,7 @@ impl App {
         scheduler: Scheduler,
         metrics: Arc<Metrics>,
         check_repo: RepoCheck,
+        outbox: crate::outbound::Outbox,
     ) -> Self {
         Self {
             config,
@@ -57,6 +60,7 @@ impl App {
             metrics,
             routes: Default::default(),
             check_repo,
+            outbox,
         }
     }
 

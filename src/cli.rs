@@ -130,6 +130,10 @@ pub(crate) enum AdminCommand {
     /// Rotate a feed's webhook secret without refusing a push on the way.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// The feed's webhook on its forge ([feeds.NAME.status]): register, status,
+    /// unregister.
+    #[command(subcommand)]
+    Hook(HookCommand),
     /// Show a feed's hook URL(s) again.
     HookUrl {
         /// Feed name.
@@ -378,6 +382,35 @@ pub(crate) enum CooldownArg {
     Defer,
     /// Answer 429 with Retry-After.
     Reject,
+}
+
+/// `hookd admin hook …`: done by the daemon, with the feed's forge settings and API
+/// token.
+#[derive(Debug, Subcommand)]
+pub(crate) enum HookCommand {
+    /// Create (or repair) the feed's webhook on its forge, with a new secret; pushes
+    /// signed with the old one are accepted until the forge has the new one.
+    Register {
+        /// Feed name.
+        name: String,
+        /// Events: push, tag (default: push, and tag when the feed watches tags).
+        #[arg(long, value_delimiter = ',', value_name = "push,tag")]
+        events: Vec<String>,
+        /// Register even though public_url is a loopback, private or localhost
+        /// address (a self-hosted forge on the same network).
+        #[arg(long)]
+        allow_private: bool,
+    },
+    /// The forge's view of the webhook, next to hookd's own latest deliveries.
+    Status {
+        /// Feed name.
+        name: String,
+    },
+    /// Delete the webhook on the forge and revoke its hook URL.
+    Unregister {
+        /// Feed name.
+        name: String,
+    },
 }
 
 /// `hookd admin secret …`: change a webhook secret the forge must learn too.

@@ -77,7 +77,15 @@ pub async fn run(
         .map_err(anyhow::Error::msg)?;
     let scheduler = Scheduler::new(store.clone(), live.clone(), metrics.clone(), outbox.clone());
     let check_repo = crate::runner::check_repo;
-    let app = App::new(live, store, key, scheduler.clone(), metrics, check_repo);
+    let app = App::new(
+        live,
+        store,
+        key,
+        scheduler.clone(),
+        metrics,
+        check_repo,
+        outbox.clone(),
+    );
     let (routes, store, dir) = (
         app.routes.clone(),
         app.store.clone(),

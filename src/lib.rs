@@ -39,6 +39,9 @@
 //!   items a build change produces (`plan`, written by the scheduler in the same
 //!   store batch as the change), and the sender that posts them from the store's
 //!   durable outbox with backoff (`sender`, `client`, `forge`, `tokens`).
+//! - [`registration`]: the feed's webhook on its forge, through the same settings,
+//!   token and client: each forge's webhook calls (`api`) and whether the forge could
+//!   reach `public_url` (`reach`); `admin` registers, inspects and deletes it.
 //! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client; and
 //!   the declared feeds applied to the store (plan, add, change, retire, revive).
 //! - [`web`]: read-only pages, JSON API, badges and live views (Server-Sent Events),
@@ -66,6 +69,7 @@ pub(crate) mod metrics;
 pub(crate) mod outbound;
 pub(crate) mod paths;
 pub(crate) mod policy;
+pub(crate) mod registration;
 pub mod reply;
 pub mod runner;
 pub(crate) mod scheduler;

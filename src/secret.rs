@@ -30,6 +30,13 @@ impl Secret {
         Ok(Secret(value))
     }
 
+    /// A fresh secret for a webhook hookd sets up itself: 256 random bits, hex.
+    pub(crate) fn generate() -> Result<Secret, String> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
+        Ok(Secret(hex::encode(bytes)))
+    }
+
     /// The secret's text, for computing or comparing signatures only.
     pub(crate) fn expose(&self) -> &str {
         &self.0
@@ -156,6 +163,14 @@ mod tests {
         save_pending(dir.path(), &feed, &old).unwrap();
         remove(dir.path(), &feed).unwrap();
         assert!(read(load).is_none() && read(load_pending).is_none());
+    }
+
+    #[test]
+    fn generated_secrets_are_long_hex_and_differ() {
+        let (a, b) = (Secret::generate().unwrap(), Secret::generate().unwrap());
+        assert_eq!(a.expose().len(), 64);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.expose(), b.expose());
     }
 
     #[test]

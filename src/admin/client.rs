@@ -12,7 +12,7 @@ use crate::admin::proto::{FeedSpec, Reply, Request};
 use crate::admin::render;
 use crate::cli::{
     AdminArgs, AdminCommand, BuildCommand, CooldownArg, FeedAddArgs, FeedCommand, FeedSpecArgs,
-    OutboxCommand, SecretCommand, TokenCommand,
+    HookCommand, OutboxCommand, SecretCommand, TokenCommand,
 };
 use crate::feed::CooldownPolicy;
 
@@ -245,6 +245,17 @@ fn request(command: AdminCommand) -> anyhow::Result<Request> {
         }
         AdminCommand::Secret(SecretCommand::Confirm { name }) => Request::SecretConfirm { name },
         AdminCommand::Secret(SecretCommand::Cancel { name }) => Request::SecretCancel { name },
+        AdminCommand::Hook(HookCommand::Register {
+            name,
+            events,
+            allow_private,
+        }) => Request::HookRegister {
+            name,
+            events,
+            allow_private,
+        },
+        AdminCommand::Hook(HookCommand::Status { name }) => Request::HookStatus { name },
+        AdminCommand::Hook(HookCommand::Unregister { name }) => Request::HookUnregister { name },
         AdminCommand::HookUrl { name } => Request::HookUrl { name },
         AdminCommand::Trigger {
             name,

@@ -44,6 +44,8 @@ pub(crate) async fn execute(app: &App, req: Request) -> Reply {
             | Request::SecretRotate { .. }
             | Request::SecretConfirm { .. }
             | Request::SecretCancel { .. }
+            | Request::HookRegister { .. }
+            | Request::HookUnregister { .. }
             | Request::Import { .. }
     );
     let mut result = match req {
@@ -55,6 +57,13 @@ pub(crate) async fn execute(app: &App, req: Request) -> Reply {
         } => trigger(app, name, branch, force, any_ref).await,
         Request::Cancel { id } => cancel(app, id).await,
         Request::FeedRemove { name } => remove(app, name).await,
+        Request::HookRegister {
+            name,
+            events,
+            allow_private,
+        } => crate::admin::webhook::register(app, name, events, allow_private).await,
+        Request::HookStatus { name } => crate::admin::webhook::status(app, name).await,
+        Request::HookUnregister { name } => crate::admin::webhook::unregister(app, name).await,
         other => blocking(app, move |app| sync_command(app, other)).await,
     };
     if changes_hooks {
@@ -196,6 +205,9 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
         Request::Trigger { .. }
         | Request::Cancel { .. }
         | Request::FeedRemove { .. }
+        | Request::HookRegister { .. }
+        | Request::HookStatus { .. }
+        | Request::HookUnregister { .. }
         | Request::Log { .. } => Err(CommandError::Other(
             "internal: request routed to the wrong handler".into(),
         )),

@@ -10,3 +10,4 @@ pub(crate) mod reads;
 pub(crate) mod render;
 pub(crate) mod rotation;
 pub(crate) mod server;
+pub(crate) mod webhook;

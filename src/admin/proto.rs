@@ -112,6 +112,25 @@ pub(crate) enum Request {
         /// Feed name.
         name: String,
     },
+    /// Create or repair the feed's webhook on its forge, with a new secret.
+    HookRegister {
+        /// Feed name.
+        name: String,
+        /// `push`, `tag` (empty: push, and tags when the feed watches any).
+        events: Vec<String>,
+        /// Register a `public_url` on a loopback or private address.
+        allow_private: bool,
+    },
+    /// The forge's view of the feed's webhook.
+    HookStatus {
+        /// Feed name.
+        name: String,
+    },
+    /// Delete the feed's webhook on its forge and revoke its token.
+    HookUnregister {
+        /// Feed name.
+        name: String,
+    },
     /// A feed's hook URLs.
     HookUrl {
         /// Feed name.
@@ -227,6 +246,8 @@ pub(crate) enum Reply {
     Deliveries(Vec<DeliveryView>),
     /// Outbox items.
     Outbox(Vec<OutboxView>),
+    /// A feed's webhook as its forge shows it.
+    HookStatus(HookStatusView),
     /// Daemon status.
     Status(StatusView),
     /// A backup document.
@@ -260,6 +281,36 @@ pub(crate) struct OutboxView {
     pub(crate) next_attempt: Option<String>,
     /// The last attempt's error or the forge's reply.
     pub(crate) last_error: Option<String>,
+}
+
+/// A feed's webhook as its forge shows it, next to hookd's own deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HookStatusView {
+    /// Feed name.
+    pub(crate) feed: String,
+    /// The forge's word.
+    pub(crate) forge: String,
+    /// The repository on it.
+    pub(crate) repo: String,
+    /// hookd's webhooks there (one, unless registered by hand too); none when gone.
+    pub(crate) webhooks: Vec<WebhookView>,
+    /// hookd's latest deliveries for the feed.
+    pub(crate) deliveries: Vec<DeliveryView>,
+}
+
+/// One webhook on the forge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WebhookView {
+    /// The forge's id.
+    pub(crate) id: String,
+    /// Where it delivers (the hook URL).
+    pub(crate) url: String,
+    /// Whether the forge delivers to it.
+    pub(crate) active: bool,
+    /// Events, in the forge's words.
+    pub(crate) events: Vec<String>,
+    /// The last delivery's response, where the forge's API tells it.
+    pub(crate) last_response: Option<String>,
 }
 
 /// What applying a config file's declared feeds changes (`check-config --plan`).

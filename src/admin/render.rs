@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::admin::proto::{
-    BuildView, DeliveryView, FeedView, OutboxView, PlanView, Reply, TokenView,
+    BuildView, DeliveryView, FeedView, HookStatusView, OutboxView, PlanView, Reply, TokenView,
 };
 use crate::feed::CommandSpec;
 
@@ -56,6 +56,7 @@ pub(crate) fn text(reply: &Reply) -> String {
         Reply::Deliveries(ds) => deliveries_table(&mut out, ds),
         Reply::Outbox(items) if items.is_empty() => out.push_str("the outbox is empty\n"),
         Reply::Outbox(items) => outbox_table(&mut out, items),
+        Reply::HookStatus(view) => hook_status(&mut out, view),
         Reply::Backup(b) => {
             out.push_str(&serde_json::to_string_pretty(b).unwrap_or_default());
             out.push('\n');
@@ -386,6 +387,36 @@ fn outbox_table(out: &mut String, items: &[OutboxView]) {
         );
     }
     t.render(out);
+}
+
+fn hook_status(out: &mut String, v: &HookStatusView) {
+    let _ = writeln!(out, "feed:        {}", v.feed);
+    let _ = writeln!(out, "forge:       {} {}", v.forge, v.repo);
+    if v.webhooks.is_empty() {
+        let _ = writeln!(
+            out,
+            "webhook:     none of hookd's (`hookd admin hook register {}`)",
+            v.feed
+        );
+    }
+    for w in &v.webhooks {
+        let active = if w.active { "active" } else { "inactive" };
+        let _ = writeln!(
+            out,
+            "webhook:     {} ({active}), events {}",
+            w.id,
+            w.events.join(", ")
+        );
+        let _ = writeln!(out, "url:         {}", w.url);
+        if let Some(reply) = &w.last_response {
+            let _ = writeln!(out, "last reply:  {reply}");
+        }
+    }
+    out.push_str("hookd's latest deliveries:\n");
+    match v.deliveries.is_empty() {
+        true => out.push_str("no deliveries yet\n"),
+        false => deliveries_table(out, &v.deliveries),
+    }
 }
 
 fn deliveries_table(out: &mut String, deliveries: &[DeliveryView]) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::config::Forge;
@@ -31,7 +31,8 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-fn seg(text: &str) -> String {
+/// One path segment, percent-encoded (a repository part, a commit, a hook id).
+pub(crate) fn seg(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
@@ -125,7 +126,7 @@ pub(crate) fn request(
             target.forge.word()
         )
     };
-    let (url, body, auth) = match target.forge {
+    let (url, body) = match target.forge {
         Forge::Github | Forge::Gitea | Forge::Forgejo => {
             let [owner, name] = p.as_slice() else {
                 return Err(shape());
@@ -138,12 +139,8 @@ pub(crate) fn request(
             if let Some(url) = &post.target_url {
                 body["target_url"] = url.as_str().into();
             }
-            let auth = match target.forge {
-                Forge::Github => format!("Bearer {token}"),
-                _ => format!("token {token}"),
-            };
             let url = format!("{api}/repos/{owner}/{name}/statuses/{sha}");
-            (url, body, auth)
+            (url, body)
         }
         Forge::Gitlab => {
             let mut body = serde_json::json!({
@@ -156,11 +153,7 @@ pub(crate) fn request(
                 body["target_url"] = url.as_str().into();
             }
             let id = seg(target.repo);
-            (
-                format!("{api}/projects/{id}/statuses/{sha}"),
-                body,
-                String::new(),
-            )
+            (format!("{api}/projects/{id}/statuses/{sha}"), body)
         }
         Forge::BitbucketCloud => {
             let [workspace, slug] = p.as_slice() else {
@@ -178,7 +171,7 @@ pub(crate) fn request(
                 body["refname"] = branch.into();
             }
             let url = format!("{api}/repositories/{workspace}/{slug}/commit/{sha}/statuses/build");
-            (url, body, format!("Bearer {token}"))
+            (url, body)
         }
         Forge::BitbucketServer => {
             let [key, slug] = p.as_slice() else {
@@ -195,7 +188,7 @@ pub(crate) fn request(
             });
             let url =
                 format!("{api}/rest/api/latest/projects/{key}/repos/{slug}/commits/{sha}/builds");
-            (url, body, format!("Bearer {token}"))
+            (url, body)
         }
         Forge::AzureDevops => {
             let [org, project, repo] = p.as_slice() else {
@@ -220,8 +213,7 @@ pub(crate) fn request(
             let url = format!(
                 "{api}/{org}/{project}/_apis/git/repositories/{repo}/commits/{sha}/statuses?api-version=7.1"
             );
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!(":{token}"));
-            (url, body, format!("Basic {basic}"))
+            (url, body)
         }
     };
     let mut builder = Request::builder()
@@ -233,10 +225,8 @@ pub(crate) fn request(
             header::USER_AGENT,
             concat!("hookd/", env!("CARGO_PKG_VERSION")),
         );
-    builder = match target.forge {
-        Forge::Gitlab => builder.header("PRIVATE-TOKEN", secret_value(token)?),
-        _ => builder.header(header::AUTHORIZATION, secret_value(&auth)?),
-    };
+    let (name, value) = auth_header(target.forge, token)?;
+    builder = builder.header(name, value);
     if target.forge == Forge::Github {
         builder = builder.header("X-GitHub-Api-Version", "2022-11-28");
     }
@@ -245,8 +235,29 @@ pub(crate) fn request(
         .map_err(|e| format!("cannot build the request to {}: {e}", redact(&url)))
 }
 
+/// The header each forge's API takes `token` in: GitHub and Bitbucket a bearer
+/// token, Gitea/Forgejo `token T`, GitLab `PRIVATE-TOKEN`, Azure DevOps Basic auth with
+/// the token as password. Marked sensitive, so it never prints.
+pub(crate) fn auth_header(forge: Forge, token: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let authorization = |text: String| Ok((header::AUTHORIZATION, secret_value(&text)?));
+    match forge {
+        Forge::Github | Forge::BitbucketCloud | Forge::BitbucketServer => {
+            authorization(format!("Bearer {token}"))
+        }
+        Forge::Gitea | Forge::Forgejo => authorization(format!("token {token}")),
+        Forge::Gitlab => Ok((
+            HeaderName::from_static("private-token"),
+            secret_value(token)?,
+        )),
+        Forge::AzureDevops => {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!(":{token}"));
+            authorization(format!("Basic {basic}"))
+        }
+    }
+}
+
 /// The `Accept` each forge documents.
-fn accept(forge: Forge) -> &'static str {
+pub(crate) fn accept(forge: Forge) -> &'static str {
     match forge {
         Forge::Github => "application/vnd.github+json",
         Forge::Gitlab

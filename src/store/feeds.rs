@@ -298,6 +298,13 @@ mod tests {
         };
         store.add_token(token(1), &record("web")).unwrap();
         store.add_token(token(2), &record("api")).unwrap();
+        store.add_token(token(3), &record("web")).unwrap();
+        assert!(
+            store.remove_token("api", token(3)).is_err(),
+            "another feed's token"
+        );
+        store.remove_token("web", token(3)).unwrap();
+        assert!(store.token(token(3)).unwrap().is_none());
         assert_eq!(store.tokens_of("web").unwrap().len(), 1);
         store.remove_feed(&FeedName::parse("web").unwrap()).unwrap();
         assert!(store.tokens_of("web").unwrap().is_empty());

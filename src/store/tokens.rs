@@ -83,6 +83,28 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a token of a feed as if it had never been minted (a registration the
+    /// forge refused takes back the token it made for it).
+    pub(crate) fn remove_token(&self, feed: &str, id: TokenId) -> Result<(), StoreError> {
+        {
+            let _guard = self.lock();
+            match self.token(id)? {
+                Some(record) if record.feed.as_str() == feed => {}
+                _ => {
+                    return Err(StoreError::NoToken {
+                        feed: feed.to_owned(),
+                        token_id: id.to_string(),
+                    })
+                }
+            }
+            let mut w = Writes::default();
+            w.remove(&self.tokens, id.as_bytes());
+            w.remove(&self.feed_tokens, feed_token_key(feed, id));
+            self.apply(w)?;
+        }
+        self.durable_blocking()
+    }
+
     /// Revokes one token of a feed; the feed's other tokens keep working.
     pub(crate) fn revoke_token(
         &self,

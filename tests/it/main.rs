@@ -19,6 +19,7 @@ mod outbound;
 mod packaging;
 mod proxy;
 mod readme;
+mod register;
 mod rotation;
 mod source;
 mod store;

@@ -20,6 +20,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+#[path = "forge_hooks.rs"]
+mod hooks;
+
 /// The forges whose status API the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForgeKind {
@@ -184,6 +187,8 @@ struct State {
     stopped: bool,
     /// Requests still to take without replying.
     lose: usize,
+    /// The repository's webhooks and what hookd answered their deliveries.
+    hooks: hooks::Hooks,
 }
 
 /// The server; it stops accepting when dropped.
@@ -319,7 +324,7 @@ impl Drop for ForgeServer {
 }
 
 /// Serves one connection: requests until the client closes it (keep-alive).
-fn serve(kind: ForgeKind, token: &str, stream: TcpStream, shared: &(Mutex<State>, Condvar)) {
+fn serve(kind: ForgeKind, token: &str, stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>) {
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -333,6 +338,7 @@ fn serve(kind: ForgeKind, token: &str, stream: TcpStream, shared: &(Mutex<State>
             body,
             verdict: Verdict::Accepted,
         };
+        let mut jobs = Vec::new();
         let (status, extra, reply) = {
             let mut state = shared.0.lock().unwrap_or_else(|e| e.into_inner());
             if state.hold {
@@ -348,6 +354,12 @@ fn serve(kind: ForgeKind, token: &str, stream: TcpStream, shared: &(Mutex<State>
                 Some(canned) => {
                     received.verdict = Verdict::Scripted(canned.status);
                     (canned.status, canned.headers, canned.body)
+                }
+                None if hooks::is_hook_call(&received.target) => {
+                    let (status, body, todo) =
+                        hooks::judge(kind, token, &mut received, &mut state.hooks);
+                    jobs = todo;
+                    (status, Vec::new(), body)
                 }
                 None => judge(kind, token, &mut received, &mut state),
             };
@@ -368,10 +380,12 @@ fn serve(kind: ForgeKind, token: &str, stream: TcpStream, shared: &(Mutex<State>
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
+        hooks::run_before_reply(kind, &mut jobs, shared);
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(reply.as_bytes()).is_err()
         {
             return;
         }
+        hooks::run_after_reply(kind, jobs, shared);
     }
 }
 
