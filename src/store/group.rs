@@ -75,7 +75,9 @@ mod tests {
     use crate::build::{BuildId, Trigger, TriggerKind};
     use crate::feed::{CooldownPolicy, Feed};
     use crate::reply::HookReply;
+    use crate::store::commit::Fault;
     use crate::store::keys;
+    use crate::store::mark::{Mark, Point};
     use crate::store::test_support::temp_store;
 
     /// One webhook: its feed, branch, delivery id and when it is admitted.
@@ -174,7 +176,13 @@ mod tests {
 
     fn commits(store: &Store) -> u64 {
         let raw = store.meta.get(keys::COMMIT).unwrap().unwrap();
-        crate::store::mark::Point::from_bytes(&raw).unwrap().seq
+        Point::from_bytes(&raw).unwrap().seq
+    }
+
+    /// The acknowledged mark's commit number, as `db/acked` has it.
+    fn acked(dir: &tempfile::TempDir) -> u64 {
+        let db = crate::paths::db(dir.path());
+        Mark::read(&db).unwrap().unwrap().seq
     }
 
     /// Feeds `a` (no cooldown), `r` (10 s, reject) and `d` (10 s, defer), the last two
@@ -387,5 +395,45 @@ mod tests {
         assert!(store.delivery_by_id("a", "fails").unwrap().is_none());
         let counter = store.meta.get(keys::feed_text("\u{1}dseq", "a")).unwrap();
         assert_eq!(keys::read_u64(&counter.unwrap()).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_group_whose_batch_or_flush_fails_acknowledges_none_and_the_next_starts_clean() {
+        for fault in [Fault::Apply, Fault::Flush] {
+            let (dir, store) = temp_store();
+            let feeds = setup(&store);
+            let hooks = colliding(&feeds);
+            let (before, marked) = (commits(&store), acked(&dir));
+            assert_eq!(marked, before);
+            store.committer.fail_next(fault);
+            for (i, answer) in one_group(&store, &hooks).into_iter().enumerate() {
+                assert!(
+                    matches!(answer, Err(StoreError::Durability(_))),
+                    "{fault:?}: admission {i} of the failed group answered {answer:?}"
+                );
+            }
+            assert_eq!(acked(&dir), marked, "{fault:?}: the mark moved");
+            assert!(store.has_failed());
+            // The same webhooks again, as one group: they decide over what the failed
+            // group left in sled (nothing when its batch was refused; all of it, never
+            // acknowledged, when its flush was), exactly as sequential admissions do.
+            let replies: Vec<Admission> = one_group(&store, &hooks)
+                .into_iter()
+                .map(|answer| answer.unwrap().1)
+                .collect();
+            let earlier = match fault {
+                Fault::Apply => Vec::new(),
+                Fault::Flush => hooks.clone(),
+            };
+            let all: Vec<Hook> = earlier.iter().chain(&hooks).cloned().collect();
+            let (expected, stored) = sequential(&all);
+            assert_eq!(replies, expected[earlier.len()..], "{fault:?}");
+            assert_eq!(records(&store), stored, "{fault:?}");
+            assert_eq!(commits(&store), before + 1, "{fault:?}");
+            assert_eq!(acked(&dir), before + 1, "{fault:?}");
+            if fault == Fault::Apply {
+                assert_eq!(replies[0], Admission::Queued(BuildId(3)));
+            }
+        }
     }
 }

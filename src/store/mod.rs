@@ -278,12 +278,16 @@ impl Store {
             records: records.clone(),
             meta: meta.clone(),
             lock: write_lock.clone(),
-            mark: mark::Mark::open(path, last).map_err(open_err)?,
             last,
             db: db.clone(),
+            #[cfg(test)]
+            fault: Default::default(),
+        };
+        let acks = commit::Acks {
+            mark: mark::Mark::open(path, last).map_err(open_err)?,
             failed: failed.clone(),
         };
-        let committer = commit::Committer::start(disk).map_err(open_err)?;
+        let committer = commit::Committer::start(disk, acks).map_err(open_err)?;
         let store = Self {
             meta,
             feeds: space(b'f'),
