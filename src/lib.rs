@@ -49,6 +49,7 @@
 //! - [`app`]: the handles shared by the daemon's tasks (the composition root).
 //! - [`daemon`]: start-up, recovery, signals, ordered shutdown.
 //! - [`heal`]: after a full disk, a restart in place once the disk takes writes again.
+//! - [`fd`]: marking a descriptor close-on-exec (systemd's listener, inherited ones).
 //! - [`metrics`], [`logging`], [`systemd`]: operations.
 
 pub mod admin;
@@ -59,6 +60,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub(crate) mod fd;
 pub mod feed;
 pub(crate) mod heal;
 pub(crate) mod hook;

@@ -55,8 +55,9 @@ pub fn take_listener() -> std::io::Result<Option<std::net::TcpListener>> {
     }
     // SAFETY: systemd hands fd 3 over to this process; nothing else owns it.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTEN_FDS_START) };
-    listener.local_addr()?; // fails unless fd 3 really is a bound socket
-                            // systemd passes it inheritable; a build must never be able to accept hooks on it.
-    crate::runner::exec::close_on_exec(LISTEN_FDS_START)?;
+    // Fails unless fd 3 really is a bound socket.
+    listener.local_addr()?;
+    // systemd passes it inheritable; a build must never be able to accept hooks on it.
+    crate::fd::close_on_exec(LISTEN_FDS_START)?;
     Ok(Some(listener))
 }

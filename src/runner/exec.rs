@@ -19,6 +19,7 @@ use tokio::process::{ChildStderr, ChildStdout, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::fd::close_on_exec;
 use crate::feed::CommandSpec;
 use crate::runner::leftovers::{kill_escaped, Leader, Marker};
 use crate::runner::log::{LogError, LogWriter};
@@ -66,17 +67,6 @@ fn close_all_on_exec() {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-}
-
-/// Marks descriptor `fd` close-on-exec.
-pub(crate) fn close_on_exec(fd: i32) -> io::Result<()> {
-    // SAFETY: fcntl on a plain descriptor number touches no memory of ours.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    // SAFETY: as above.
-    if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// One run of a build command.

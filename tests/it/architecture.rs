@@ -146,6 +146,14 @@ fn outbound_stays_off_the_request_and_build_machinery() {
 }
 
 #[test]
+fn systemd_stays_off_the_build_machinery() {
+    // The listener it takes over is marked close-on-exec through `fd`, which the
+    // runner uses too: start-up plumbing never reaches into the runner.
+    let graph = graph();
+    assert_imports_none(&graph, "systemd", &["runner", "scheduler", "store"]);
+}
+
+#[test]
 fn hook_is_pure() {
     let graph = graph();
     let allowed: BTreeSet<String> = ["build", "feed", "secret"].map(String::from).into();
