@@ -249,7 +249,7 @@ pub(crate) async fn run(
     // The build is over once its leader is: nothing it started may outlive it.
     group.kill_remaining();
     if let Some(marker) = marker {
-        let killed = tokio::task::spawn_blocking(move || kill_escaped(&marker))
+        let killed = super::spawn_blocking(move || kill_escaped(&marker))
             .await
             .unwrap_or(0);
         if killed > 0 {

@@ -196,6 +196,16 @@ fn prepare_dirs(log: &Path, mirror: &Path, workspace: &Path) -> std::io::Result<
     Ok(())
 }
 
+/// `spawn_blocking` inside the caller's span: tokio does not carry spans onto the
+/// blocking pool, and what a build's blocking work logs (git, the leftover sweep) must
+/// still say which build it was.
+pub(crate) fn spawn_blocking<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> tokio::task::JoinHandle<R> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+}
+
 /// Fetches and checks out the build's ref; an `Err` is the build's final status.
 async fn fetch(spec: &BuildSpec) -> Result<git::ResolvedCommit, BuildStatus> {
     let cancel = &spec.cancel;
@@ -216,7 +226,7 @@ async fn fetch(spec: &BuildSpec) -> Result<git::ResolvedCommit, BuildStatus> {
     } = spec.dirs.clone();
     let (git_ref, expected) = (spec.git_ref.clone(), spec.expected_commit.clone());
     let flag = stop.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<git::ResolvedCommit, String> {
+    let result = spawn_blocking(move || -> Result<git::ResolvedCommit, String> {
         prepare_dirs(&log, &mirror, &workspace)
             .map_err(|e| format!("cannot prepare build directories: {e}"))?;
         let mut out = std::fs::OpenOptions::new()

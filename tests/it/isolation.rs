@@ -192,6 +192,16 @@ fn nothing_a_build_started_outlives_its_normal_end() {
     wait_for(20, "adopted processes reaped", || {
         zombie_children(d.pid()).is_empty().then_some(())
     });
+    // The daemon's own line about them says which build they were (the sweep runs
+    // on the blocking pool, inside the build's span).
+    let line = wait_for(20, "the daemon's line about the leftovers", || {
+        d.logs()
+            .lines()
+            .find(|l| l.contains("killed processes that outlived their build"))
+            .map(str::to_owned)
+    });
+    let span = format!("build{{feed=esc build={id}}}");
+    assert!(line.contains(&span), "no {span} in: {line}");
 }
 
 #[test]
