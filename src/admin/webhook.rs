@@ -36,7 +36,7 @@ impl From<RemoteError> for CommandError {
 }
 
 /// The events a registration asks for: `push` always, `tag` for tag pushes (GitLab
-/// has a switch for them; GitHub and Gitea send them as pushes anyway). None named:
+/// has a switch for them; the others send them as pushes anyway). None named:
 /// tags when the feed watches any.
 fn wants_tags(feed: &Feed, events: &[String]) -> Result<bool> {
     if events.is_empty() {

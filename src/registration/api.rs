@@ -2,7 +2,9 @@
 //! update, delete), the hooks a reply lists, and what a refusal means for the
 //! operator (the token scope each forge needs). Checked against the forges' own
 //! documentation: GitHub REST "Repository webhooks", Gitea's swagger
-//! (`CreateHookOption`, `EditHookOption`), GitLab "Project webhooks".
+//! (`CreateHookOption`, `EditHookOption`), GitLab "Project webhooks", Bitbucket Cloud
+//! "Webhooks" (`/2.0/repositories/{workspace}/{repo_slug}/hooks`), Bitbucket Data
+//! Center "Repository webhooks" (`/rest/api/latest/projects/{key}/repos/{slug}/webhooks`).
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
@@ -31,8 +33,8 @@ pub(crate) struct Wanted<'a> {
     pub(crate) url: &'a str,
     /// The webhook secret the forge signs (or sends) with.
     pub(crate) secret: &'a Secret,
-    /// Whether tag pushes are wanted too (GitLab has its own switch; GitHub and
-    /// Gitea send tag pushes as push events).
+    /// Whether tag pushes are wanted too (GitLab has its own switch; the other
+    /// forges send tag pushes as push events).
     pub(crate) tags: bool,
 }
 
@@ -120,8 +122,8 @@ pub(crate) fn request(site: &Site<'_>, call: Call<'_>) -> Result<Request<Bytes>,
         Call::Create(wanted) => (Method::POST, hooks, Some(body(site.forge, wanted, true))),
         Call::Update(id, wanted) => {
             let method = match site.forge {
-                Forge::Gitlab => Method::PUT,
-                _ => Method::PATCH,
+                Forge::Github | Forge::Gitea | Forge::Forgejo => Method::PATCH,
+                _ => Method::PUT,
             };
             let url = format!("{hooks}/{}", seg(id));
             (method, url, Some(body(site.forge, wanted, false)))
@@ -162,13 +164,18 @@ fn hooks_url(site: &Site<'_>) -> Result<String, ApiError> {
             Ok(format!("{api}/repos/{owner}/{name}/hooks"))
         }
         (Forge::Gitlab, _) => Ok(format!("{api}/projects/{}/hooks", seg(site.repo))),
-        (Forge::Github | Forge::Gitea | Forge::Forgejo, _) => Err(ApiError::Shape {
+        (Forge::BitbucketCloud, [workspace, slug]) => {
+            Ok(format!("{api}/repositories/{workspace}/{slug}/hooks"))
+        }
+        (Forge::BitbucketServer, [key, slug]) => Ok(format!(
+            "{api}/rest/api/latest/projects/{key}/repos/{slug}/webhooks"
+        )),
+        (Forge::AzureDevops, _) => Err(ApiError::Unsupported(site.forge.word())),
+        (Forge::Github | Forge::Gitea | Forge::Forgejo, _)
+        | (Forge::BitbucketCloud | Forge::BitbucketServer, _) => Err(ApiError::Shape {
             forge: site.forge.word(),
             repo: site.repo.to_owned(),
         }),
-        (Forge::BitbucketCloud | Forge::BitbucketServer | Forge::AzureDevops, _) => {
-            Err(ApiError::Unsupported(site.forge.word()))
-        }
     }
 }
 
@@ -177,9 +184,14 @@ fn hooks_url(site: &Site<'_>) -> Result<String, ApiError> {
 fn list_url(forge: Forge, hooks: &str) -> String {
     match forge {
         Forge::Gitea | Forge::Forgejo => format!("{hooks}?limit=50"),
-        _ => format!("{hooks}?per_page=100"),
+        Forge::BitbucketCloud => format!("{hooks}?pagelen=100"),
+        Forge::BitbucketServer => format!("{hooks}?limit=100"),
+        Forge::Github | Forge::Gitlab | Forge::AzureDevops => format!("{hooks}?per_page=100"),
     }
 }
+
+/// The name or description of the webhooks hookd makes, where the forge wants one.
+const MARKER: &str = "hookd";
 
 /// The JSON body of a create (`new`) or update. GitHub and Gitea share the shape
 /// (`config` with url, content type and secret; `events`; `active`); a new one also
@@ -188,13 +200,32 @@ fn body(forge: Forge, wanted: Wanted<'_>, new: bool) -> serde_json::Value {
     let (kind, insecure_ssl) = match forge {
         Forge::Github => (("name", "web"), Some("0")),
         Forge::Gitea | Forge::Forgejo => (("type", "gitea"), None),
-        Forge::Gitlab | Forge::BitbucketCloud | Forge::BitbucketServer | Forge::AzureDevops => {
+        Forge::Gitlab | Forge::AzureDevops => {
             return serde_json::json!({
                 "url": wanted.url,
                 "token": wanted.secret.expose(),
                 "push_events": true,
                 "tag_push_events": wanted.tags,
                 "enable_ssl_verification": true,
+            })
+        }
+        // A push event covers tags on both Bitbucket flavours.
+        Forge::BitbucketCloud => {
+            return serde_json::json!({
+                "description": MARKER,
+                "url": wanted.url,
+                "active": true,
+                "secret": wanted.secret.expose(),
+                "events": ["repo:push"],
+            })
+        }
+        Forge::BitbucketServer => {
+            return serde_json::json!({
+                "name": MARKER,
+                "url": wanted.url,
+                "active": true,
+                "events": ["repo:refs_changed"],
+                "configuration": { "secret": wanted.secret.expose() },
             })
         }
     };
@@ -222,9 +253,11 @@ pub(crate) fn parse_list(forge: Forge, body: &str) -> Result<Vec<ForgeHook>, Api
     };
     let value: serde_json::Value =
         serde_json::from_str(body).map_err(|e| unexpected(format!("not JSON ({e})")))?;
+    // Bitbucket pages its lists: `{"values": [...], ...}`.
     let items = value
         .as_array()
-        .ok_or_else(|| unexpected("not a JSON array".into()))?;
+        .or_else(|| value["values"].as_array())
+        .ok_or_else(|| unexpected("not a list of webhooks".into()))?;
     items
         .iter()
         .map(|item| parse_hook(forge, item).ok_or_else(|| unexpected(snippet(&item.to_string()))))
@@ -244,7 +277,7 @@ pub(crate) fn parse_one(forge: Forge, call: Call<'_>, body: &str) -> Result<Forg
 }
 
 fn parse_hook(forge: Forge, v: &serde_json::Value) -> Option<ForgeHook> {
-    let id = match &v["id"] {
+    let id = match v.get("uuid").unwrap_or(&v["id"]) {
         serde_json::Value::Number(n) => n.to_string(),
         serde_json::Value::String(s) => s.clone(),
         _ => return None,
@@ -277,6 +310,13 @@ fn parse_hook(forge: Forge, v: &serde_json::Value) -> Option<ForgeHook> {
                 last_response: None,
             }
         }
+        Forge::BitbucketCloud | Forge::BitbucketServer => ForgeHook {
+            id,
+            url: v["url"].as_str()?.to_owned(),
+            active: v["active"].as_bool().unwrap_or(false),
+            events: strings(&v["events"]),
+            last_response: None,
+        },
         _ => ForgeHook {
             id,
             url: v["config"]["url"].as_str()?.to_owned(),
@@ -322,7 +362,9 @@ pub(crate) fn scope(forge: Forge) -> &'static str {
              repository"
         }
         Forge::Gitlab => "a token with the api scope, of a user with the Maintainer role",
-        Forge::BitbucketCloud => "an access token with the webhook scope",
+        Forge::BitbucketCloud => {
+            "a repository access token with the webhook scope (\"Webhooks: Read and write\")"
+        }
         Forge::BitbucketServer => "an HTTP access token with repository admin permission",
         Forge::AzureDevops => "a personal access token with the Service Hooks (read, write) scope",
     }
@@ -464,21 +506,79 @@ mod tests {
                 "push_events": true, "tag_push_events": false,
                 "enable_ssl_verification": true})
         );
-        let bb = site(
-            Forge::BitbucketCloud,
-            "https://api.bitbucket.org/2.0",
-            "w/r",
-            &token,
-        );
+        let az = site(Forge::AzureDevops, "https://dev.azure.com", "o/p/r", &token);
         assert_eq!(
-            request(&bb, Call::List).unwrap_err(),
-            ApiError::Unsupported("bitbucket-cloud")
+            request(&az, Call::List).unwrap_err(),
+            ApiError::Unsupported("azure-devops")
         );
         let bad = site(Forge::Github, "https://api.github.com", "o/r/x", &token);
         assert!(matches!(
             request(&bad, Call::List),
             Err(ApiError::Shape { .. })
         ));
+    }
+
+    #[test]
+    fn bitbucket_calls_are_the_documented_ones() {
+        let (token, hook_secret) = (secret("tok"), secret("s3"));
+        let wanted = Wanted {
+            url: "https://ci.example.com/hooks/T",
+            secret: &hook_secret,
+            tags: true,
+        };
+        let cloud = site(
+            Forge::BitbucketCloud,
+            "https://api.bitbucket.org/2.0",
+            "ws/r",
+            &token,
+        );
+        let r = request(&cloud, Call::Create(wanted)).unwrap();
+        assert_eq!(
+            r.uri(),
+            "https://api.bitbucket.org/2.0/repositories/ws/r/hooks"
+        );
+        assert_eq!(r.headers()["authorization"], "Bearer tok");
+        let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"description": "hookd", "url": "https://ci.example.com/hooks/T",
+                "active": true, "secret": "s3", "events": ["repo:push"]})
+        );
+        let r = request(&cloud, Call::Update("{a-b}", wanted)).unwrap();
+        assert_eq!(
+            (r.method(), r.uri().to_string().as_str()),
+            (
+                &Method::PUT,
+                "https://api.bitbucket.org/2.0/repositories/ws/r/hooks/%7Ba-b%7D"
+            )
+        );
+        let server = site(
+            Forge::BitbucketServer,
+            "https://bb.example.com",
+            "PROJ/r",
+            &token,
+        );
+        let r = request(&server, Call::List).unwrap();
+        assert_eq!(
+            r.uri(),
+            "https://bb.example.com/rest/api/latest/projects/PROJ/repos/r/webhooks?limit=100"
+        );
+        let r = request(&server, Call::Create(wanted)).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(body["events"], serde_json::json!(["repo:refs_changed"]));
+        assert_eq!(body["configuration"]["secret"], "s3");
+        let listed = r#"{"size":1,"limit":100,"isLastPage":true,"start":0,"values":[{"id":7,
+            "name":"hookd","url":"https://ci.example.com/hooks/T","active":true,
+            "events":["repo:refs_changed"]}]}"#;
+        let hooks = parse_list(Forge::BitbucketServer, listed).unwrap();
+        assert_eq!((hooks[0].id.as_str(), hooks[0].active), ("7", true));
+        let listed = r#"{"pagelen":100,"values":[{"uuid":"{a-b}","url":"u","active":false,
+            "events":["repo:push"],"description":"hookd"}]}"#;
+        let hooks = parse_list(Forge::BitbucketCloud, listed).unwrap();
+        assert_eq!(
+            (hooks[0].id.as_str(), hooks[0].url.as_str()),
+            ("{a-b}", "u")
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The forge server's webhook API (`…/hooks`): accepts exactly the documented list,
 //! get, create, update and delete calls of GitHub ("Repository webhooks"),
-//! Gitea/Forgejo (swagger `CreateHookOption`/`EditHookOption`) and GitLab ("Project
+//! Gitea/Forgejo (swagger `CreateHookOption`/`EditHookOption`), GitLab ("Project
+//! webhooks"), Bitbucket Cloud ("Webhooks") and Bitbucket Data Center ("Repository
 //! webhooks"), keeps the webhooks, and delivers to them as the forge would: GitHub
 //! pings a new webhook after answering, and records what
 //! hookd answered in `last_response`; a test asks for signed pushes.
@@ -67,7 +68,7 @@ pub(super) struct Job {
 
 pub(super) fn is_hook_call(target: &str) -> bool {
     let path = target.split('?').next().unwrap_or(target);
-    path.contains("/hooks")
+    path.contains("/hooks") || path.contains("/webhooks")
 }
 
 fn base(kind: ForgeKind) -> &'static str {
@@ -75,7 +76,9 @@ fn base(kind: ForgeKind) -> &'static str {
         ForgeKind::Github => "/repos/octo/web/hooks",
         ForgeKind::Gitea | ForgeKind::Forgejo => "/api/v1/repos/octo/web/hooks",
         ForgeKind::Gitlab => "/api/v4/projects/group%2Fsub%2Fweb/hooks",
-        _ => "/unsupported",
+        ForgeKind::BitbucketCloud => "/2.0/repositories/team/web/hooks",
+        ForgeKind::BitbucketServer => "/rest/api/latest/projects/PROJ/repos/web/webhooks",
+        ForgeKind::AzureDevops => "/unsupported",
     }
 }
 
@@ -84,6 +87,18 @@ fn scope_refusal(kind: ForgeKind) -> String {
     let message = match kind {
         ForgeKind::Github => "Resource not accessible by personal access token",
         ForgeKind::Gitlab => "insufficient_scope",
+        ForgeKind::BitbucketCloud => {
+            return serde_json::json!({"type": "error", "error": {
+                "message": "Your credentials lack one or more required privilege scopes.",
+                "detail": {"required": ["webhook"], "granted": ["repository"]}}})
+            .to_string()
+        }
+        ForgeKind::BitbucketServer => {
+            return serde_json::json!({"errors": [{"context": null, "message":
+                "You are not permitted to access this resource",
+                "exceptionName": "com.atlassian.bitbucket.AuthorisationException"}]})
+            .to_string()
+        }
         _ => "token does not have at least one of required scope(s): [write:repository]",
     };
     serde_json::json!({ "message": message }).to_string()
@@ -95,6 +110,7 @@ fn authenticated(kind: ForgeKind, r: &Received, token: &str) -> bool {
         ForgeKind::Github => auth == format!("Bearer {token}") && r.header("user-agent").is_some(),
         ForgeKind::Gitea | ForgeKind::Forgejo => auth == format!("token {token}"),
         ForgeKind::Gitlab => r.header("private-token") == Some(token),
+        ForgeKind::BitbucketCloud | ForgeKind::BitbucketServer => auth == format!("Bearer {token}"),
         _ => false,
     }
 }
@@ -143,11 +159,19 @@ fn handle(
     };
     match (r.method.as_str(), segments.as_slice()) {
         ("GET", []) => {
-            if !known_query(&["per_page", "page", "limit"]) {
+            if !known_query(&["per_page", "page", "limit", "pagelen", "start"]) {
                 return Err(format!("unknown query {query}"));
             }
             let list: Vec<_> = hooks.list.iter().map(|h| view(kind, h)).collect();
-            Ok((200, serde_json::Value::Array(list).to_string(), Vec::new()))
+            let page = match kind {
+                ForgeKind::BitbucketCloud => {
+                    serde_json::json!({"pagelen": 100, "size": list.len(), "page": 1, "values": list})
+                }
+                ForgeKind::BitbucketServer => serde_json::json!({"size": list.len(),
+                    "limit": 100, "isLastPage": true, "start": 0, "values": list}),
+                _ => serde_json::Value::Array(list),
+            };
+            Ok((200, page.to_string(), Vec::new()))
         }
         ("POST", []) => {
             let body = json_object(r)?;
@@ -164,15 +188,81 @@ fn handle(
             let hook = find(hooks, id)?;
             Ok((200, view(kind, hook).to_string(), Vec::new()))
         }
-        ("PATCH", [id]) if kind != ForgeKind::Gitlab => update(kind, r, hooks, id),
-        ("PUT", [id]) if kind == ForgeKind::Gitlab => update(kind, r, hooks, id),
+        ("PATCH", [id]) if patches(kind) => update(kind, r, hooks, id),
+        ("PUT", [id]) if !patches(kind) => update(kind, r, hooks, id),
         ("DELETE", [id]) => {
-            find(hooks, id)?;
-            hooks.list.retain(|h| h.id.to_string() != *id);
+            let gone = find(hooks, id)?.id;
+            hooks.list.retain(|h| h.id != gone);
             Ok((204, String::new(), Vec::new()))
         }
         (method, _) => Err(format!("{method} {path} is not a documented webhook call")),
     }
+}
+
+/// GitHub and Gitea change a webhook with PATCH, the others with PUT.
+fn patches(kind: ForgeKind) -> bool {
+    matches!(
+        kind,
+        ForgeKind::Github | ForgeKind::Gitea | ForgeKind::Forgejo
+    )
+}
+
+/// Bitbucket's webhook body: Cloud `description`, `url`, `active`, `secret`,
+/// `events` (`repo:push`); Data Center `name`, `url`, `active`, `events`
+/// (`repo:refs_changed`), `configuration.secret`. Returns url, secret, events.
+fn bitbucket(
+    kind: ForgeKind,
+    body: &serde_json::Map<String, serde_json::Value>,
+    old: Option<&StoredHook>,
+) -> Result<(String, String, Vec<String>), String> {
+    let (allowed, label, push, secret): (&[&str], _, _, _) = match kind {
+        ForgeKind::BitbucketCloud => (
+            &[
+                "description",
+                "url",
+                "active",
+                "secret",
+                "events",
+                "skip_cert_verification",
+            ],
+            "description",
+            "repo:push",
+            body.get("secret"),
+        ),
+        _ => (
+            &[
+                "name",
+                "url",
+                "active",
+                "events",
+                "configuration",
+                "sslVerificationRequired",
+            ],
+            "name",
+            "repo:refs_changed",
+            body.get("configuration").map(|c| &c["secret"]),
+        ),
+    };
+    only(body, allowed)?;
+    if !body.get(label).is_some_and(|l| l.is_string()) {
+        return Err(format!("{label} is required"));
+    }
+    if let Some(c) = body.get("configuration") {
+        only(
+            c.as_object().ok_or("configuration is not an object")?,
+            &["secret", "createdBy"],
+        )?;
+    }
+    let url = body["url"].as_str().ok_or("url is required")?.to_owned();
+    let events = events(body.get("events"))?.ok_or("events are required")?;
+    if events.iter().any(|e| e != push) {
+        return Err(format!("events {events:?} are not [{push:?}]"));
+    }
+    let secret = match secret {
+        Some(s) => s.as_str().ok_or("secret is not a string")?.to_owned(),
+        None => old.map(|h| h.secret.clone()).unwrap_or_default(),
+    };
+    Ok((url, secret, events))
 }
 
 fn json_object(r: &Received) -> Result<serde_json::Map<String, serde_json::Value>, String> {
@@ -228,7 +318,17 @@ fn config(kind: ForgeKind, c: &serde_json::Value) -> Result<(String, Option<Stri
 }
 
 fn events(v: Option<&serde_json::Value>) -> Result<Option<Vec<String>>, String> {
-    const KNOWN: &[&str] = &["push", "create", "delete", "pull_request", "release", "*"];
+    const KNOWN: &[&str] = &[
+        "push",
+        "create",
+        "delete",
+        "pull_request",
+        "release",
+        "*",
+        "repo:push",
+        "repo:refs_changed",
+        "repo:modified",
+    ];
     let Some(v) = v else { return Ok(None) };
     let list = v.as_array().ok_or("events is not an array")?;
     let words: Option<Vec<String>> = list.iter().map(|e| e.as_str().map(str::to_owned)).collect();
@@ -290,6 +390,11 @@ fn created(
             let (url, token, events) = gitlab_flags(body, None)?;
             (url, token, events, true)
         }
+        ForgeKind::BitbucketCloud | ForgeKind::BitbucketServer => {
+            let (url, secret, events) = bitbucket(kind, body, None)?;
+            let active = body.get("active").and_then(|a| a.as_bool()).unwrap_or(true);
+            (url, secret, events, active)
+        }
         _ => {
             let allowed: &[&str] = match kind {
                 ForgeKind::Github => &["name", "config", "events", "active"],
@@ -344,6 +449,13 @@ fn update(
             let (url, token, events) = gitlab_flags(&body, Some(&old))?;
             (new.url, new.secret, new.events) = (url, token, events);
         }
+        ForgeKind::BitbucketCloud | ForgeKind::BitbucketServer => {
+            let (url, secret, events) = bitbucket(kind, &body, Some(&old))?;
+            (new.url, new.secret, new.events) = (url, secret, events);
+            if let Some(a) = body.get("active") {
+                new.active = a.as_bool().ok_or("active is not a boolean")?;
+            }
+        }
         _ => {
             let allowed: &[&str] = match kind {
                 ForgeKind::Github => &["config", "events", "add_events", "remove_events", "active"],
@@ -383,11 +495,16 @@ fn update(
     Ok((200, answer, jobs))
 }
 
+/// The webhook a path segment names: its number, or Bitbucket Cloud's `{uuid}`
+/// (percent-encoded or not).
 fn find<'h>(hooks: &'h Hooks, id: &str) -> Result<&'h StoredHook, String> {
+    let id = id.replace("%7B", "{").replace("%7D", "}");
     hooks
         .list
         .iter()
-        .find(|h| h.id.to_string() == id)
+        .find(|h| {
+            h.id.to_string() == id || id == format!("{{{:08}-0000-4000-8000-000000000000}}", h.id)
+        })
         .ok_or_else(|| format!("no webhook {id}"))
 }
 
@@ -428,6 +545,15 @@ fn view(kind: ForgeKind, h: &StoredHook) -> serde_json::Value {
                 "last_response": last,
             })
         }
+        ForgeKind::BitbucketCloud => serde_json::json!({
+            "uuid": format!("{{{:08}-0000-4000-8000-000000000000}}", h.id),
+            "url": h.url, "description": "hookd", "subject_type": "repository",
+            "active": h.active, "events": h.events, "secret_set": !h.secret.is_empty(),
+        }),
+        ForgeKind::BitbucketServer => serde_json::json!({
+            "id": h.id, "name": "hookd", "url": h.url, "active": h.active,
+            "events": h.events, "configuration": {}, "scopeType": "repository",
+        }),
         _ => serde_json::json!({
             "id": h.id, "type": "gitea", "active": h.active, "events": h.events,
             "config": {"url": h.url, "content_type": "json"},
@@ -525,6 +651,28 @@ fn delivery(kind: ForgeKind, job: &Job, n: u64) -> (Vec<(String, String)>, Vec<u
             add("X-Gitea-Event", "push".into());
             add("X-Gitea-Delivery", id);
             add("X-Gitea-Signature", hmac_hex(&job.secret, &body));
+            body
+        }
+        ForgeKind::BitbucketCloud | ForgeKind::BitbucketServer => {
+            let (event, file, id_header) = match kind {
+                ForgeKind::BitbucketCloud => (
+                    "repo:push",
+                    "bitbucket-cloud/repo-push.json",
+                    "X-Request-UUID",
+                ),
+                _ => (
+                    "repo:refs_changed",
+                    "bitbucket-server/refs-changed.json",
+                    "X-Request-Id",
+                ),
+            };
+            let body = fixture(file);
+            add("X-Event-Key", event.into());
+            add(id_header, id);
+            add(
+                "X-Hub-Signature",
+                format!("sha256={}", hmac_hex(&job.secret, &body)),
+            );
             body
         }
         _ => {
