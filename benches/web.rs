@@ -7,7 +7,9 @@
 //!   followers, the daemon's peak resident memory, and what each follower received.
 //!
 //! `HOOKD_BENCH_SECS` (default 10) sets the seconds of each hook load phase,
-//! `HOOKD_BENCH_FOLLOWERS` (default 200) the followers.
+//! `HOOKD_BENCH_FOLLOWERS` (default 200) the followers, `HOOKD_BENCH_BIN` another
+//! hookd binary to measure (e.g. one built from an older commit, to compare in turns
+//! on the same machine).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -149,7 +151,7 @@ impl Daemon {
             "[web]\nmax_streams = {streams}\n[http]\nmax_connections = 4096\n[builds]\nlog_max_bytes = 1073741824\n"
         );
         std::fs::write(&config, text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hookd"))
+        let child = Command::new(hookd())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--data-dir")
@@ -178,7 +180,7 @@ impl Daemon {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_hookd"))
+        Command::new(hookd())
             .arg("admin")
             .arg("--socket")
             .arg(&self.socket)
@@ -207,6 +209,11 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The hookd binary measured: `HOOKD_BENCH_BIN`, else the one built with the bench.
+fn hookd() -> std::ffi::OsString {
+    std::env::var_os("HOOKD_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hookd").into())
 }
 
 /// A one-commit repository; its path.

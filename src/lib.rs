@@ -45,7 +45,8 @@
 //! - [`admin`]: the Unix-socket protocol, its server and the `hookd admin` client; and
 //!   the declared feeds applied to the store (plan, add, change, retire, revive).
 //! - [`web`]: read-only pages, JSON API, badges and live views (Server-Sent Events),
-//!   over the reads and the build updates `admin` hands it.
+//!   over the reads and the build updates `admin` hands it; one log reader per
+//!   followed build shares each encoded piece with all its followers.
 //! - [`app`]: the handles shared by the daemon's tasks (the composition root).
 //! - [`daemon`]: start-up, recovery, signals, ordered shutdown.
 //! - [`heal`]: after a full disk, a restart in place once the disk takes writes again.

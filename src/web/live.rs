@@ -12,17 +12,10 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::stream::{Gone, Sender, Streams};
+use super::tail::{self, is_final, Joined, Note, Piece, Tails, READ};
 use super::{error, ReadError, Reply, Source};
 use crate::scheduler::{BuildUpdate, Change};
 
-/// Most log bytes read and sent at once.
-const CHUNK: usize = 16 * 1024;
-/// How often a followed log is read anyway: output a build writes and then sits on
-/// may arrive without an update to wake the follower.
-const POLL: Duration = Duration::from_millis(250);
-/// How often a follower rereads the build, whatever the updates said (a removed feed
-/// takes its builds without an update).
-const RESYNC: Duration = Duration::from_secs(5);
 /// A comment this often keeps proxies from closing a quiet stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// What a browser waits before reconnecting a stream that broke.
@@ -105,14 +98,14 @@ pub(super) async fn answer(
             let from = resume_offset(headers, query);
             let follow = Follow {
                 source,
+                tails: streams.tails.clone(),
                 id,
                 offset: from,
                 status,
-                updates,
                 framing,
             };
             tokio::spawn(async move {
-                let _ = follow.run(&out).await;
+                let _ = follow.run(&out, updates).await;
             });
         }
         _ => {
@@ -143,15 +136,17 @@ async fn status_of(source: &Arc<dyn Source>, id: u64) -> Result<String, ReadErro
         .unwrap_or_else(|_| Err(ReadError::Unavailable("daemon is shutting down".into())))
 }
 
-/// Whether a status word is a build's last.
-fn is_final(status: &str) -> bool {
-    !matches!(status, "queued" | "running")
-}
-
 /// One Server-Sent Event; `data` is one line of JSON.
 fn event(name: &str, id: Option<u64>, data: &str) -> Bytes {
     let id = id.map(|id| format!("id: {id}\n")).unwrap_or_default();
     Bytes::from(format!("event: {name}\n{id}data: {data}\n\n"))
+}
+
+/// A `log` event: `text` as a JSON string, its id the offset `end` just past it.
+pub(super) fn log_event(text: &[u8], end: u64) -> Bytes {
+    let text = String::from_utf8_lossy(text);
+    let data = serde_json::Value::from(text.as_ref()).to_string();
+    event("log", Some(end), &data)
 }
 
 fn status_event(name: &str, status: &str) -> Bytes {
@@ -169,126 +164,168 @@ fn preamble() -> Bytes {
 
 const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
-/// How many leading bytes of `bytes` end on a whole UTF-8 character: a character cut
-/// by a read waits for the next chunk (event data is text).
-fn whole_chars(bytes: &[u8]) -> usize {
-    let n = bytes.len();
-    for back in 1..=n.min(4) {
-        let b = bytes[n - back];
-        if b & 0xC0 != 0x80 {
-            let len = match b {
-                0xC0..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                0xF0..=0xF7 => 4,
-                _ => 1,
-            };
-            return if back < len { n - back } else { n };
-        }
-    }
-    n
-}
-
-/// One build's log followed to its end.
+/// One build's log followed to its end: the pieces its reader shares while they
+/// continue where this follower is, the file itself where they do not.
 struct Follow {
     source: Arc<dyn Source>,
+    tails: Arc<Tails>,
     id: u64,
     /// Bytes of the log already sent (or shown before the stream started).
     offset: u64,
-    /// The build's status word as last seen.
+    /// The status last sent.
     status: String,
-    updates: broadcast::Receiver<BuildUpdate>,
     framing: Framing,
 }
 
 impl Follow {
-    async fn run(mut self, out: &Sender) -> Result<(), Gone> {
-        if self.framing == Framing::Events {
-            out.send(preamble()).await?;
-            out.send(status_event("status", &self.status)).await?;
+    /// Follows a build that is not over (`updates` subscribed before its `status`
+    /// was read), or sends the whole log of one that is.
+    async fn run(
+        mut self,
+        out: &Sender,
+        updates: broadcast::Receiver<BuildUpdate>,
+    ) -> Result<(), Gone> {
+        if is_final(&self.status) {
+            drop(updates);
+            self.start(out).await?;
+            return self.finish(out, self.status.clone()).await;
         }
-        let mut resync = tokio::time::interval(RESYNC);
-        resync.reset();
+        let joined = match self
+            .tails
+            .join(&self.source, self.id, self.status.clone(), updates)
+            .await
+        {
+            Ok(joined) => joined,
+            Err(e) => {
+                tracing::warn!(build = self.id, error = %e, "cannot follow a build log");
+                return Err(Gone);
+            }
+        };
+        let Joined {
+            mut notes,
+            position,
+            status,
+            shared,
+        } = joined;
+        self.status = status;
+        self.start(out).await?;
+        self.send_file(out, Some(position)).await?;
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.reset();
         loop {
-            // Send everything written so far; only then decide whether the build is
-            // over, so output written just before its end is never lost.
-            let over = is_final(&self.status);
-            self.send_log(out, over).await?;
-            if over {
-                if self.framing == Framing::Events {
-                    out.send(status_event("end", &self.status)).await?;
-                }
-                return Ok(());
-            }
-            let before = self.status.clone();
             tokio::select! {
-                update = self.updates.recv() => match update {
-                    Ok(u) if u.build.0 == self.id => self.apply(u.change),
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => self.reread().await?,
-                    Err(RecvError::Closed) => return Err(Gone),
+                note = notes.recv() => match note {
+                    Ok(Note::Log(piece)) => self.send_piece(out, &piece).await?,
+                    Ok(Note::Status(status)) => self.send_status(out, status).await?,
+                    Ok(Note::Over(status)) => return self.finish(out, status).await,
+                    Ok(Note::Gone) | Err(RecvError::Closed) => return Err(Gone),
+                    // Pieces were dropped: the next one tells where to read the file
+                    // from. A status change may have been dropped too.
+                    Err(RecvError::Lagged(_)) => {
+                        tracing::debug!(build = self.id, "a follower fell behind the build's reader; it reads the log file");
+                        let status = shared.status();
+                        if !is_final(&status) {
+                            self.send_status(out, status).await?;
+                        }
+                    }
                 },
-                _ = resync.tick() => self.reread().await?,
-                _ = tokio::time::sleep(POLL) => {}
                 _ = keepalive.tick() => if self.framing == Framing::Events {
                     out.send(KEEPALIVE_COMMENT).await?;
                 },
                 _ = out.ended() => return Err(Gone),
             }
-            if self.framing == Framing::Events && self.status != before && !is_final(&self.status) {
-                out.send(status_event("status", &self.status)).await?;
-            }
         }
     }
 
-    fn apply(&mut self, change: Change) {
-        match change {
-            Change::Started => self.status = "running".into(),
-            Change::Finished { status } => self.status = status.word().into(),
-            _ => {}
-        }
-    }
-
-    /// The status from the store; a build that is gone (its feed was removed) ends
-    /// the stream.
-    async fn reread(&mut self) -> Result<(), Gone> {
-        match status_of(&self.source, self.id).await {
-            Ok(status) => self.status = status,
-            Err(ReadError::NotFound(_)) => return Err(Gone),
-            Err(ReadError::Unavailable(_)) => {}
+    /// The event stream's start: the reconnect delay and the status.
+    async fn start(&self, out: &Sender) -> Result<(), Gone> {
+        if self.framing == Framing::Events {
+            out.send(preamble()).await?;
+            out.send(status_event("status", &self.status)).await?;
         }
         Ok(())
     }
 
-    /// Sends the log from the offset to its current end.
-    async fn send_log(&mut self, out: &Sender, over: bool) -> Result<(), Gone> {
+    /// The rest of the log of a build that is over, then `end`.
+    async fn finish(&mut self, out: &Sender, status: String) -> Result<(), Gone> {
+        self.send_file(out, None).await?;
+        if self.framing == Framing::Events {
+            out.send(status_event("end", &status)).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_status(&mut self, out: &Sender, status: String) -> Result<(), Gone> {
+        if status != self.status {
+            if self.framing == Framing::Events {
+                out.send(status_event("status", &status)).await?;
+            }
+            self.status = status;
+        }
+        Ok(())
+    }
+
+    /// A shared piece: sent as it is when it starts where this follower is, skipped
+    /// when already sent, else the file up to its end instead.
+    async fn send_piece(&mut self, out: &Sender, piece: &Piece) -> Result<(), Gone> {
+        if piece.end <= self.offset {
+            return Ok(());
+        }
+        if piece.start != self.offset {
+            return self.send_file(out, Some(piece.end)).await;
+        }
+        let bytes = match self.framing {
+            Framing::Events => piece.event.clone(),
+            Framing::Raw => piece.raw.clone(),
+        };
+        out.send(bytes).await?;
+        self.offset = piece.end;
+        Ok(())
+    }
+
+    /// Sends the log from the offset to `upto` (the end of a shared piece, on a whole
+    /// character), or to its end (`None`: the build is over), read from the file.
+    async fn send_file(&mut self, out: &Sender, upto: Option<u64>) -> Result<(), Gone> {
         loop {
-            let (source, id, offset) = (self.source.clone(), self.id, self.offset);
-            let chunk = tokio::task::spawn_blocking(move || source.log_chunk(id, offset, CHUNK))
-                .await
-                .map_err(|_| Gone)?
-                .map_err(|e| {
-                    tracing::warn!(build = id, error = %e, "cannot follow a build log");
-                    Gone
-                })?;
-            let keep = match self.framing {
-                Framing::Events if !over => whole_chars(&chunk),
-                _ => chunk.len(),
+            let max = match upto {
+                Some(upto) if upto <= self.offset => return Ok(()),
+                Some(upto) => usize::try_from(upto - self.offset).map_or(READ, |n| n.min(READ)),
+                None => READ,
             };
-            if keep == 0 {
+            let chunk = {
+                let _permit = self.tails.read_permit().await.ok_or(Gone)?;
+                tail::read_log(&self.source, self.id, self.offset, max).await
+            }
+            .map_err(|e| {
+                tracing::warn!(build = self.id, error = %e, "cannot follow a build log");
+                Gone
+            })?;
+            // Text up to a piece's end or to the end of a finished log is whole; else a
+            // character cut by this read waits for the next.
+            let at_boundary = match upto {
+                Some(upto) => self.offset + chunk.len() as u64 == upto,
+                None => chunk.len() < max,
+            };
+            let pieces = match self.framing {
+                Framing::Events => tail::cut(&chunk, !at_boundary),
+                Framing::Raw => std::iter::once(0..chunk.len()).collect(),
+            };
+            if pieces.is_empty() {
                 return Ok(());
             }
-            self.offset += keep as u64;
-            let bytes = match self.framing {
-                Framing::Raw => Bytes::from(chunk),
-                Framing::Events => {
-                    let text = String::from_utf8_lossy(&chunk[..keep]);
-                    let data = serde_json::Value::from(text.as_ref()).to_string();
-                    event("log", Some(self.offset), &data)
-                }
-            };
-            out.send(bytes).await?;
+            let chunk = Bytes::from(chunk);
+            for range in pieces {
+                let end = self.offset + range.len() as u64;
+                let bytes = match self.framing {
+                    Framing::Events => log_event(&chunk[range], end),
+                    Framing::Raw => chunk.slice(range),
+                };
+                out.send(bytes).await?;
+                self.offset = end;
+            }
+            if chunk.len() < max {
+                return Ok(());
+            }
         }
     }
 }
@@ -342,20 +379,6 @@ fn change_data(u: &BuildUpdate) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cut_character_waits_for_the_next_chunk() {
-        let text = "aé€😀".as_bytes();
-        assert_eq!(whole_chars(text), text.len());
-        assert_eq!(whole_chars(b""), 0);
-        for cut in 0..text.len() {
-            let keep = whole_chars(&text[..cut]);
-            assert!(std::str::from_utf8(&text[..keep]).is_ok(), "cut {cut}");
-            assert!(cut - keep < 4, "cut {cut} kept {keep}");
-        }
-        assert_eq!(whole_chars(&text[..2]), 1, "half an é");
-        assert_eq!(whole_chars(b"a\xff"), 2, "an invalid byte is not held back");
-    }
 
     #[test]
     fn events_are_one_line_of_data() {

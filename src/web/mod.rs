@@ -18,6 +18,7 @@ mod html;
 mod live;
 mod pages;
 mod stream;
+mod tail;
 
 /// Builds listed per page of a feed page.
 const BUILDS_PER_PAGE: usize = 25;

@@ -16,6 +16,8 @@ use hyper::body::{Frame, SizeHint};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::tail::Tails;
+
 /// Chunks queued between a stream's task and its connection.
 const QUEUED_CHUNKS: usize = 4;
 
@@ -108,6 +110,8 @@ pub(crate) struct Streams {
     permits: Arc<Semaphore>,
     /// Fired at shutdown: every stream ends, so the drain does not wait on them.
     shutdown: CancellationToken,
+    /// The log readers the build streams share.
+    pub(super) tails: Arc<Tails>,
 }
 
 impl Streams {
@@ -115,6 +119,7 @@ impl Streams {
     pub(crate) fn new(max: usize, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(max)),
+            tails: Tails::new(shutdown.clone()),
             shutdown,
         })
     }

@@ -178,7 +178,12 @@ fn read_log(
             other => panic!("unexpected event {other}: {event:?}"),
         }
     }
-    panic!("the stream ended without an end event; log so far: {text:?}")
+    let tail = &text.as_bytes()[text.len().saturating_sub(200)..];
+    panic!(
+        "the stream ended without an end event; {} bytes of log so far, ending {:?}",
+        text.len(),
+        String::from_utf8_lossy(tail)
+    )
 }
 
 /// A feed whose build prints `first` lines, waits for the gate file, sleeps past the
@@ -329,5 +334,77 @@ fn streams_beyond_the_cap_get_503_until_one_closes() {
     wait_for(30, "a closed stream frees its slot", || {
         let mut s = Stream::open(d.addr, "/events", &[]);
         (s.status == 200 && s.next_event().is_some_and(|e| e.retry)).then_some(())
+    });
+}
+
+/// Whether `text` ends with `line` followed by a newline, looking at its end only (a
+/// follower's text grows to megabytes).
+fn ends_with_line(text: &str, line: &str) -> bool {
+    text.as_bytes().ends_with(format!("{line}\n").as_bytes())
+}
+
+#[test]
+fn followers_behind_or_joining_late_get_every_byte_once() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let (burst, end) = (d.dir.path().join("burst"), d.dir.path().join("end"));
+    let wait = |gate: &std::path::Path| {
+        format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display())
+    };
+    // A burst of 16 MB, far beyond what the build's shared reader keeps for a follower
+    // that does not read plus the socket buffers; multi-byte characters in it, so
+    // pieces and file reads cut through characters. The marker lines have spaces,
+    // which base64 has not.
+    let cmd = format!(
+        "echo 'burst next'; {}; head -c 12000000 /dev/urandom | base64 -w 76 | sed 's/+/€/g'; \
+         echo 'burst over'; {}; echo 'build over'",
+        wait(&burst),
+        wait(&end)
+    );
+    let hook = d.add_repo_feed("loud", &repo, &cmd, &["--cooldown", "0"]);
+    let id = d.post(&hook, &[], b"").json()["build"].as_u64().unwrap();
+    let path = format!("/builds/{id}/events");
+    // A stops reading before the burst.
+    let mut a = Stream::open(d.addr, &path, &[]);
+    let (a_start, a_offset, _) = read_log(&mut a, 0, |t| ends_with_line(t, "burst next"));
+    // B reads the raw log as it comes.
+    let mut b = Stream::open(d.addr, &format!("/builds/{id}/log"), &[]);
+    let b = std::thread::spawn(move || b.read_to_end());
+    std::fs::write(&burst, "").unwrap();
+    // C joins where A stopped, while the reader moves on; once C has the line after
+    // the burst, the reader has sent the whole burst past A.
+    let last = a_offset.to_string();
+    let mut c = Stream::open(d.addr, &path, &[("Last-Event-ID", &last)]);
+    let (past_burst, told) = std::sync::mpsc::channel();
+    let c = std::thread::spawn(move || {
+        let (early, offset, _) = read_log(&mut c, a_offset, |t| ends_with_line(t, "burst over"));
+        past_burst.send(()).unwrap();
+        let (rest, _, end) = read_log(&mut c, offset, |_| false);
+        (format!("{early}{rest}"), end)
+    });
+    told.recv_timeout(Duration::from_secs(120))
+        .expect("C gets past the burst");
+    std::fs::write(&end, "").unwrap();
+    let (a_rest, _, a_end) = read_log(&mut a, a_offset, |_| false);
+    assert_eq!(a_end.as_deref(), Some("succeeded"));
+    assert_eq!(d.wait_build(id, 60)["status"], "succeeded");
+    // The file itself (`hookd admin log` decodes its 64 KiB reads one by one, so it
+    // mangles a character cut between two).
+    let file = d.data_dir().join("logs").join(format!("{id}.log"));
+    let log = String::from_utf8(std::fs::read(file).unwrap()).expect("the log is UTF-8");
+    assert!(log.len() > 16_000_000 && ends_with_line(&log, "build over"));
+    assert!(
+        format!("{a_start}{a_rest}") == log,
+        "A, behind by far more than the reader keeps, got every byte once"
+    );
+    let (c_text, c_end) = c.join().unwrap();
+    assert_eq!(c_end.as_deref(), Some("succeeded"));
+    assert!(
+        c_text == log[a_offset as usize..],
+        "C, joining in the middle, got every byte from where it asked once"
+    );
+    assert!(b.join().unwrap() == log, "the raw log, whole");
+    wait_for(30, "the daemon says A fell behind", || {
+        d.logs().contains("a follower fell behind").then_some(())
     });
 }
