@@ -18,6 +18,8 @@ use crate::support::{closed_port, wait_for, GitRepo, TestDaemon};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The key of a W3C WebDriver element reference.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// One WebDriver command: its HTTP status and the reply's `value`. chromedriver keeps
 /// connections open, so the reply is read by its length, not to the end.
@@ -103,6 +105,13 @@ impl Driver {
 
     /// A headless browser session with its own profile.
     fn session(&self, profile: &Path) -> Session<'_> {
+        self.session_with(profile, true)
+    }
+
+    /// A headless browser session with its own profile; `javascript: false` blocks
+    /// every page's scripts (Chromium's content setting), as a user who turned it off.
+    fn session_with(&self, profile: &Path, javascript: bool) -> Session<'_> {
+        let setting = if javascript { 1 } else { 2 };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -113,6 +122,9 @@ impl Driver {
                     "--window-size=1100,760",
                     format!("--user-data-dir={}", profile.display()),
                 ],
+                "prefs": {
+                    "profile.managed_default_content_settings.javascript": setting,
+                },
             },
         }}});
         let value = self.call("POST", "/session", &caps);
@@ -161,6 +173,50 @@ impl Session<'_> {
         let script =
             format!("var e = document.getElementById('{id}'); return e ? e.textContent : '';");
         self.eval(&script).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// An element's text as WebDriver reads it (no script of the page involved).
+    fn element_text(&self, css: &str) -> String {
+        let found = self.call(
+            "POST",
+            "/element",
+            &json!({ "using": "css selector", "value": css }),
+        );
+        let id = found[ELEMENT_KEY].as_str().expect("an element id");
+        let text = self.call("GET", &format!("/element/{id}/text"), &json!({}));
+        text.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The page's title as WebDriver reads it.
+    fn title(&self) -> String {
+        let title = self.call("GET", "/title", &json!({}));
+        title.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Loads `url` as an image in the current page (same origin, so the canvas it is
+    /// drawn on can be read): its natural size and the colour of a pixel `right`
+    /// pixels left of its right edge, halfway down, as Chromium rendered it.
+    fn rendered_image(&self, url: &str, right: u32) -> Value {
+        let script = format!(
+            "var done = arguments[arguments.length - 1];
+             var img = new Image();
+             img.onload = function () {{
+               var c = document.createElement('canvas');
+               c.width = img.naturalWidth; c.height = img.naturalHeight;
+               var g = c.getContext('2d');
+               g.drawImage(img, 0, 0);
+               var p = g.getImageData(img.naturalWidth - {right}, img.naturalHeight / 2, 1, 1).data;
+               done({{ width: img.naturalWidth, height: img.naturalHeight, rgb: [p[0], p[1], p[2]] }});
+             }};
+             img.onerror = function () {{ done({{ error: 'not an image' }}); }};
+             img.src = {url};",
+            url = Value::from(url),
+        );
+        self.call(
+            "POST",
+            "/execute/async",
+            &json!({ "script": script, "args": [] }),
+        )
     }
 
     /// Waits until the page's event stream is connected: from then on, every change
@@ -303,4 +359,130 @@ fn pages_follow_new_builds_and_live_logs_without_reload() {
         browser.open(&format!("{base}/"));
         browser.screenshot(&dir.join("overview.png"));
     }
+}
+
+#[test]
+fn pages_render_with_javascript_off() {
+    let d = TestDaemon::start();
+    let Some(driver) = Driver::start(d.dir.path()) else {
+        return;
+    };
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let gate = d.dir.path().join("gate");
+    let cmd = format!(
+        "echo 'line 1'; echo '<b>line 2</b>'; while [ ! -e '{}' ]; do sleep 0.02; done; echo 'line 3'",
+        gate.display()
+    );
+    let hook = d.add_repo_feed("nojs", &repo, &cmd, &["--cooldown", "0"]);
+    let first = d.post(&hook, &[], b"").json()["build"].as_u64().unwrap();
+    wait_for(60, "the first build waits at its gate", || {
+        d.log(first).contains("line 2").then_some(())
+    });
+    let base = format!("http://{}", d.addr);
+    let browser = driver.session_with(&d.dir.path().join("profile"), false);
+    // Scripts are off: an inline script that would retitle its page does not run.
+    browser.open("data:text/html,<title>off</title><script>document.title='on'</script>");
+    assert_eq!(browser.title(), "off", "JavaScript is disabled");
+
+    // A running build's page shows what it printed so far, from the server.
+    browser.open(&format!("{base}/builds/{first}"));
+    let log = browser.element_text("#log");
+    assert!(log.ends_with("line 1\n<b>line 2</b>"), "{log}");
+    assert!(browser.element_text("#build").contains("running"));
+    browser.open(&format!("{base}/"));
+    let feeds = browser.element_text("#feeds");
+    assert!(
+        feeds.contains("nojs") && feeds.contains(&format!("#{first} main")),
+        "the overview shows the feed and its running build: {feeds}"
+    );
+
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(d.wait_build(first, 60)["status"], "succeeded");
+    browser.open(&format!("{base}/"));
+    let feeds = browser.element_text("#feeds");
+    assert!(feeds.contains(&format!("#{first} succeeded")), "{feeds}");
+    browser.open(&format!("{base}/feeds/nojs"));
+    let builds = browser.element_text("#builds");
+    assert!(
+        builds.contains(&format!("#{first}")) && builds.contains("succeeded"),
+        "{builds}"
+    );
+    assert!(browser.element_text("#deliveries").contains("queued"));
+    browser.open(&format!("{base}/builds/{first}"));
+    assert!(browser.element_text("#build").contains("succeeded"));
+    let log = browser.element_text("#log");
+    assert_eq!(log, d.log(first).trim_end(), "the whole log");
+    assert!(
+        log.ends_with("line 1\n<b>line 2</b>\nline 3"),
+        "the markup a build printed is shown as text: {log}"
+    );
+}
+
+/// The badge's colour class as rendered: which of red, green and blue dominates, or
+/// grey when none does.
+fn hue(rgb: &Value) -> &'static str {
+    let c: Vec<i64> = (0..3).map(|i| rgb[i].as_i64().unwrap()).collect();
+    let (r, g, b) = (c[0], c[1], c[2]);
+    if (r - g).abs() < 24 && (g - b).abs() < 24 {
+        "grey"
+    } else if r > g && r > b {
+        "red"
+    } else if g > r && g > b {
+        "green"
+    } else {
+        "blue"
+    }
+}
+
+#[test]
+fn the_badge_renders_in_chromium_through_its_states() {
+    let d = TestDaemon::start();
+    let Some(driver) = Driver::start(d.dir.path()) else {
+        return;
+    };
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let (gate, fail) = (d.dir.path().join("gate"), d.dir.path().join("fail"));
+    let cmd = format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; test ! -e '{}'",
+        gate.display(),
+        fail.display()
+    );
+    let hook = d.add_repo_feed("shown", &repo, &cmd, &["--cooldown", "0", "--badge", "on"]);
+    let browser = driver.session(&d.dir.path().join("profile"));
+    browser.open(&format!("http://{}/", d.addr));
+    // Each state: the badge as an image Chromium decoded and drew, and the colour of
+    // its message half (a few pixels in from the right edge).
+    let badge = |n: u32| {
+        let drawn = browser.rendered_image(&format!("/badge/shown.svg?n={n}"), 3);
+        assert!(drawn["error"].is_null(), "{drawn}");
+        assert_eq!(drawn["height"], 20, "{drawn}");
+        assert!(drawn["width"].as_u64().unwrap() > 40, "{drawn}");
+        (hue(&drawn["rgb"]), drawn["width"].as_u64().unwrap())
+    };
+    let (unknown, unknown_width) = badge(1);
+    assert_eq!(unknown, "grey");
+    let running = d.post(&hook, &[], b"").json()["build"].as_u64().unwrap();
+    wait_for(60, "the build runs", || {
+        (d.build(running)["status"] == "running").then_some(())
+    });
+    assert_eq!(badge(2).0, "blue", "running");
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(d.wait_build(running, 60)["status"], "succeeded");
+    let (passing, passing_width) = badge(3);
+    assert_eq!(passing, "green");
+    assert_ne!(
+        passing_width, unknown_width,
+        "the message changed with the state"
+    );
+    std::fs::write(&fail, "").unwrap();
+    let failing = d.post(&hook, &[], b"").json()["build"].as_u64().unwrap();
+    assert_eq!(d.wait_build(failing, 60)["status"], "failed");
+    assert_eq!(badge(4).0, "red", "failing");
+    // Opened on its own, the badge is an SVG document Chromium shows.
+    browser.open(&format!("http://{}/badge/shown.svg", d.addr));
+    assert_eq!(
+        browser.eval("return document.documentElement.localName"),
+        "svg"
+    );
+    assert_eq!(browser.title(), "build: failing");
 }
