@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
+use crate::live::Stream;
 use crate::support::{closed_port, http, wait_for, GitRepo, HttpReply, TestDaemon};
 
 fn get(addr: SocketAddr, path: &str) -> HttpReply {
@@ -325,8 +326,14 @@ fn crawl(d: &TestDaemon, names: &[&str], ids: &[u64]) -> Vec<(String, String)> {
             paths.push(p.replace("{}", name));
         }
     }
+    // Finished builds: their event streams end by themselves after `end`.
     for id in ids {
-        for p in ["/builds/{}", "/builds/{}/log", "/api/v1/builds/{}"] {
+        for p in [
+            "/builds/{}",
+            "/builds/{}/log",
+            "/builds/{}/events",
+            "/api/v1/builds/{}",
+        ] {
             paths.push(p.replace("{}", &id.to_string()));
         }
     }
@@ -339,6 +346,22 @@ fn crawl(d: &TestDaemon, names: &[&str], ids: &[u64]) -> Vec<(String, String)> {
             (p, text)
         })
         .collect()
+}
+
+/// The headers and events of a `/events` stream, read up to the `finished` change of
+/// each of `ids` (a bounded prefix: the stream itself never ends).
+fn changes_until_finished(events: &mut Stream, ids: &[u64]) -> String {
+    let mut text = format!("{:?}\n", events.headers);
+    let mut unfinished = ids.to_vec();
+    while !unfinished.is_empty() {
+        let event = events.next_event().expect("the stream goes on");
+        text.push_str(&format!("event: {}\ndata: {}\n\n", event.name, event.data));
+        let v: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
+        if v["change"] == "finished" {
+            unfinished.retain(|id| v["build"] != *id);
+        }
+    }
+    text
 }
 
 #[test]
@@ -378,6 +401,10 @@ fn no_page_shows_a_token_secret_or_credential() {
     );
     d.admin_ok(&["feed", "edit", "public", "--badge", "on"]);
     d.admin_ok(&["feed", "edit", "private", "--badge", "on"]);
+    // The overview's stream, open before the builds: it tells every change of them.
+    let mut events = Stream::open(d.addr, "/events", &[]);
+    assert_eq!(events.status, 200);
+    assert!(events.next_event().expect("the preamble").retry);
     let a = d.admin_json(&["trigger", "public"])["build"]
         .as_u64()
         .unwrap();
@@ -401,7 +428,16 @@ fn no_page_shows_a_token_secret_or_credential() {
         "/hooks/",
     ];
     forbidden.extend(tokens.iter().map(String::as_str));
-    let pages = crawl(&d, &["public", "private"], &[a, b]);
+    let mut pages = crawl(&d, &["public", "private"], &[a, b]);
+    pages.push((
+        "/events".into(),
+        changes_until_finished(&mut events, &[a, b]),
+    ));
+    for id in [a, b] {
+        let path = format!("/builds/{id}/events");
+        let (_, stream) = pages.iter().find(|(p, _)| *p == path).expect("crawled");
+        assert!(stream.contains("event: end"), "{path}: {stream}");
+    }
     assert!(
         pages
             .iter()
