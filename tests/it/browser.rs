@@ -15,6 +15,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::support::{closed_port, wait_for, GitRepo, TestDaemon};
+use crate::web::gated_feed;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -440,14 +441,7 @@ fn the_badge_renders_in_chromium_through_its_states() {
     let Some(driver) = Driver::start(d.dir.path()) else {
         return;
     };
-    let repo = GitRepo::new(d.dir.path().join("repo"));
-    let (gate, fail) = (d.dir.path().join("gate"), d.dir.path().join("fail"));
-    let cmd = format!(
-        "while [ ! -e '{}' ]; do sleep 0.02; done; test ! -e '{}'",
-        gate.display(),
-        fail.display()
-    );
-    let hook = d.add_repo_feed("shown", &repo, &cmd, &["--cooldown", "0", "--badge", "on"]);
+    let (hook, gate, fail, _) = gated_feed(&d, "shown", &["--cooldown", "0", "--badge", "on"]);
     let browser = driver.session(&d.dir.path().join("profile"));
     browser.open(&format!("http://{}/", d.addr));
     // Each state: the badge as an image Chromium decoded and drew, and the colour of

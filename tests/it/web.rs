@@ -3,7 +3,7 @@
 //! any page, and where the pages are served.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::live::Stream;
@@ -150,9 +150,13 @@ fn xmllint(file: &Path) {
     );
 }
 
-#[test]
-fn badges_follow_the_newest_build_of_opted_in_feeds_only() {
-    let d = TestDaemon::start();
+/// A feed whose builds wait for the file `gate`, then fail if the file `fail` exists:
+/// its hook path, `gate`, `fail` and its repository.
+pub fn gated_feed(
+    d: &TestDaemon,
+    name: &str,
+    extra: &[&str],
+) -> (String, PathBuf, PathBuf, GitRepo) {
     let repo = GitRepo::new(d.dir.path().join("repo"));
     let (gate, fail) = (d.dir.path().join("gate"), d.dir.path().join("fail"));
     let cmd = format!(
@@ -160,7 +164,14 @@ fn badges_follow_the_newest_build_of_opted_in_feeds_only() {
         gate.display(),
         fail.display()
     );
-    let hook = d.add_repo_feed("pub", &repo, &cmd, &["--cooldown", "0"]);
+    let hook = d.add_repo_feed(name, &repo, &cmd, extra);
+    (hook, gate, fail, repo)
+}
+
+#[test]
+fn badges_follow_the_newest_build_of_opted_in_feeds_only() {
+    let d = TestDaemon::start();
+    let (hook, gate, fail, repo) = gated_feed(&d, "pub", &["--cooldown", "0"]);
     let other = d.add_repo_feed("priv", &repo, "true", &["--cooldown", "0"]);
     assert_eq!(d.admin_json(&["feed", "show", "pub"])["badge"], false);
     d.admin_ok(&["feed", "edit", "pub", "--badge", "on"]);
