@@ -64,6 +64,15 @@ impl App {
         }
     }
 
+    /// Sends a sample notification to each `[[notify]]` target covering `feed`, now
+    /// (not through the outbox), and says what each answered.
+    pub(crate) async fn notify_test(
+        &self,
+        feed: &crate::feed::Feed,
+    ) -> Vec<crate::outbound::notify::Tried> {
+        crate::outbound::notify::test(&self.config(), feed).await
+    }
+
     /// The settings in force now.
     pub(crate) fn config(&self) -> Arc<Config> {
         self.config.get()

@@ -197,6 +197,9 @@ pub(crate) enum AdminCommand {
     },
     /// Version, uptime, workers and queue depth.
     Status,
+    /// The `[[notify]]` targets of the config file.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Back up feeds, tokens, webhook secrets and the token key as JSON (keep it secret).
     Export {
         /// Write here (mode 0600) instead of stdout.
@@ -207,6 +210,17 @@ pub(crate) enum AdminCommand {
     Import {
         /// The backup file.
         file: PathBuf,
+    },
+}
+
+/// `hookd admin notify …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NotifyCommand {
+    /// Send a sample notification to each of a feed's targets now (not through the
+    /// outbox) and print what each answered; exit code 1 when one failed.
+    Test {
+        /// Feed name.
+        name: String,
     },
 }
 

@@ -14,8 +14,13 @@ use crate::cli::ConfigArgs;
 use crate::feed::FeedName;
 
 mod declared;
+mod notify;
 mod status;
-pub(crate) use declared::{changed_keys, DeclaredFeed, RawFeed};
+pub(crate) use declared::{changed_keys, DeclaredFeed, RawCommand, RawFeed};
+pub(crate) use notify::{
+    ExecTarget, NotifyEvent, NotifyTarget, RawNotify, SigningKey, TargetKind, WebhookFormat,
+    WebhookTarget,
+};
 pub(crate) use status::{Forge, OutboxConfig, StatusConfig};
 
 /// Why a config could not be used; shown to the operator verbatim.
@@ -85,17 +90,22 @@ fn where_(origin: &Option<PathBuf>, key: &[String], line: Option<usize>) -> Stri
         k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
-    let key = key
-        .iter()
-        .map(|k| {
-            if plain(k) {
-                k.clone()
-            } else {
-                format!("{k:?}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(".");
+    // An array index (`[2]`) follows its array's name without a dot.
+    let key = key.iter().fold(String::new(), |mut out, k| {
+        if k.starts_with('[') {
+            out.push_str(k);
+            return out;
+        }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        if plain(k) {
+            out.push_str(k);
+        } else {
+            out.push_str(&format!("{k:?}"));
+        }
+        out
+    });
     let origin = origin
         .as_ref()
         .map(|p| format!("{}, ", p.display()))
@@ -111,14 +121,30 @@ fn where_(origin: &Option<PathBuf>, key: &[String], line: Option<usize>) -> Stri
 /// around it that is.
 fn key_line(text: &str, key: &[String]) -> Option<usize> {
     let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let line_of = |offset: usize| text[..offset].matches('\n').count() + 1;
     let mut table: &dyn toml_edit::TableLike = doc.as_table();
     let mut found = None;
-    for part in key {
+    let mut parts = key.iter().peekable();
+    while let Some(part) = parts.next() {
         let Some(start) = table.key(part).and_then(|k| k.span()).map(|s| s.start) else {
             break;
         };
-        found = Some(text[..start].matches('\n').count() + 1);
-        match table.get(part).and_then(|item| item.as_table_like()) {
+        found = Some(line_of(start));
+        let item = table.get(part);
+        // `[[notify]]` tables: the next part is `[N]`, the Nth table of the array.
+        if let Some(array) = item.and_then(|item| item.as_array_of_tables()) {
+            let index = parts
+                .peek()
+                .and_then(|p| p.strip_prefix('[')?.strip_suffix(']'));
+            let Some(inner) = index.and_then(|i| array.get(i.parse().ok()?)) else {
+                break;
+            };
+            parts.next();
+            found = inner.span().map(|s| line_of(s.start)).or(found);
+            table = inner;
+            continue;
+        }
+        match item.and_then(|item| item.as_table_like()) {
             Some(inner) => table = inner,
             None => break,
         }
@@ -156,6 +182,9 @@ pub struct RawConfig {
     /// `repo` a declared feed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) feeds: BTreeMap<String, RawFeed>,
+    /// `[[notify]]` tables: who hears about builds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) notify: Vec<RawNotify>,
 }
 
 /// `[http]`: limits against hostile or broken clients.
@@ -279,6 +308,9 @@ pub struct Config {
     pub(crate) status: BTreeMap<String, StatusConfig>,
     /// How the outbox's sender retries.
     pub(crate) outbox: OutboxConfig,
+    /// The `[[notify]]` targets, with their files' contents once read (never printed).
+    #[serde(skip)]
+    pub(crate) notify: Vec<NotifyTarget>,
     /// The file this came from, for SIGHUP reloads.
     pub source: Option<PathBuf>,
 }
@@ -322,12 +354,19 @@ impl Config {
     /// Reads the file (if any), applies CLI overrides and validates the result,
     /// including that the credential files it names can be read.
     pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
-        let config = Self::load_settings(args)?;
-        let checked = config.check_credential_files();
+        let mut config = Self::load_settings(args)?;
+        let checked = config.read_key_files();
         match (&args.config, checked) {
             (Some(path), Err(e)) => Err(e.located(path, &read_text(path)?)),
             (_, result) => result.map(|()| config),
         }
+    }
+
+    /// Checks the credential files and reads the `[[notify]]` targets' URL and
+    /// secret files into them: done at start and on each reload, never stored.
+    fn read_key_files(&mut self) -> Result<(), ConfigError> {
+        self.check_credential_files()?;
+        notify::read_files(&mut self.notify)
     }
 
     /// [`Config::load`] without opening the credential files: enough to find the
@@ -364,10 +403,8 @@ impl Config {
         text: &str,
         args: &ConfigArgs,
     ) -> Result<Self, ConfigError> {
-        let config = Self::from_text(path, text, args)?;
-        config
-            .check_credential_files()
-            .map_err(|e| e.located(path, text))?;
+        let mut config = Self::from_text(path, text, args)?;
+        config.read_key_files().map_err(|e| e.located(path, text))?;
         Ok(config)
     }
 
@@ -488,6 +525,7 @@ impl Config {
             },
             outbox: self.outbox.to_raw(),
             feeds: self.feed_tables(),
+            notify: self.notify.iter().map(RawNotify::from_target).collect(),
         };
         toml::to_string(&raw)
     }
@@ -616,12 +654,20 @@ impl Config {
             outbox: status::outbox_config(&raw.outbox)?,
             declared,
             web: web_config(&raw.web)?,
+            notify: notify::targets(&raw.notify)?,
             source: args.config.clone(),
         })
     }
 }
 
 impl Config {
+    /// A build's page, for links sent out (notifications, commit statuses): only when
+    /// the web UI is on and `public_url` says where people reach it.
+    pub(crate) fn build_page(&self, id: crate::build::BuildId) -> Option<String> {
+        (self.web.enabled && self.public_url_explicit)
+            .then(|| format!("{}/builds/{id}", self.public_url))
+    }
+
     /// Records the address actually bound (port 0 picks one), which also becomes the
     /// base of hook URLs unless `public_url` was set.
     pub(crate) fn with_bound_addr(mut self, bound: SocketAddr) -> Self {

@@ -18,6 +18,8 @@
 //! - [`feed`], [`build`]: the domain records and their validation.
 //! - [`clock`]: wall time as Unix milliseconds, the records' one time base.
 //! - [`paths`]: every path under the data dir, and the 0600 atomic write.
+//! - [`process`]: what child processes share: inherited environment, descriptors
+//!   closed on exec, process-group signals.
 //! - [`token`]: hook tokens, minted and checked with the server key.
 //! - [`secret`]: webhook secrets that never print, and their 0600 files.
 //! - [`policy`]: the scheduling rules (admission, cooldown, claim eligibility) as pure
@@ -35,10 +37,12 @@
 //!   place build state changes, published as `BuildUpdate`s.
 //! - [`runner`]: one build from a `BuildSpec`: git fetch and checkout, the command, its
 //!   log, and the processes it leaves behind; it reports events and writes no records.
-//! - [`outbound`]: what hookd tells forges about builds (commit statuses): which
-//!   items a build change produces (`plan`, written by the scheduler in the same
-//!   store batch as the change), and the sender that posts them from the store's
-//!   durable outbox with backoff (`sender`, `client`, `forge`, `tokens`).
+//! - [`outbound`]: what hookd tells forges and people about builds (commit statuses,
+//!   `[[notify]]` notifications): which items a build change produces (`plan`,
+//!   written by the scheduler in the same store batch as the change), and the sender
+//!   that delivers them from the store's durable outbox with backoff (`sender`,
+//!   `client`, `forge`, `tokens`, `notify`).
+//! - [`notice`]: a notification's content, computed at the change and stored.
 //! - [`registration`]: the feed's webhook on its forge, through the same settings,
 //!   token and client: each forge's webhook calls (`api`) and whether the forge could
 //!   reach `public_url` (`reach`); `admin` registers, inspects and deletes it.
@@ -69,9 +73,11 @@ pub(crate) mod http;
 pub(crate) mod intake;
 pub mod logging;
 pub(crate) mod metrics;
+pub(crate) mod notice;
 pub(crate) mod outbound;
 pub(crate) mod paths;
 pub(crate) mod policy;
+pub(crate) mod process;
 pub(crate) mod registration;
 pub mod reply;
 pub mod runner;

@@ -21,6 +21,7 @@ use crate::clock::{now_ms, wall_ms_at};
 use crate::config::LiveConfig;
 use crate::feed::{Feed, FeedName};
 use crate::metrics::Metrics;
+use crate::outbound::{notify, plan};
 use crate::runner::{BuildDirs, BuildSpec, Reporter, RunEvent};
 use crate::store::{Admission, AdmitRequest, DeliveryRecord, Pick, Store, StoreError};
 
@@ -529,13 +530,16 @@ impl Scheduler {
                 let (store, sha) = (self.inner.store.clone(), commit.clone());
                 let config = self.inner.config.get();
                 // The commit and its `running` post land in one batch.
+                let feed_name = feed.clone();
                 let saved = tokio::task::spawn_blocking(move || {
+                    let now = now_ms();
+                    let notices = notify::context(&store, &config, &feed_name, id, now)?;
                     let change = |b: &mut Build| {
                         b.commit = Some(sha.clone());
                         b.subject = Some(subject.clone());
                     };
-                    let plan = |b: &Build| crate::outbound::plan::on_commit(b, &config);
-                    store.update_build_posting(id, change, plan, now_ms())
+                    let plan = |b: &Build| plan::on_commit(b, &config, &notices);
+                    store.update_build_posting(id, change, plan, now)
                 })
                 .await;
                 match saved {
@@ -607,10 +611,13 @@ impl Scheduler {
         let config = self.inner.config.get();
         let (keep, data_dir) = (config.keep_builds, config.data_dir.clone());
         let word = status.word();
+        let feed_name = feed.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<Build, StoreError> {
-            // The end and its final status post land in one batch.
-            let plan = |b: &Build| crate::outbound::plan::on_finish(b, &config);
-            let build = store.finish_posting(id, status, now_ms(), plan)?;
+            // The end, its final status post and its notifications land in one batch.
+            let now = now_ms();
+            let notices = notify::context(&store, &config, &feed_name, id, now)?;
+            let plan = |b: &Build| plan::on_finish(b, &config, &notices);
+            let build = store.finish_posting(id, status, now, plan)?;
             for old in store.prune_builds(build.feed.as_str(), keep)? {
                 crate::paths::remove_log(&data_dir, old);
             }

@@ -12,7 +12,7 @@ use crate::admin::proto::{FeedSpec, Reply, Request};
 use crate::admin::render;
 use crate::cli::{
     AdminArgs, AdminCommand, BuildCommand, CooldownArg, FeedAddArgs, FeedCommand, FeedSpecArgs,
-    HookCommand, OutboxCommand, SecretCommand, TokenCommand,
+    HookCommand, NotifyCommand, OutboxCommand, SecretCommand, TokenCommand,
 };
 use crate::feed::CooldownPolicy;
 
@@ -49,6 +49,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             Reply::LogEnd(_) => return Ok(()),
             Reply::Backup(backup) => return write_backup(&backup, output.as_deref()),
+            Reply::NotifyTest(results) => {
+                let failed = results.iter().filter(|r| !r.ok).count();
+                let reply = Reply::NotifyTest(results);
+                match args.json {
+                    true => print_out(&format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&json_payload(&reply))?
+                    ))?,
+                    false => print_out(&render::text(&reply))?,
+                }
+                if failed > 0 {
+                    bail!("{failed} of the feed's notification targets failed");
+                }
+                return Ok(());
+            }
             other if args.json => {
                 let doc = serde_json::to_string_pretty(&json_payload(&other))?;
                 return print_out(&format!("{doc}\n"));
@@ -280,6 +295,7 @@ fn request(command: AdminCommand) -> anyhow::Result<Request> {
             Some(OutboxCommand::Drop { id }) => Request::OutboxDrop { id },
         },
         AdminCommand::Status => Request::Status,
+        AdminCommand::Notify(NotifyCommand::Test { name }) => Request::NotifyTest { name },
         AdminCommand::Export { .. } => Request::Export,
         AdminCommand::Import { file } => {
             let text = std::fs::read_to_string(&file)

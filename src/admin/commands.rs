@@ -2,8 +2,8 @@
 //! pool; every failure becomes a `Reply::Error` with a message for the operator.
 
 use crate::admin::proto::{
-    BuildView, DeliveryView, FeedSpec, FeedView, OutboxView, QueueOut, RefOutcomeView, Reply,
-    Request, StatusView, TokenView, TriggerView,
+    BuildView, DeliveryView, FeedSpec, FeedView, NotifyResultView, OutboxView, QueueOut,
+    RefOutcomeView, Reply, Request, StatusView, TokenView, TriggerView,
 };
 use crate::app::App;
 use crate::build::{BuildId, Trigger, TriggerKind};
@@ -56,6 +56,7 @@ pub(crate) async fn execute(app: &App, req: Request) -> Reply {
             any_ref,
         } => trigger(app, name, branch, force, any_ref).await,
         Request::Cancel { id } => cancel(app, id).await,
+        Request::NotifyTest { name } => notify_test(app, name).await,
         Request::FeedRemove { name } => remove(app, name).await,
         Request::HookRegister {
             name,
@@ -204,6 +205,7 @@ fn sync_command(app: &App, req: Request) -> Result<Reply> {
         Request::Import { backup } => crate::admin::backup::import(app, backup),
         Request::Trigger { .. }
         | Request::Cancel { .. }
+        | Request::NotifyTest { .. }
         | Request::FeedRemove { .. }
         | Request::HookRegister { .. }
         | Request::HookStatus { .. }
@@ -631,6 +633,29 @@ async fn cancel(app: &App, id: u64) -> Result<Reply> {
     }
 }
 
+/// `notify test`: a sample notification to each of the feed's targets, now.
+async fn notify_test(app: &App, name: String) -> Result<Reply> {
+    let feed = blocking(app, move |app| Ok(app.store.feed_required(&name)?)).await?;
+    let results: Vec<NotifyResultView> = app
+        .notify_test(&feed)
+        .await
+        .into_iter()
+        .map(|tried| NotifyResultView {
+            target: tried.target,
+            kind: tried.kind.to_owned(),
+            ok: tried.outcome.is_ok(),
+            result: tried.outcome.unwrap_or_else(|e| e),
+        })
+        .collect();
+    if results.is_empty() {
+        return Err(CommandError::Other(format!(
+            "no [[notify]] table of the config file covers feed {}",
+            feed.name
+        )));
+    }
+    Ok(Reply::NotifyTest(results))
+}
+
 /// Running, queued and deferred builds (also the web side's `/api/v1/queue`).
 pub(super) fn queue(app: &App) -> Result<QueueOut> {
     let view = app.store.queue_view(now_ms(), QUEUE_SHOWN)?;
@@ -703,6 +728,10 @@ pub(super) fn status(app: &App) -> Result<StatusView> {
 fn outbox_view(item: crate::store::OutboxItem) -> OutboxView {
     let (status, commit) = match &item.what {
         Outgoing::Status(post) => (post.state.word().to_owned(), post.commit.clone()),
+        Outgoing::Notify(notice) => (
+            format!("{} to {}", notice.event.word(), notice.target),
+            notice.commit.clone().unwrap_or_default(),
+        ),
     };
     let pending = item.state == ItemState::Pending;
     OutboxView {

@@ -95,6 +95,11 @@ pub(crate) enum Request {
         /// Token id (hex).
         token_id: String,
     },
+    /// A sample notification to each of a feed's `[[notify]]` targets.
+    NotifyTest {
+        /// Feed name.
+        name: String,
+    },
     /// Start a secret rotation: the new secret is accepted next to the current one.
     SecretRotate {
         /// Feed name.
@@ -254,6 +259,21 @@ pub(crate) enum Reply {
     Backup(Backup),
     /// What a config file's declared feeds would change.
     Plan(PlanView),
+    /// What each `[[notify]]` target answered to a sample.
+    NotifyTest(Vec<NotifyResultView>),
+}
+
+/// One target's answer to `notify test`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NotifyResultView {
+    /// The target's name.
+    pub(crate) target: String,
+    /// webhook or exec.
+    pub(crate) kind: String,
+    /// Whether it was delivered.
+    pub(crate) ok: bool,
+    /// What it answered ("sent (HTTP 200)", or why not).
+    pub(crate) result: String,
 }
 
 /// One outbox item as `hookd admin outbox` shows it (never a token: items hold none).

@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use crate::admin::proto::{
-    BuildView, DeliveryView, FeedView, HookStatusView, OutboxView, PlanView, Reply, TokenView,
+    BuildView, DeliveryView, FeedView, HookStatusView, NotifyResultView, OutboxView, PlanView,
+    Reply, TokenView,
 };
 use crate::feed::CommandSpec;
 
@@ -62,6 +63,7 @@ pub(crate) fn text(reply: &Reply) -> String {
             out.push('\n');
         }
         Reply::Plan(plan) => plan_text(&mut out, plan),
+        Reply::NotifyTest(results) => notify_table(&mut out, results),
         Reply::Status(s) => {
             let _ = writeln!(out, "hookd {}\nuptime:   {} s\nlisten:   {}\ndata dir: {}\nworkers:  {}\nfeeds:    {}\nrunning:  {}\nqueued:   {}",
                 s.version, s.uptime_secs, s.listen, s.data_dir, s.workers, s.feeds, s.running, s.queued);
@@ -444,6 +446,18 @@ fn deliveries_table(out: &mut String, deliveries: &[DeliveryView]) {
                 git_ref,
             ],
             d.why(),
+        );
+    }
+    t.render(out);
+}
+
+/// `notify test`: what each target answered.
+fn notify_table(out: &mut String, results: &[NotifyResultView]) {
+    let mut t = Table::new(&[("TARGET", Left), ("KIND", Left), ("RESULT", Left)]);
+    for r in results {
+        t.row(
+            vec![r.target.clone(), r.kind.clone(), r.result.clone()],
+            None,
         );
     }
     t.render(out);

@@ -306,9 +306,8 @@ pub(crate) enum Verdict {
     Failed(String),
 }
 
-/// Judges a reply: 2xx done (and GitLab's 400 "Cannot transition status", which
-/// means the state is already set); 408/409/425/429 and rate-limited 403s retried
-/// when the forge says; other 4xx (and redirects) failed for good; the rest retried.
+/// Judges a forge's reply: GitLab's 400 "Cannot transition status" means the state
+/// is already set (done); everything else as [`judge_reply`].
 pub(crate) fn judge(
     forge: Forge,
     status: StatusCode,
@@ -317,13 +316,27 @@ pub(crate) fn judge(
     now_ms: i64,
 ) -> Verdict {
     let code = status.as_u16();
+    if forge == Forge::Gitlab && code == 400 && body.contains("Cannot transition status") {
+        return Verdict::Done;
+    }
+    judge_reply(status, headers, body, now_ms, "api_url")
+}
+
+/// Judges any reply by the outbox's rules: 2xx done; 408/409/425/429 and
+/// rate-limited 403s retried when the far side says; other 4xx (and redirects,
+/// which name `setting` as the key to check) failed for good; the rest retried.
+pub(crate) fn judge_reply(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+    now_ms: i64,
+    setting: &str,
+) -> Verdict {
+    let code = status.as_u16();
     let reply = format!("HTTP {code}: {}", snippet(body))
         .trim_end()
         .to_owned();
     if status.is_success() {
-        return Verdict::Done;
-    }
-    if forge == Forge::Gitlab && code == 400 && body.contains("Cannot transition status") {
         return Verdict::Done;
     }
     let after = wait_asked(headers, now_ms);
@@ -343,7 +356,7 @@ pub(crate) fn judge(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("?");
         return Verdict::Failed(format!(
-            "HTTP {code}: redirected to {}; check api_url",
+            "HTTP {code}: redirected to {}; check {setting}",
             snippet(redact(to))
         ));
     }

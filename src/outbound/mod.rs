@@ -2,7 +2,8 @@
 //! outbox in the store. `plan` decides which items a build state change produces
 //! (the scheduler writes them in the same batch as the change); `sender` posts them
 //! with `client`, as each forge wants (`forge`), retrying with backoff until the far
-//! side answers; `tokens` holds the API tokens read from their files.
+//! side answers; `tokens` holds the API tokens read from their files; `notify` makes
+//! and delivers the `[[notify]]` notifications (webhooks and commands).
 //!
 //! # Adding a kind of item (the notifications half)
 //! 1. Add a variant at the END of [`crate::store::Outgoing`] (bincode stores the
@@ -20,6 +21,7 @@
 
 pub(crate) mod client;
 pub(crate) mod forge;
+pub(crate) mod notify;
 pub(crate) mod plan;
 pub(crate) mod sender;
 pub(crate) mod tokens;

@@ -8,6 +8,7 @@
 //! pending forever), and nothing for an interrupted build, which runs again and leaves
 //! its running state in place.
 
+use super::notify::{self, Moment};
 use crate::build::{Build, BuildStatus};
 use crate::config::Config;
 use crate::store::{Outgoing, PostState, StatusPost};
@@ -15,14 +16,32 @@ use crate::store::{Outgoing, PostState, StatusPost};
 /// Longest description sent (GitHub's limit is not documented; GitLab's is 255).
 const MAX_DESCRIPTION: usize = 140;
 
-/// The items of a build whose commit was just resolved: its `running` status.
-pub(crate) fn on_commit(build: &Build, config: &Config) -> Vec<Outgoing> {
-    status_post(build, config).into_iter().collect()
+/// The items of a build whose commit was just resolved: its `running` status and
+/// the `started` notifications (`notices`: what [`notify::context`] read).
+pub(crate) fn on_commit(
+    build: &Build,
+    config: &Config,
+    notices: &notify::Context,
+) -> Vec<Outgoing> {
+    let mut items: Vec<_> = status_post(build, config).into_iter().collect();
+    items.extend(notify::items(config, build, Moment::Started, notices));
+    items
 }
 
-/// The items of a build that just ended: its final status.
-pub(crate) fn on_finish(build: &Build, config: &Config) -> Vec<Outgoing> {
-    status_post(build, config).into_iter().collect()
+/// The items of a build that just ended: its final status and its notifications.
+pub(crate) fn on_finish(
+    build: &Build,
+    config: &Config,
+    notices: &notify::Context,
+) -> Vec<Outgoing> {
+    let mut items: Vec<_> = status_post(build, config).into_iter().collect();
+    items.extend(notify::items(
+        config,
+        build,
+        Moment::Finished(&build.status),
+        notices,
+    ));
+    items
 }
 
 /// The status post for the build as it stands, if its feed posts statuses, its
@@ -31,8 +50,7 @@ fn status_post(build: &Build, config: &Config) -> Option<Outgoing> {
     let settings = config.status.get(build.feed.as_str())?;
     let commit = build.commit.clone()?;
     let state = PostState::of(&build.status)?;
-    let target_url = (config.web.enabled && config.public_url_explicit)
-        .then(|| format!("{}/builds/{}", config.public_url, build.id));
+    let target_url = config.build_page(build.id);
     Some(Outgoing::Status(StatusPost {
         commit,
         state,
@@ -62,7 +80,7 @@ pub(crate) fn description(build: &Build) -> String {
 }
 
 /// Seconds as "1h2m", "1m12s", "10m", "5s".
-fn span(secs: i64) -> String {
+pub(crate) fn span(secs: i64) -> String {
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
     let parts = [(h, "h"), (m, "m"), (s, "s")];
     let text: String = parts
@@ -145,9 +163,17 @@ mod tests {
         )
         .unwrap();
         let mut build = ended(BuildStatus::Succeeded, 3);
-        assert!(on_finish(&build, &config).is_empty(), "no commit, no post");
+        assert!(
+            on_finish(&build, &config, &Default::default()).is_empty(),
+            "no commit, no post"
+        );
         build.commit = Some("a".repeat(40));
-        let [Outgoing::Status(post)] = on_finish(&build, &config).try_into().unwrap();
+        let items: [Outgoing; 1] = on_finish(&build, &config, &Default::default())
+            .try_into()
+            .unwrap();
+        let [Outgoing::Status(post)] = items else {
+            panic!("{items:?}")
+        };
         assert_eq!(post.state, PostState::Succeeded);
         assert_eq!(post.context, "hookd/web");
         assert_eq!(
@@ -156,11 +182,14 @@ mod tests {
         );
         build.status = BuildStatus::Interrupted;
         assert!(
-            on_finish(&build, &config).is_empty(),
+            on_finish(&build, &config, &Default::default()).is_empty(),
             "interrupted: no post"
         );
         build.feed = crate::feed::FeedName::parse("other").unwrap();
         build.status = BuildStatus::Running;
-        assert!(on_commit(&build, &config).is_empty(), "no status table");
+        assert!(
+            on_commit(&build, &config, &Default::default()).is_empty(),
+            "no status table"
+        );
     }
 }

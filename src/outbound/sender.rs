@@ -174,6 +174,8 @@ impl Sender {
                 .status
                 .get(item.feed.as_str())
                 .map(|s| s.api_url.clone()),
+            // A notification target that answers again takes its backlog too.
+            Outgoing::Notify(notice) => Some(format!("[[notify]] {}", notice.target)),
         };
         let Some(api) = api_of(sent) else { return };
         let store = self.store.clone();
@@ -240,6 +242,10 @@ impl Sender {
     async fn deliver(&self, item: &OutboxItem) -> Verdict {
         match &item.what {
             Outgoing::Status(post) => self.post_status(item, post).await,
+            Outgoing::Notify(notice) => {
+                let config = self.config.get();
+                super::notify::deliver(&self.client, &config, item.id.0, notice).await
+            }
         }
     }
 
@@ -330,6 +336,7 @@ fn superseded(items: &[OutboxItem]) -> HashSet<crate::store::OutboxId> {
 fn status_context(what: &Outgoing) -> Option<&str> {
     match what {
         Outgoing::Status(post) => Some(&post.context),
+        Outgoing::Notify(_) => None,
     }
 }
 

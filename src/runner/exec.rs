@@ -15,13 +15,15 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{ChildStderr, ChildStdout, Command};
+use tokio::process::{ChildStderr, ChildStdout};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::fd::close_on_exec;
 use crate::feed::CommandSpec;
-use crate::runner::leftovers::{kill_escaped, Leader, Marker};
+use crate::process::killpg;
+use crate::process::Leader;
+use crate::runner::leftovers::{kill_escaped, Marker};
 use crate::runner::log::{LogError, LogWriter};
 
 /// How long output is still read after the leader exited and the group was
@@ -51,22 +53,6 @@ pub(crate) fn init() -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// In a build's process before exec: marks every descriptor above 2 close-on-exec,
-/// so even one a library opened without the flag, on another thread during the
-/// fork, never reaches the build. Best effort (Linux 5.11+); hookd's own descriptors
-/// are close-on-exec anyway.
-fn close_all_on_exec() {
-    // SAFETY: close_range(2) with plain integers; async-signal-safe.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
 }
 
 /// One run of a build command.
@@ -144,21 +130,6 @@ pub(crate) async fn run(
         return Outcome::Cancelled;
     }
 
-    let (mut cmd, program) = match &command {
-        CommandSpec::Argv(argv) => match argv.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args);
-                (cmd, program.as_str())
-            }
-            None => return spawn_failed(sink, "the command is empty".to_owned()).await,
-        },
-        CommandSpec::Shell(script) => {
-            let mut cmd = Command::new("/bin/sh");
-            cmd.arg("-c").arg(script);
-            (cmd, "/bin/sh")
-        }
-    };
     // Spawning would fail anyway, but with an error that does not say which path
     // was missing.
     match tokio::fs::metadata(&workdir).await {
@@ -172,21 +143,11 @@ pub(crate) async fn run(
             return spawn_failed(sink, reason).await;
         }
     }
-    cmd.env_clear()
-        .envs(env)
-        .current_dir(&workdir)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // SAFETY: the hook runs between fork and exec and makes one system call.
-    unsafe {
-        cmd.pre_exec(|| {
-            close_all_on_exec();
-            Ok(())
-        });
-    }
+    let Some((mut cmd, program)) = crate::process::child(&command, env, &workdir, Stdio::null())
+    else {
+        return spawn_failed(sink, "the command is empty".to_owned()).await;
+    };
+    let program = program.as_str();
     let (mut child, _leader) = match Leader::spawn(&mut cmd) {
         Ok(spawned) => spawned,
         Err(e) => return spawn_failed(sink, format!("{program}: {e}")).await,
@@ -353,21 +314,6 @@ impl Drop for Group {
             if let Some(marker) = &self.marker {
                 kill_escaped(marker);
             }
-        }
-    }
-}
-
-/// Sends `signal` to process group `pgid`; a group that is already gone is fine.
-pub(crate) fn killpg(pgid: i32, signal: libc::c_int) {
-    // Group ids 0 and 1 would mean our own group and init's.
-    if pgid <= 1 {
-        return;
-    }
-    // SAFETY: killpg takes plain integers and touches no memory of ours.
-    if unsafe { libc::killpg(pgid, signal) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ESRCH) {
-            tracing::warn!(pgid, signal, error = %e, "cannot signal build process group");
         }
     }
 }

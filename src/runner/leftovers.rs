@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 use tokio_util::sync::CancellationToken;
 
@@ -155,7 +154,7 @@ pub(crate) fn reap_orphans(pgid: i32, marker: &Marker) -> usize {
             processes = matched,
             "killing leftover build process group"
         );
-        super::exec::killpg(pgid, libc::SIGKILL);
+        crate::process::killpg(pgid, libc::SIGKILL);
     }
     matched
 }
@@ -200,44 +199,6 @@ pub(crate) fn kill_escaped(marker: &Marker) -> usize {
     killed.len()
 }
 
-/// Build leaders hookd spawned whose exit status tokio still waits for: the reaper
-/// of adopted orphans must never take it.
-static LEADERS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
-fn leaders() -> MutexGuard<'static, BTreeSet<i32>> {
-    // The set stays consistent whatever panicked while holding it.
-    LEADERS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A build leader, known to the reaper until dropped (once tokio has its status).
-pub(crate) struct Leader(Option<i32>);
-
-impl Leader {
-    /// Spawns `cmd` as a known build leader. The set stays locked across the spawn,
-    /// so the reaper never sees the leader before it is known.
-    pub(crate) fn spawn(
-        cmd: &mut tokio::process::Command,
-    ) -> io::Result<(tokio::process::Child, Leader)> {
-        let mut known = leaders();
-        let child = cmd.spawn()?;
-        let pid = child.id().and_then(|pid| i32::try_from(pid).ok());
-        if let Some(pid) = pid {
-            known.insert(pid);
-        }
-        Ok((child, Leader(pid)))
-    }
-}
-
-impl Drop for Leader {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            leaders().remove(&pid);
-        }
-    }
-}
-
 /// Makes hookd a child subreaper: orphans of a build come to hookd instead of init,
 /// so they stay under its eye until they are killed and reaped.
 pub(crate) fn become_subreaper() -> io::Result<()> {
@@ -273,7 +234,7 @@ pub(crate) async fn reap_adopted(shutdown: CancellationToken) {
 
 /// Reaps every exited child that is not a build leader; returns how many.
 fn reap_adopted_now() -> usize {
-    let known = leaders();
+    let known = crate::process::leaders();
     // SAFETY: no arguments; cannot fail.
     let me = unsafe { libc::getpid() };
     let Ok(all) = processes() else { return 0 };
@@ -345,7 +306,7 @@ mod tests {
                 child.try_wait().unwrap().is_none(),
                 "an unmarked group was killed"
             );
-            super::super::exec::killpg(child.id() as i32, libc::SIGKILL);
+            crate::process::killpg(child.id() as i32, libc::SIGKILL);
             wait_for_exit(child).unwrap();
         }
     }
@@ -386,7 +347,7 @@ mod tests {
                 child.try_wait().unwrap().is_none(),
                 "an unmarked process was killed"
             );
-            super::super::exec::killpg(child.id() as i32, libc::SIGKILL);
+            crate::process::killpg(child.id() as i32, libc::SIGKILL);
             wait_for_exit(child).unwrap();
         }
     }

@@ -307,20 +307,7 @@ fn credentials(c: &FeedCredentials) -> std::io::Result<git::Credentials> {
 /// daemon's environment leaks in, and payload data arrives only as values.
 async fn job(spec: &BuildSpec, commit: &str, report: &Reporter) -> std::io::Result<exec::Job> {
     let workspace = spec.dirs.workspace.clone();
-    let mut env: Vec<(String, String)> = vec![
-        (
-            "PATH".into(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        ),
-        (
-            "HOME".into(),
-            std::env::var("HOME").unwrap_or_else(|_| workspace.display().to_string()),
-        ),
-        (
-            "LANG".into(),
-            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
-        ),
-    ];
+    let mut env = crate::process::base_env(&workspace);
     env.extend(spec.build_env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend([
         ("HOOKD_FEED".into(), spec.feed.name.to_string()),

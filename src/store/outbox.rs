@@ -32,6 +32,8 @@ impl std::fmt::Display for OutboxId {
 pub(crate) enum Outgoing {
     /// A commit status on the forge that hosts the feed's repository.
     Status(StatusPost),
+    /// A notification to one `[[notify]]` target.
+    Notify(Box<crate::notice::Notice>),
 }
 
 impl Outgoing {
@@ -40,6 +42,7 @@ impl Outgoing {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Status(_) => "status",
+            Self::Notify(_) => "notify",
         }
     }
 }

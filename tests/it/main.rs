@@ -14,6 +14,7 @@ mod isolation;
 mod limits;
 mod live;
 mod multiref;
+mod notify;
 mod ops;
 mod outbound;
 mod packaging;

@@ -189,6 +189,8 @@ struct State {
     lose: usize,
     /// The repository's webhooks and what hookd answered their deliveries.
     hooks: hooks::Hooks,
+    /// A plain webhook receiver: every request is accepted with 200 `{}`.
+    plain: bool,
 }
 
 /// The server; it stops accepting when dropped.
@@ -234,6 +236,19 @@ impl ForgeServer {
             token: token.to_owned(),
             state,
         }
+    }
+
+    /// A plain webhook receiver (for notifications) on `port` (0: any): every request
+    /// is recorded and, unless scripted or held, answered 200 `{}`.
+    pub fn start_plain_on(port: u16) -> Self {
+        let server = Self::start_on(ForgeKind::Github, "", port);
+        server.lock().plain = true;
+        server
+    }
+
+    /// [`ForgeServer::start_plain_on`] a port the kernel picks.
+    pub fn start_plain() -> Self {
+        Self::start_plain_on(0)
     }
 
     /// The `api_url` to configure.
@@ -355,6 +370,7 @@ fn serve(kind: ForgeKind, token: &str, stream: TcpStream, shared: &Arc<(Mutex<St
                     received.verdict = Verdict::Scripted(canned.status);
                     (canned.status, canned.headers, canned.body)
                 }
+                None if state.plain => (200, Vec::new(), "{}".to_owned()),
                 None if hooks::is_hook_call(&received.target) => {
                     let (status, body, todo) =
                         hooks::judge(kind, token, &mut received, &mut state.hooks);
