@@ -170,6 +170,7 @@ pub(crate) async fn register(
         url: &url,
         secret: &secret,
         tags,
+        azure: None,
     };
     let done = match ours.first() {
         Some((hook, _)) => remote.update(&hook.id, wanted).await.map(|()| hook.clone()),

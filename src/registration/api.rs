@@ -4,7 +4,10 @@
 //! documentation: GitHub REST "Repository webhooks", Gitea's swagger
 //! (`CreateHookOption`, `EditHookOption`), GitLab "Project webhooks", Bitbucket Cloud
 //! "Webhooks" (`/2.0/repositories/{workspace}/{repo_slug}/hooks`), Bitbucket Data
-//! Center "Repository webhooks" (`/rest/api/latest/projects/{key}/repos/{slug}/webhooks`).
+//! Center "Repository webhooks" (`/rest/api/latest/projects/{key}/repos/{slug}/webhooks`),
+//! Azure DevOps "Subscriptions - Create" (a service hook: publisher `tfs`, event
+//! `git.push`, consumer `webHooks`, action `httpRequest`, the secret as the Basic-auth
+//! password), which names the project and repository by id (`Call::Repository`).
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
@@ -36,6 +39,8 @@ pub(crate) struct Wanted<'a> {
     /// Whether tag pushes are wanted too (GitLab has its own switch; the other
     /// forges send tag pushes as push events).
     pub(crate) tags: bool,
+    /// Azure DevOps: the project's and the repository's ids (`Call::Repository`).
+    pub(crate) azure: Option<(&'a str, &'a str)>,
 }
 
 /// One API call.
@@ -51,6 +56,8 @@ pub(crate) enum Call<'a> {
     Update(&'a str, Wanted<'a>),
     /// A webhook removed.
     Delete(&'a str),
+    /// Azure DevOps: the repository, for its and its project's ids.
+    Repository,
 }
 
 impl Call<'_> {
@@ -62,6 +69,7 @@ impl Call<'_> {
             Self::Create(_) => "create the webhook",
             Self::Update(..) => "update the webhook",
             Self::Delete(_) => "delete the webhook",
+            Self::Repository => "look the repository up",
         }
     }
 }
@@ -84,12 +92,6 @@ pub(crate) struct ForgeHook {
 /// Why a registration cannot go on with this forge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ApiError {
-    /// hookd does not register webhooks on this forge yet.
-    #[error(
-        "registering webhooks on {0} is not supported yet: add the webhook by hand (README, \
-         \"Wiring a forge by hand\")"
-    )]
-    Unsupported(&'static str),
     /// The repository has a shape the forge's API cannot name.
     #[error("repository {repo:?} does not fit {forge}")]
     Shape {
@@ -129,6 +131,13 @@ pub(crate) fn request(site: &Site<'_>, call: Call<'_>) -> Result<Request<Bytes>,
             (method, url, Some(body(site.forge, wanted, false)))
         }
         Call::Delete(id) => (Method::DELETE, format!("{hooks}/{}", seg(id)), None),
+        Call::Repository => (Method::GET, repository_url(site)?, None),
+    };
+    // Azure DevOps wants the API version on every call.
+    let url = match site.forge {
+        Forge::AzureDevops if url.contains('?') => format!("{url}&api-version=7.1"),
+        Forge::AzureDevops => format!("{url}?api-version=7.1"),
+        _ => url,
     };
     let mut builder = Request::builder()
         .method(method)
@@ -170,11 +179,41 @@ fn hooks_url(site: &Site<'_>) -> Result<String, ApiError> {
         (Forge::BitbucketServer, [key, slug]) => Ok(format!(
             "{api}/rest/api/latest/projects/{key}/repos/{slug}/webhooks"
         )),
-        (Forge::AzureDevops, _) => Err(ApiError::Unsupported(site.forge.word())),
+        (Forge::AzureDevops, [org, _, _]) => Ok(format!("{api}/{org}/_apis/hooks/subscriptions")),
         (Forge::Github | Forge::Gitea | Forge::Forgejo, _)
-        | (Forge::BitbucketCloud | Forge::BitbucketServer, _) => Err(ApiError::Shape {
+        | (Forge::BitbucketCloud | Forge::BitbucketServer | Forge::AzureDevops, _) => {
+            Err(ApiError::Shape {
+                forge: site.forge.word(),
+                repo: site.repo.to_owned(),
+            })
+        }
+    }
+}
+
+/// Azure DevOps: `{org}/{project}/_apis/git/repositories/{repo}`.
+fn repository_url(site: &Site<'_>) -> Result<String, ApiError> {
+    let parts: Vec<String> = site.repo.split('/').map(seg).collect();
+    match (site.forge, parts.as_slice()) {
+        (Forge::AzureDevops, [org, project, repo]) => Ok(format!(
+            "{}/{org}/{project}/_apis/git/repositories/{repo}",
+            site.api_url
+        )),
+        _ => Err(ApiError::Shape {
             forge: site.forge.word(),
             repo: site.repo.to_owned(),
+        }),
+    }
+}
+
+/// The project's and the repository's ids in Azure DevOps' repository reply.
+pub(crate) fn parse_repository(body: &str) -> Result<(String, String), ApiError> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    match (v["project"]["id"].as_str(), v["id"].as_str()) {
+        (Some(project), Some(repo)) => Ok((project.to_owned(), repo.to_owned())),
+        _ => Err(ApiError::Unexpected {
+            forge: Forge::AzureDevops.word(),
+            doing: Call::Repository.doing(),
+            why: snippet(body),
         }),
     }
 }
@@ -186,7 +225,11 @@ fn list_url(forge: Forge, hooks: &str) -> String {
         Forge::Gitea | Forge::Forgejo => format!("{hooks}?limit=50"),
         Forge::BitbucketCloud => format!("{hooks}?pagelen=100"),
         Forge::BitbucketServer => format!("{hooks}?limit=100"),
-        Forge::Github | Forge::Gitlab | Forge::AzureDevops => format!("{hooks}?per_page=100"),
+        Forge::Github | Forge::Gitlab => format!("{hooks}?per_page=100"),
+        // The subscriptions of the organization's git pushes to web hooks.
+        Forge::AzureDevops => format!(
+            "{hooks}?publisherId=tfs&eventType=git.push&consumerId=webHooks&consumerActionId=httpRequest"
+        ),
     }
 }
 
@@ -200,7 +243,23 @@ fn body(forge: Forge, wanted: Wanted<'_>, new: bool) -> serde_json::Value {
     let (kind, insecure_ssl) = match forge {
         Forge::Github => (("name", "web"), Some("0")),
         Forge::Gitea | Forge::Forgejo => (("type", "gitea"), None),
-        Forge::Gitlab | Forge::AzureDevops => {
+        Forge::AzureDevops => {
+            let (project, repository) = wanted.azure.unwrap_or_default();
+            return serde_json::json!({
+                "publisherId": "tfs",
+                "eventType": "git.push",
+                "resourceVersion": "1.0",
+                "consumerId": "webHooks",
+                "consumerActionId": "httpRequest",
+                "publisherInputs": { "projectId": project, "repository": repository },
+                "consumerInputs": {
+                    "url": wanted.url,
+                    "basicAuthUsername": MARKER,
+                    "basicAuthPassword": wanted.secret.expose(),
+                },
+            });
+        }
+        Forge::Gitlab => {
             return serde_json::json!({
                 "url": wanted.url,
                 "token": wanted.secret.expose(),
@@ -253,15 +312,21 @@ pub(crate) fn parse_list(forge: Forge, body: &str) -> Result<Vec<ForgeHook>, Api
     };
     let value: serde_json::Value =
         serde_json::from_str(body).map_err(|e| unexpected(format!("not JSON ({e})")))?;
-    // Bitbucket pages its lists: `{"values": [...], ...}`.
+    // Bitbucket pages its lists (`{"values": [...]}`), Azure DevOps wraps them
+    // (`{"count": N, "value": [...]}`).
     let items = value
         .as_array()
         .or_else(|| value["values"].as_array())
+        .or_else(|| value["value"].as_array())
         .ok_or_else(|| unexpected("not a list of webhooks".into()))?;
-    items
-        .iter()
-        .map(|item| parse_hook(forge, item).ok_or_else(|| unexpected(snippet(&item.to_string()))))
-        .collect()
+    let hooks = items.iter().map(|item| (item, parse_hook(forge, item)));
+    match forge {
+        // The organization's subscriptions include other consumers' (no URL).
+        Forge::AzureDevops => Ok(hooks.filter_map(|(_, hook)| hook).collect()),
+        _ => hooks
+            .map(|(item, hook)| hook.ok_or_else(|| unexpected(snippet(&item.to_string()))))
+            .collect(),
+    }
 }
 
 /// One webhook of a get or create reply.
@@ -310,6 +375,13 @@ fn parse_hook(forge: Forge, v: &serde_json::Value) -> Option<ForgeHook> {
                 last_response: None,
             }
         }
+        Forge::AzureDevops => ForgeHook {
+            id,
+            url: v["consumerInputs"]["url"].as_str()?.to_owned(),
+            active: v["status"].as_str() == Some("enabled"),
+            events: strings(&serde_json::json!([v["eventType"]])),
+            last_response: None,
+        },
         Forge::BitbucketCloud | Forge::BitbucketServer => ForgeHook {
             id,
             url: v["url"].as_str()?.to_owned(),
@@ -366,7 +438,10 @@ pub(crate) fn scope(forge: Forge) -> &'static str {
             "a repository access token with the webhook scope (\"Webhooks: Read and write\")"
         }
         Forge::BitbucketServer => "an HTTP access token with repository admin permission",
-        Forge::AzureDevops => "a personal access token with the Service Hooks (read, write) scope",
+        Forge::AzureDevops => {
+            "a personal access token with the \"Service Hooks (Read & write)\" scope \
+             (vso.hooks_write) and \"Code (Read)\", of a project administrator"
+        }
     }
 }
 
@@ -425,6 +500,7 @@ mod tests {
             url: "https://ci.example.com/hooks/T",
             secret: &hook_secret,
             tags: true,
+            azure: None,
         };
         let r = request(&s, Call::Create(wanted)).unwrap();
         assert_eq!(r.method(), Method::POST);
@@ -467,6 +543,7 @@ mod tests {
             url: "https://ci.example.com/hooks/T",
             secret: &hook_secret,
             tags: false,
+            azure: None,
         };
         let gitea = site(
             Forge::Forgejo,
@@ -506,10 +583,44 @@ mod tests {
                 "push_events": true, "tag_push_events": false,
                 "enable_ssl_verification": true})
         );
-        let az = site(Forge::AzureDevops, "https://dev.azure.com", "o/p/r", &token);
+        let az = site(
+            Forge::AzureDevops,
+            "https://dev.azure.com",
+            "org/My Project/r",
+            &token,
+        );
+        let r = request(&az, Call::Repository).unwrap();
         assert_eq!(
-            request(&az, Call::List).unwrap_err(),
-            ApiError::Unsupported("azure-devops")
+            r.uri(),
+            "https://dev.azure.com/org/My%20Project/_apis/git/repositories/r?api-version=7.1"
+        );
+        let azure = Wanted {
+            azure: Some(("p-id", "r-id")),
+            ..wanted
+        };
+        let r = request(&az, Call::Create(azure)).unwrap();
+        assert_eq!(
+            r.uri(),
+            "https://dev.azure.com/org/_apis/hooks/subscriptions?api-version=7.1"
+        );
+        assert_eq!(r.headers()["authorization"], "Basic OnRvaw==");
+        let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(
+            (&body["eventType"], &body["consumerActionId"]),
+            (&"git.push".into(), &"httpRequest".into())
+        );
+        assert_eq!(body["publisherInputs"]["repository"], "r-id");
+        assert_eq!(body["consumerInputs"]["basicAuthPassword"], "s3");
+        let listed = r#"{"count":2,"value":[{"id":"s-1","status":"enabled","eventType":"git.push",
+            "consumerInputs":{"url":"https://ci.example.com/hooks/T"}},
+            {"id":"s-2","consumerId":"slack","consumerInputs":{}}]}"#;
+        let hooks = parse_list(Forge::AzureDevops, listed).unwrap();
+        assert_eq!(hooks.len(), 1);
+        assert_eq!((hooks[0].id.as_str(), hooks[0].active), ("s-1", true));
+        assert_eq!(hooks[0].events, ["git.push"]);
+        assert_eq!(
+            parse_repository(r#"{"id":"r-id","project":{"id":"p-id"}}"#).unwrap(),
+            ("p-id".to_owned(), "r-id".to_owned())
         );
         let bad = site(Forge::Github, "https://api.github.com", "o/r/x", &token);
         assert!(matches!(
@@ -525,6 +636,7 @@ mod tests {
             url: "https://ci.example.com/hooks/T",
             secret: &hook_secret,
             tags: true,
+            azure: None,
         };
         let cloud = site(
             Forge::BitbucketCloud,
@@ -635,6 +747,7 @@ mod tests {
                 url: "u",
                 secret: &token,
                 tags: false,
+                azure: None,
             }),
             StatusCode::FORBIDDEN,
             "",

@@ -92,13 +92,26 @@ impl Remote {
 
     /// Creates the webhook; returns it as created.
     pub(crate) async fn create(&self, wanted: Wanted<'_>) -> Result<ForgeHook, RemoteError> {
+        let ids = self.azure_ids().await?;
+        let wanted = with_ids(wanted, &ids);
         let body = self.send(Call::Create(wanted)).await?;
         Ok(api::parse_one(self.forge, Call::Create(wanted), &body)?)
     }
 
     /// Sets an existing webhook to `wanted`.
     pub(crate) async fn update(&self, id: &str, wanted: Wanted<'_>) -> Result<(), RemoteError> {
+        let ids = self.azure_ids().await?;
+        let wanted = with_ids(wanted, &ids);
         self.send(Call::Update(id, wanted)).await.map(drop)
+    }
+
+    /// Azure DevOps names the project and repository of a subscription by id.
+    async fn azure_ids(&self) -> Result<Option<(String, String)>, RemoteError> {
+        if self.forge != Forge::AzureDevops {
+            return Ok(None);
+        }
+        let body = self.send(Call::Repository).await?;
+        Ok(Some(api::parse_repository(&body)?))
     }
 
     /// Deletes a webhook.
@@ -134,5 +147,13 @@ impl Remote {
             )));
         }
         Ok(reply.body)
+    }
+}
+
+/// `wanted` with Azure DevOps' ids, when there are some.
+fn with_ids<'a>(wanted: Wanted<'a>, ids: &'a Option<(String, String)>) -> Wanted<'a> {
+    Wanted {
+        azure: ids.as_ref().map(|(p, r)| (p.as_str(), r.as_str())),
+        ..wanted
     }
 }

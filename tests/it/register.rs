@@ -131,6 +131,7 @@ fn a_token_without_the_webhook_scope_changes_nothing_on_either_side() {
         ForgeKind::Gitlab,
         ForgeKind::BitbucketCloud,
         ForgeKind::BitbucketServer,
+        ForgeKind::AzureDevops,
     ] {
         let forge = ForgeServer::start(kind, TOKEN);
         forge.limit_token(TOKEN);
@@ -143,10 +144,16 @@ fn a_token_without_the_webhook_scope_changes_nothing_on_either_side() {
             ForgeKind::Gitlab => "api scope",
             ForgeKind::BitbucketCloud => "webhook scope",
             ForgeKind::BitbucketServer => "repository admin",
+            ForgeKind::AzureDevops => "Service Hooks (Read & write)",
             _ => "write:repository",
         };
+        let code = if kind == ForgeKind::AzureDevops {
+            401
+        } else {
+            403
+        };
         assert!(
-            err.contains("HTTP 403") && err.contains(scope),
+            err.contains(&format!("HTTP {code}")) && err.contains(scope),
             "{kind:?}: {err}"
         );
         assert!(forge.webhooks().is_empty());
@@ -194,13 +201,14 @@ fn a_refused_create_takes_back_the_token_and_the_secret_it_made() {
 }
 
 #[test]
-fn gitea_forgejo_gitlab_and_bitbucket_register_deliver_and_unregister() {
+fn every_other_forge_registers_delivers_and_unregisters() {
     for kind in [
         ForgeKind::Gitea,
         ForgeKind::Forgejo,
         ForgeKind::Gitlab,
         ForgeKind::BitbucketCloud,
         ForgeKind::BitbucketServer,
+        ForgeKind::AzureDevops,
     ] {
         let forge = ForgeServer::start(kind, TOKEN);
         let d = daemon_for(&forge);
@@ -210,6 +218,7 @@ fn gitea_forgejo_gitlab_and_bitbucket_register_deliver_and_unregister() {
         let push = match kind {
             ForgeKind::BitbucketCloud => "repo:push",
             ForgeKind::BitbucketServer => "repo:refs_changed",
+            ForgeKind::AzureDevops => "git.push",
             _ => "push",
         };
         assert_eq!(hook.events, [push], "{kind:?}");

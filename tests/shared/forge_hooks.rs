@@ -1,8 +1,9 @@
 //! The forge server's webhook API (`…/hooks`): accepts exactly the documented list,
 //! get, create, update and delete calls of GitHub ("Repository webhooks"),
 //! Gitea/Forgejo (swagger `CreateHookOption`/`EditHookOption`), GitLab ("Project
-//! webhooks"), Bitbucket Cloud ("Webhooks") and Bitbucket Data Center ("Repository
-//! webhooks"), keeps the webhooks, and delivers to them as the forge would: GitHub
+//! webhooks"), Bitbucket Cloud ("Webhooks"), Bitbucket Data Center ("Repository
+//! webhooks") and Azure DevOps (service hook subscriptions, "Subscriptions - Create",
+//! with the repository lookup that gives their ids), keeps the webhooks, and delivers to them as the forge would: GitHub
 //! pings a new webhook after answering, and records what
 //! hookd answered in `last_response`; a test asks for signed pushes.
 //!
@@ -68,7 +69,19 @@ pub(super) struct Job {
 
 pub(super) fn is_hook_call(target: &str) -> bool {
     let path = target.split('?').next().unwrap_or(target);
-    path.contains("/hooks") || path.contains("/webhooks")
+    path.contains("/hooks")
+        || path.contains("/webhooks")
+        || (path.contains("/_apis/git/repositories/") && !path.contains("/commits/"))
+}
+
+/// Azure DevOps' repository, as the lookup answers it.
+const AZURE_REPOSITORY: &str = "/org/Main%20Project/_apis/git/repositories/web";
+const AZURE_PROJECT_ID: &str = "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c";
+const AZURE_REPO_ID: &str = "5febef5a-833d-4e14-b9c0-14cb638f91e6";
+
+/// The GUID form of a webhook's number (Bitbucket Cloud wraps it in braces).
+fn guid(id: u64) -> String {
+    format!("{id:08}-0000-4000-8000-000000000000")
 }
 
 fn base(kind: ForgeKind) -> &'static str {
@@ -78,7 +91,7 @@ fn base(kind: ForgeKind) -> &'static str {
         ForgeKind::Gitlab => "/api/v4/projects/group%2Fsub%2Fweb/hooks",
         ForgeKind::BitbucketCloud => "/2.0/repositories/team/web/hooks",
         ForgeKind::BitbucketServer => "/rest/api/latest/projects/PROJ/repos/web/webhooks",
-        ForgeKind::AzureDevops => "/unsupported",
+        ForgeKind::AzureDevops => "/org/_apis/hooks/subscriptions",
     }
 }
 
@@ -87,6 +100,10 @@ fn scope_refusal(kind: ForgeKind) -> String {
     let message = match kind {
         ForgeKind::Github => "Resource not accessible by personal access token",
         ForgeKind::Gitlab => "insufficient_scope",
+        ForgeKind::AzureDevops => {
+            "TF400813: The user is not authorized to access this resource (the token lacks \
+             the Service Hooks scope)."
+        }
         ForgeKind::BitbucketCloud => {
             return serde_json::json!({"type": "error", "error": {
                 "message": "Your credentials lack one or more required privilege scopes.",
@@ -111,7 +128,11 @@ fn authenticated(kind: ForgeKind, r: &Received, token: &str) -> bool {
         ForgeKind::Gitea | ForgeKind::Forgejo => auth == format!("token {token}"),
         ForgeKind::Gitlab => r.header("private-token") == Some(token),
         ForgeKind::BitbucketCloud | ForgeKind::BitbucketServer => auth == format!("Bearer {token}"),
-        _ => false,
+        ForgeKind::AzureDevops => {
+            use base64::Engine as _;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!(":{token}"));
+            auth == format!("Basic {basic}")
+        }
     }
 }
 
@@ -124,8 +145,14 @@ pub(super) fn judge(
 ) -> (u16, String, Vec<Job>) {
     let holds = |t: &Option<String>| t.as_deref().is_some_and(|t| authenticated(kind, r, t));
     if holds(&hooks.limited) || (holds(&hooks.read_only) && r.method != "GET") {
-        r.verdict = Verdict::Scripted(403);
-        return (403, scope_refusal(kind), Vec::new());
+        // Azure DevOps answers a token without the scope with 401.
+        let status = if kind == ForgeKind::AzureDevops {
+            401
+        } else {
+            403
+        };
+        r.verdict = Verdict::Scripted(status);
+        return (status, scope_refusal(kind), Vec::new());
     }
     match handle(kind, token, r, hooks) {
         Ok(answer) => answer,
@@ -147,6 +174,16 @@ fn handle(
         return Err("missing or malformed credentials".into());
     }
     let (path, query) = r.target.split_once('?').unwrap_or((&r.target, ""));
+    if kind == ForgeKind::AzureDevops {
+        if !query.split('&').any(|p| p == "api-version=7.1") {
+            return Err("no api-version=7.1 in the query".into());
+        }
+        if path == AZURE_REPOSITORY && r.method == "GET" {
+            let repo = serde_json::json!({"id": AZURE_REPO_ID, "name": "web",
+                "project": {"id": AZURE_PROJECT_ID, "name": "Main Project"}});
+            return Ok((200, repo.to_string(), Vec::new()));
+        }
+    }
     let rest = path
         .strip_prefix(base(kind))
         .ok_or_else(|| format!("path {path} is not under {}", base(kind)))?;
@@ -159,7 +196,19 @@ fn handle(
     };
     match (r.method.as_str(), segments.as_slice()) {
         ("GET", []) => {
-            if !known_query(&["per_page", "page", "limit", "pagelen", "start"]) {
+            let allowed = [
+                "per_page",
+                "page",
+                "limit",
+                "pagelen",
+                "start",
+                "api-version",
+                "publisherId",
+                "eventType",
+                "consumerId",
+                "consumerActionId",
+            ];
+            if !known_query(&allowed) {
                 return Err(format!("unknown query {query}"));
             }
             let list: Vec<_> = hooks.list.iter().map(|h| view(kind, h)).collect();
@@ -169,6 +218,15 @@ fn handle(
                 }
                 ForgeKind::BitbucketServer => serde_json::json!({"size": list.len(),
                     "limit": 100, "isLastPage": true, "start": 0, "values": list}),
+                ForgeKind::AzureDevops => {
+                    // Another consumer's subscription in the same organization.
+                    let mut list = list;
+                    list.push(serde_json::json!({"id": guid(1), "publisherId": "tfs",
+                        "eventType": "workitem.created", "consumerId": "slack",
+                        "consumerActionId": "postMessageToChannel", "status": "enabled",
+                        "consumerInputs": {}}));
+                    serde_json::json!({"count": list.len(), "value": list})
+                }
                 _ => serde_json::Value::Array(list),
             };
             Ok((200, page.to_string(), Vec::new()))
@@ -197,6 +255,79 @@ fn handle(
         }
         (method, _) => Err(format!("{method} {path} is not a documented webhook call")),
     }
+}
+
+/// Azure DevOps' subscription body: a `git.push` of the repository to a web hook,
+/// the secret as the Basic-auth password. Returns url, secret, events.
+fn azure(
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(String, String, Vec<String>), String> {
+    only(
+        body,
+        &[
+            "publisherId",
+            "eventType",
+            "resourceVersion",
+            "consumerId",
+            "consumerActionId",
+            "publisherInputs",
+            "consumerInputs",
+            "scope",
+        ],
+    )?;
+    let fixed = [
+        ("publisherId", "tfs"),
+        ("eventType", "git.push"),
+        ("consumerId", "webHooks"),
+        ("consumerActionId", "httpRequest"),
+    ];
+    for (key, want) in fixed {
+        if body.get(key).and_then(|v| v.as_str()) != Some(want) {
+            return Err(format!("{key} must be {want:?}"));
+        }
+    }
+    let publisher = body
+        .get("publisherInputs")
+        .and_then(|p| p.as_object())
+        .ok_or("publisherInputs is required")?;
+    only(
+        publisher,
+        &["projectId", "repository", "branch", "pushedBy"],
+    )?;
+    if publisher.get("projectId").and_then(|p| p.as_str()) != Some(AZURE_PROJECT_ID) {
+        return Err("publisherInputs.projectId is not the project's id".into());
+    }
+    if let Some(repo) = publisher.get("repository") {
+        if repo.as_str() != Some(AZURE_REPO_ID) {
+            return Err("publisherInputs.repository is not the repository's id".into());
+        }
+    }
+    let consumer = body
+        .get("consumerInputs")
+        .and_then(|c| c.as_object())
+        .ok_or("consumerInputs is required")?;
+    only(
+        consumer,
+        &[
+            "url",
+            "basicAuthUsername",
+            "basicAuthPassword",
+            "httpHeaders",
+            "resourceDetailsToSend",
+            "messagesToSend",
+            "detailedMessagesToSend",
+            "acceptUntrustedCerts",
+        ],
+    )?;
+    let url = consumer["url"]
+        .as_str()
+        .ok_or("consumerInputs.url is required")?;
+    let secret = consumer
+        .get("basicAuthPassword")
+        .map(|p| p.as_str().ok_or("basicAuthPassword is not a string"))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((url.to_owned(), secret.to_owned(), vec!["git.push".into()]))
 }
 
 /// GitHub and Gitea change a webhook with PATCH, the others with PUT.
@@ -395,6 +526,10 @@ fn created(
             let active = body.get("active").and_then(|a| a.as_bool()).unwrap_or(true);
             (url, secret, events, active)
         }
+        ForgeKind::AzureDevops => {
+            let (url, secret, events) = azure(body)?;
+            (url, secret, events, true)
+        }
         _ => {
             let allowed: &[&str] = match kind {
                 ForgeKind::Github => &["name", "config", "events", "active"],
@@ -448,6 +583,10 @@ fn update(
         ForgeKind::Gitlab => {
             let (url, token, events) = gitlab_flags(&body, Some(&old))?;
             (new.url, new.secret, new.events) = (url, token, events);
+        }
+        ForgeKind::AzureDevops => {
+            let (url, secret, events) = azure(&body)?;
+            (new.url, new.secret, new.events) = (url, secret, events);
         }
         ForgeKind::BitbucketCloud | ForgeKind::BitbucketServer => {
             let (url, secret, events) = bitbucket(kind, &body, Some(&old))?;
@@ -503,7 +642,8 @@ fn find<'h>(hooks: &'h Hooks, id: &str) -> Result<&'h StoredHook, String> {
         .list
         .iter()
         .find(|h| {
-            h.id.to_string() == id || id == format!("{{{:08}-0000-4000-8000-000000000000}}", h.id)
+            let guid = guid(h.id);
+            h.id.to_string() == id || id == guid || id == format!("{{{guid}}}")
         })
         .ok_or_else(|| format!("no webhook {id}"))
 }
@@ -545,8 +685,16 @@ fn view(kind: ForgeKind, h: &StoredHook) -> serde_json::Value {
                 "last_response": last,
             })
         }
+        ForgeKind::AzureDevops => serde_json::json!({
+            "id": guid(h.id), "publisherId": "tfs", "eventType": "git.push",
+            "resourceVersion": "1.0", "consumerId": "webHooks",
+            "consumerActionId": "httpRequest", "status": "enabled",
+            "publisherInputs": {"projectId": AZURE_PROJECT_ID, "repository": AZURE_REPO_ID},
+            "consumerInputs": {"url": h.url, "basicAuthUsername": "hookd",
+                               "basicAuthPassword": "********"},
+        }),
         ForgeKind::BitbucketCloud => serde_json::json!({
-            "uuid": format!("{{{:08}-0000-4000-8000-000000000000}}", h.id),
+            "uuid": format!("{{{}}}", guid(h.id)),
             "url": h.url, "description": "hookd", "subject_type": "repository",
             "active": h.active, "events": h.events, "secret_set": !h.secret.is_empty(),
         }),
@@ -674,6 +822,13 @@ fn delivery(kind: ForgeKind, job: &Job, n: u64) -> (Vec<(String, String)>, Vec<u
                 format!("sha256={}", hmac_hex(&job.secret, &body)),
             );
             body
+        }
+        ForgeKind::AzureDevops => {
+            use base64::Engine as _;
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("hookd:{}", job.secret));
+            add("Authorization", format!("Basic {basic}"));
+            fixture("azure-devops/git-push.json")
         }
         _ => {
             add("X-Gitlab-Event", "Push Hook".into());
