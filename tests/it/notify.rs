@@ -433,3 +433,103 @@ fn no_secret_anywhere(d: &TestDaemon, secrets: &[&str]) {
         }
     }
 }
+
+#[test]
+fn broken_and_fixed_compare_with_the_same_ref_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let config = format!(
+        "[[notify]]\non = [\"succeeded\", \"failed\", \"broken\", \"fixed\"]\nkind = \"exec\"\n\
+         command = 'echo \"$HOOKD_BUILD_ID $HOOKD_BRANCH $HOOKD_EVENT $HOOKD_PREVIOUS_STATUS\" >> {}'\n",
+        log.display()
+    );
+    let d = TestDaemon::start_with(&config);
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    repo.git(&["branch", "feature"]);
+    // Builds of `feature` fail, builds of `main` fail only when the flag is there.
+    let flag = dir.path().join("main-fails");
+    let command = format!(
+        "test \"$HOOKD_BRANCH\" = main && test ! -e {}",
+        flag.display()
+    );
+    let extra = ["--cooldown", "0", "--branch", "main", "--branch", "feature"];
+    d.add_repo_feed("web", &repo, &command, &extra);
+    let build_of = |branch: &str| {
+        let id = d.admin_json(&["trigger", "web", "--branch", branch])["build"]
+            .as_u64()
+            .unwrap();
+        d.wait_build(id, 60);
+        id
+    };
+    let main_ok = build_of("main");
+    let feature_bad = build_of("feature");
+    std::fs::write(&flag, "").unwrap();
+    let main_bad = build_of("main");
+    std::fs::remove_file(&flag).unwrap();
+    let main_fixed = build_of("main");
+    outbox_drained(&d);
+    let mut lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort_by_key(|l| l.split(' ').next().and_then(|id| id.parse::<u64>().ok()));
+    assert_eq!(
+        lines,
+        [
+            format!("{main_ok} main succeeded "),
+            // No success of `feature` before it: a failure, not broken.
+            format!("{feature_bad} feature failed "),
+            // main's previous result is main's own success, not feature's failure.
+            format!("{main_bad} main broken succeeded"),
+            format!("{main_fixed} main fixed failed"),
+        ]
+    );
+}
+
+#[test]
+fn url_and_secret_files_are_read_again_on_sighup() {
+    let (first, second) = (ForgeServer::start_plain(), ForgeServer::start_plain());
+    let d = TestDaemon::start();
+    let table = webhook_table(&d, &first, "hook", "\"succeeded\"", "");
+    let mut d = d;
+    d.set_config(&table);
+    d.restart();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    d.add_repo_feed("web", &repo, "true", &["--cooldown", "0"]);
+    build(&d);
+    first.wait_until(60, "the first notification", |got| got.len() == 1);
+    // The operator points the target elsewhere, with a new secret, and reloads.
+    let new_secret = "whsec_dGhpcyBpcyBhIG5ldyBzZWNyZXQga2V5IDEyMzQ=";
+    std::fs::write(
+        d.dir.path().join("hook.url"),
+        format!("http://{}/new-SECRETPATH2", second.addr),
+    )
+    .unwrap();
+    std::fs::write(d.dir.path().join("hook.secret"), new_secret).unwrap();
+    d.reload(true);
+    build(&d);
+    second.wait_until(60, "the notification after the reload", |got| {
+        got.len() == 1
+    });
+    outbox_drained(&d);
+    assert_eq!(first.received().len(), 1);
+    let got = &second.received()[0];
+    assert_eq!(got.target, "/new-SECRETPATH2");
+    if let Some(python) = verifier() {
+        let secret_file = d.dir.path().join("hook.secret");
+        verify(&python, d.dir.path(), &secret_file, got).expect("signed with the new secret");
+    }
+    // A reload with a secret that cannot work is refused whole; the old one stays.
+    std::fs::write(d.dir.path().join("hook.secret"), "not a secret").unwrap();
+    d.reload(false);
+    let line = d
+        .logs()
+        .lines()
+        .rfind(|l| l.contains("configuration reload refused"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("notify[0].secret_file"), "{line}");
+    assert!(!line.contains("not a secret"), "{line}");
+    no_secret_anywhere(&d, &[URL_SECRET, SECRET, new_secret, "new-SECRETPATH2"]);
+}

@@ -465,6 +465,19 @@ impl TestDaemon {
         self.launch();
     }
 
+    /// Sends SIGHUP; returns once the daemon logged the reload's outcome (`applied`:
+    /// reloaded, else refused).
+    pub fn reload(&self, applied: bool) {
+        let needle = match applied {
+            true => "configuration reloaded",
+            false => "configuration reload refused",
+        };
+        let count = || self.logs().matches(needle).count();
+        let before = count();
+        self.signal(libc::SIGHUP);
+        wait_for(30, needle, || (count() > before).then_some(()));
+    }
+
     /// Replaces the config file as an editor or `git pull` does: the new text is
     /// written to a temporary name and renamed over the file.
     pub fn replace_config(&mut self, config: &str) {
