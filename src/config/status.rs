@@ -441,6 +441,41 @@ mod tests {
     }
 
     #[test]
+    fn status_tables_are_checked_with_file_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("t");
+        let check = |text: &str| {
+            let path = std::path::Path::new("t.toml");
+            super::super::Config::from_text_checked(path, text, &Default::default())
+                .map(|c| c.status)
+                .map_err(|e| e.to_string())
+        };
+        let table = |extra: &str| {
+            format!(
+                "[feeds.web]\nrepo = \"/srv/web.git\"\ncommand = \"make\"\n\n\
+                 [feeds.web.status]\nforge = \"github\"\ntoken_file = \"{}\"\n{extra}",
+                token.display()
+            )
+        };
+        let err = check(&table("repo = \"o/r\"\n")).unwrap_err();
+        assert!(
+            err.contains("t.toml, line 7, feeds.web.status.token_file: cannot use"),
+            "{err}"
+        );
+        std::fs::write(&token, "secret-token\n").unwrap();
+        let err = check(&table("")).unwrap_err();
+        assert!(
+            err.contains("line 5, feeds.web.status.repo: cannot tell the github repository"),
+            "{err}"
+        );
+        let err = check(&table("repo = \"o/r\"\ncolour = \"red\"\n")).unwrap_err();
+        assert!(err.contains("colour") && err.contains("line 9"), "{err}");
+        let status = check(&table("repo = \"o/r\"\n")).unwrap();
+        assert_eq!(status["web"].context, "hookd/web");
+        assert!(!format!("{status:?}").contains("secret-token"));
+    }
+
+    #[test]
     fn outbox_defaults_and_refusals() {
         let c = outbox_config(&RawOutbox::default()).unwrap();
         assert_eq!(c.max_backoff, DEFAULT_MAX_BACKOFF);

@@ -29,7 +29,12 @@ impl Setup {
 
     /// With the status table `table` (its token file written `TOKEN_FILE`).
     fn at(table: &str, extra: &str, token: &str) -> Self {
-        let mut d = TestDaemon::start();
+        Self::with_env(table, extra, token, &[])
+    }
+
+    /// [`Setup::at`] with extra environment for the daemon.
+    fn with_env(table: &str, extra: &str, token: &str, env: &[(&str, &str)]) -> Self {
+        let mut d = TestDaemon::start_with_env("", env);
         let token_file = d.dir.path().join("forge.token");
         write_token(&token_file, token);
         let table = table.replace("TOKEN_FILE", &token_file.display().to_string());
@@ -442,4 +447,123 @@ fn a_post_that_goes_through_brings_its_forges_backlog_forward() {
         states(&of(&forge.received(), &second, Verdict::Accepted)),
         ["pending", "success"]
     );
+}
+
+/// The proxy's log: each request line with its `Proxy-Authorization`.
+type Tunnels = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// A forward proxy that only tunnels (`CONNECT`), as a corporate HTTPS proxy does;
+/// records each request line with its `Proxy-Authorization`.
+struct ConnectProxy {
+    addr: std::net::SocketAddr,
+    seen: Tunnels,
+}
+
+impl ConnectProxy {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Tunnels = Default::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap_or_default();
+                    let mut auth = None;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((n, v)) = h.split_once(':') {
+                            if n.eq_ignore_ascii_case("proxy-authorization") {
+                                auth = Some(v.trim().to_owned());
+                            }
+                        }
+                    }
+                    let line = line.trim().to_owned();
+                    log.lock().unwrap().push((line.clone(), auth));
+                    let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let Ok(upstream) = std::net::TcpStream::connect(&target) else {
+                        let _ = (&client).write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                        return;
+                    };
+                    let _ = (&client).write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                    let (mut up_r, mut up_w) = (upstream.try_clone().unwrap(), upstream);
+                    let mut down_w = client;
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut reader, &mut up_w);
+                        let _ = up_w.shutdown(std::net::Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut up_r, &mut down_w);
+                    let _ = down_w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        ConnectProxy { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<(String, Option<String>)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn posts_go_through_the_proxy_the_environment_names_unless_no_proxy_exempts_them() {
+    use base64::Engine as _;
+    let forge = ForgeServer::start(ForgeKind::Github, TOKEN);
+    let proxy = ConnectProxy::start();
+    let proxy_url = format!("http://hookd:s3cret@{}", proxy.addr);
+    // The forge is reached as 127.0.0.1 (proxied) by `web`, as localhost (exempt) by
+    // `direct`.
+    let port = forge.addr.port();
+    let direct_table = format!(
+        "[feeds.direct.status]\nforge = \"github\"\napi_url = \"http://localhost:{port}\"\n\
+         repo = \"octo/web\"\ntoken_file = \"TOKEN_FILE\"\n"
+    );
+    let table = format!(
+        "{}{direct_table}",
+        forge.status_table("web", &PathBuf::from("TOKEN_FILE"))
+    );
+    let env = [
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("NO_PROXY", "localhost"),
+    ];
+    let s = Setup::with_env(&table, "", TOKEN, &env);
+    let (_, commit, posts) = gated_build(&s, &forge, "ok", 0);
+    assert_eq!(states(&posts), ["pending", "success"], "{posts:#?}");
+    let basic = base64::engine::general_purpose::STANDARD.encode("hookd:s3cret");
+    let tunnel = (
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1"),
+        Some(format!("Basic {basic}")),
+    );
+    assert!(proxy.seen().contains(&tunnel), "{:?}", proxy.seen());
+
+    // The exempt feed posts straight to the forge: the proxy sees nothing new.
+    let tunnels = proxy.seen().len();
+    let cmd = s.d.dir.path().join("build.cmd");
+    let command = format!("sh -c \"$(cat '{}')\"", cmd.display());
+    s.d.add_repo_feed("direct", &s.repo, &command, &["--cooldown", "0"]);
+    s.command("direct", false, 0);
+    let id = s.d.admin_json(&["trigger", "direct", "--force"])["build"]
+        .as_u64()
+        .unwrap();
+    s.d.wait_build(id, 60);
+    s.wait_outbox_empty();
+    let direct = of(&forge.received(), &commit, Verdict::Accepted)
+        .into_iter()
+        .filter(|r| r.json()["context"] == "hookd/direct")
+        .map(|r| r.state())
+        .collect::<Vec<_>>();
+    // Its running post may have been replaced by the final one before it went out.
+    assert_eq!(
+        direct.last().map(String::as_str),
+        Some("success"),
+        "{direct:?}"
+    );
+    assert_eq!(proxy.seen().len(), tunnels, "{:?}", proxy.seen());
 }

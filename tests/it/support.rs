@@ -16,6 +16,18 @@ pub mod forge;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookd");
 
+/// The proxy settings hookd's outbox reads (hyper-util's `Matcher::from_env`).
+const PROXY_VARS: [&str; 8] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 /// Polls `cond` until it holds or `secs` pass; panics with `what` on timeout.
 pub fn wait_for<T>(secs: u64, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -212,12 +224,16 @@ impl TestDaemon {
             .open(self.stderr_path())
             .unwrap();
         let (mut cmd, port) = self.command();
-        let child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(self.config_path())
             .arg("--data-dir")
             .arg(self.data_dir())
-            .env("RUST_LOG", "hookd=debug,info")
+            .env("RUST_LOG", "hookd=debug,info");
+        // The outbox honours proxies from the environment: only a test's own reach it.
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
+        let child = cmd
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("HOOKD_SOCKET")
             .stdin(Stdio::null())
