@@ -10,11 +10,17 @@ use crate::support::{closed_port, files_below, http, wait_for, GitRepo, TestDaem
 /// The token every test forge expects; it must never show up anywhere else.
 const TOKEN: &str = "tok-3c1d9e0b7a52f4e8";
 
+/// Seconds any one wait may take: generous, for a loaded machine running tests in
+/// parallel (every wait polls for an exact state, so it ends as soon as that holds).
+const WAIT: u64 = 120;
+
 /// A daemon whose feed `web` (made with `feed add`) builds a fresh repository and
 /// posts statuses per `[feeds.web.status]` to `forge` with `token`.
 struct Setup {
     d: TestDaemon,
     repo: GitRepo,
+    /// Holds the token file, outside the data dir.
+    keys: tempfile::TempDir,
 }
 
 impl Setup {
@@ -34,23 +40,22 @@ impl Setup {
 
     /// [`Setup::at`] with extra environment for the daemon.
     fn with_env(table: &str, extra: &str, token: &str, env: &[(&str, &str)]) -> Self {
-        let mut d = TestDaemon::start_with_env("", env);
-        let token_file = d.dir.path().join("forge.token");
+        let keys = tempfile::tempdir().unwrap();
+        let token_file = keys.path().join("forge.token");
         write_token(&token_file, token);
         let table = table.replace("TOKEN_FILE", &token_file.display().to_string());
-        d.set_config(&format!("{extra}\n{table}"));
-        d.restart();
+        let d = TestDaemon::start_with_env(&format!("{extra}\n{table}"), env);
         let repo = GitRepo::new(d.dir.path().join("repo"));
         // The command runs what the test last wrote to build.cmd.
         let cmd = d.dir.path().join("build.cmd");
         std::fs::write(&cmd, "true").unwrap();
         let command = format!("sh -c \"$(cat '{}')\"", cmd.display());
         d.add_repo_feed("web", &repo, &command, &["--cooldown", "0"]);
-        Setup { d, repo }
+        Setup { d, repo, keys }
     }
 
     fn token_file(&self) -> PathBuf {
-        self.d.dir.path().join("forge.token")
+        self.keys.path().join("forge.token")
     }
 
     /// The next builds wait for `gate-TAG` (when gated), then exit `code`.
@@ -77,7 +82,7 @@ impl Setup {
 
     /// Waits until the outbox is empty: everything owed was delivered.
     fn wait_outbox_empty(&self) {
-        wait_for(60, "the outbox to empty", || {
+        wait_for(WAIT, "the outbox to empty", || {
             let items = self.d.admin_json(&["outbox"]);
             items.as_array().unwrap().is_empty().then_some(())
         });
@@ -89,11 +94,20 @@ impl Setup {
         what: &str,
         cond: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
-        wait_for(60, what, || {
+        wait_for(WAIT, what, || {
             let items = self.d.admin_json(&["outbox"]);
             let items = items.as_array().unwrap().clone();
             cond(&items).then_some(items)
         })
+    }
+}
+
+impl Drop for Setup {
+    /// A failing test shows what the daemon logged (the outbox's attempts).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("daemon log:\n{}", self.d.logs());
+        }
     }
 }
 
@@ -121,12 +135,12 @@ fn gated_build(
 ) -> (u64, String, Vec<Received>) {
     let gate = s.command(tag, true, code);
     let (id, commit) = s.trigger(tag);
-    forge.wait_until(60, "the running post", |got| {
+    forge.wait_until(WAIT, "the running post", |got| {
         !of(got, &commit, Verdict::Accepted).is_empty()
     });
     std::fs::write(&gate, "").unwrap();
-    s.d.wait_build(id, 60);
-    forge.wait_until(60, "the final post", |got| {
+    s.d.wait_build(id, WAIT);
+    forge.wait_until(WAIT, "the final post", |got| {
         of(got, &commit, Verdict::Accepted).len() == 2
     });
     (
@@ -228,14 +242,14 @@ fn gitlab_repeated_state_400_counts_as_done() {
     forge.lose_replies(1);
     let gate = s.command("ok", true, 0);
     let (id, commit) = s.trigger("ok");
-    forge.wait_until(60, "the repeated running post", |got| {
+    forge.wait_until(WAIT, "the repeated running post", |got| {
         !of(got, &commit, Verdict::Repeated).is_empty()
     });
     s.wait_outbox("the running post to be done", |items| items.is_empty());
     std::fs::write(&gate, "").unwrap();
-    s.d.wait_build(id, 60);
+    s.d.wait_build(id, WAIT);
     s.wait_outbox_empty();
-    forge.wait_until(60, "the final post", |got| {
+    forge.wait_until(WAIT, "the final post", |got| {
         !of(got, &commit, Verdict::Accepted).is_empty()
     });
     let seen: Vec<_> = forge
@@ -264,7 +278,7 @@ fn a_forge_down_then_answering_503_gets_the_final_post_once_it_recovers() {
     let s = Setup::at(&table, "", TOKEN);
     s.command("ok", false, 0);
     let (id, commit) = s.trigger("ok");
-    s.d.wait_build(id, 60);
+    s.d.wait_build(id, WAIT);
     // Connection refused, twice at least, for the final post (the running one, never
     // sent, was replaced by it).
     let items = s.wait_outbox("two refused attempts", |items| {
@@ -300,13 +314,13 @@ fn kill_9_between_the_end_and_its_post_posts_it_once_after_restart() {
     let mut s = Setup::new(&forge, "", TOKEN);
     let gate = s.command("ok", true, 0);
     let (id, commit) = s.trigger("ok");
-    forge.wait_until(60, "the running post", |got| {
+    forge.wait_until(WAIT, "the running post", |got| {
         !of(got, &commit, Verdict::Accepted).is_empty()
     });
     // The forge takes the final post but never answers; the daemon dies meanwhile.
     forge.hold(true);
     std::fs::write(&gate, "").unwrap();
-    forge.wait_until(60, "the final post, held", |got| {
+    forge.wait_until(WAIT, "the final post, held", |got| {
         !of(got, &commit, Verdict::Held).is_empty()
     });
     s.d.kill9();
@@ -330,11 +344,11 @@ fn a_401_is_kept_as_failed_retried_after_a_reload_and_no_token_leaks() {
     // (not replaced by the final one first).
     let gate = s.command("ok", true, 0);
     let (id, commit) = s.trigger("ok");
-    forge.wait_until(60, "the refused running post", |got| {
+    forge.wait_until(WAIT, "the refused running post", |got| {
         !of(got, &commit, Verdict::Unauthorized).is_empty()
     });
     std::fs::write(&gate, "").unwrap();
-    s.d.wait_build(id, 60);
+    s.d.wait_build(id, WAIT);
     // The running post and the final one are refused for good, once each.
     let items = s.wait_outbox("both posts failed", |items| {
         items.len() == 2 && items.iter().all(|i| i["state"] == "failed")
@@ -367,14 +381,14 @@ fn a_401_is_kept_as_failed_retried_after_a_reload_and_no_token_leaks() {
     // The operator fixes the token, reloads, retries the final post and drops the other.
     write_token(&s.token_file(), TOKEN);
     s.d.signal(libc::SIGHUP);
-    wait_for(30, "the reload", || {
+    wait_for(WAIT, "the reload", || {
         s.d.logs().contains("configuration reloaded").then_some(())
     });
     let (running, last) = (items[0]["id"].to_string(), items[1]["id"].to_string());
     assert_eq!(items[1]["status"], "succeeded");
     let out = s.d.admin_ok(&["outbox", "retry", &last]);
     assert_eq!(out, format!("outbox item {last} will be sent again now\n"));
-    forge.wait_until(60, "the retried post", |got| {
+    forge.wait_until(WAIT, "the retried post", |got| {
         !of(got, &commit, Verdict::Accepted).is_empty()
     });
     s.wait_outbox("the retried post to be done", |items| items.len() == 1);
@@ -420,24 +434,24 @@ fn a_post_that_goes_through_brings_its_forges_backlog_forward() {
     let s = Setup::new(&forge, "", TOKEN);
     let gate = s.command("a", true, 0);
     let (a, first) = s.trigger("a");
-    forge.wait_until(60, "the first build's running post", |got| {
+    forge.wait_until(WAIT, "the first build's running post", |got| {
         !of(got, &first, Verdict::Accepted).is_empty()
     });
     // The final post of the first build is told to come back in an hour.
     forge.script(503, &[("Retry-After", "3600")], "");
     std::fs::write(&gate, "").unwrap();
-    s.d.wait_build(a, 60);
+    s.d.wait_build(a, WAIT);
     s.wait_outbox("the final post to wait an hour", |items| {
         items.len() == 1 && items[0]["attempts"] == 1
     });
     // The next build's post goes through: the waiting one goes now, not in an hour.
     let gate = s.command("b", true, 0);
     let (b, second) = s.trigger("b");
-    forge.wait_until(60, "the first build's final post", |got| {
+    forge.wait_until(WAIT, "the first build's final post", |got| {
         of(got, &first, Verdict::Accepted).len() == 2
     });
     std::fs::write(&gate, "").unwrap();
-    s.d.wait_build(b, 60);
+    s.d.wait_build(b, WAIT);
     s.wait_outbox_empty();
     assert_eq!(
         states(&of(&forge.received(), &first, Verdict::Accepted)),
@@ -552,7 +566,7 @@ fn posts_go_through_the_proxy_the_environment_names_unless_no_proxy_exempts_them
     let id = s.d.admin_json(&["trigger", "direct", "--force"])["build"]
         .as_u64()
         .unwrap();
-    s.d.wait_build(id, 60);
+    s.d.wait_build(id, WAIT);
     s.wait_outbox_empty();
     let direct = of(&forge.received(), &commit, Verdict::Accepted)
         .into_iter()
