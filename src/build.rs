@@ -201,6 +201,38 @@ pub struct Build {
     pub(crate) retry_of: Option<BuildId>,
 }
 
+impl Build {
+    /// A build just admitted: queued at `queued_ms` in the place its id gives it,
+    /// nothing run or resolved yet.
+    pub(crate) fn queued(
+        id: BuildId,
+        feed: FeedName,
+        git_ref: String,
+        branch: String,
+        kind: TriggerKind,
+        triggers: TriggerList,
+        queued_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            feed,
+            git_ref,
+            branch,
+            status: BuildStatus::Queued,
+            kind,
+            triggers,
+            queue_seq: id.0,
+            queued_ms,
+            started_ms: None,
+            finished_ms: None,
+            commit: None,
+            subject: None,
+            pgid: None,
+            retry_of: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,9 +33,7 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Counts one delivery and what became of it.
     pub(crate) fn delivery(&self, provider: &str, outcome: &str) {
-        let mut map = lock(&self.deliveries);
-        *map.entry((provider.to_owned(), outcome.to_owned()))
-            .or_default() += 1;
+        bump(&self.deliveries, provider, outcome);
     }
 
     /// Counts one finished build.
@@ -61,9 +59,7 @@ impl Metrics {
 
     /// Counts one outbox attempt (`sent`, `retry`, `failed`) or a superseded item.
     pub(crate) fn outbox_attempt(&self, kind: &str, outcome: &str) {
-        let mut map = lock(&self.outbox);
-        *map.entry((kind.to_owned(), outcome.to_owned()))
-            .or_default() += 1;
+        bump(&self.outbox, kind, outcome);
     }
 
     /// Records how long admitting a trigger durably took (write + flush).
@@ -100,32 +96,27 @@ pub(crate) fn render(m: &Metrics, gauges: Gauges) -> String {
         "hookd_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    sample(
+    samples(
         &mut out,
-        "hookd_up",
-        "gauge",
-        "Whether hookd is running.",
-        1.0,
+        &[
+            ("hookd_up", "gauge", "Whether hookd is running.", 1.0),
+            (
+                "hookd_start_time_seconds",
+                "gauge",
+                "Start time, Unix seconds.",
+                start,
+            ),
+        ],
     );
-    sample(
-        &mut out,
-        "hookd_start_time_seconds",
-        "gauge",
-        "Start time, Unix seconds.",
-        start,
-    );
-    header(
+    let deliveries = "Hook deliveries by provider and outcome.";
+    let labels = ["provider", "outcome"];
+    by_pair(
         &mut out,
         "hookd_deliveries_total",
-        "counter",
-        "Hook deliveries by provider and outcome.",
+        deliveries,
+        labels,
+        &lock(&m.deliveries),
     );
-    for ((provider, outcome), n) in lock(&m.deliveries).iter() {
-        let _ = writeln!(
-            out,
-            "hookd_deliveries_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
-        );
-    }
     header(
         &mut out,
         "hookd_builds_total",
@@ -135,35 +126,87 @@ pub(crate) fn render(m: &Metrics, gauges: Gauges) -> String {
     for (status, n) in lock(&m.builds).iter() {
         let _ = writeln!(out, "hookd_builds_total{{status=\"{status}\"}} {n}");
     }
-    sample(
+    samples(
         &mut out,
-        "hookd_queue_depth",
-        "gauge",
-        "Builds waiting for a worker.",
-        queue.0 as f64,
+        &[
+            (
+                "hookd_queue_depth",
+                "gauge",
+                "Builds waiting for a worker.",
+                queue.0 as f64,
+            ),
+            (
+                "hookd_queue_deferred",
+                "gauge",
+                "Builds held back by a cooldown.",
+                queue.1 as f64,
+            ),
+            (
+                "hookd_builds_running",
+                "gauge",
+                "Builds running now.",
+                gauges.running as f64,
+            ),
+        ],
     );
-    sample(
+    durations(&mut out, &lock(&m.durations));
+    let count = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64;
+    let secs = |micros: &AtomicU64| count(micros) / 1e6;
+    samples(
         &mut out,
-        "hookd_queue_deferred",
-        "gauge",
-        "Builds held back by a cooldown.",
-        queue.1 as f64,
+        &[
+            (
+                "hookd_fetches_total",
+                "counter",
+                "Source fetches and checkouts.",
+                count(&m.fetches),
+            ),
+            (
+                "hookd_fetch_seconds_total",
+                "counter",
+                "Time spent fetching and checking out source.",
+                secs(&m.fetch_micros),
+            ),
+            (
+                "hookd_admissions_total",
+                "counter",
+                "Triggers made durable (store write and fsync).",
+                count(&m.admissions),
+            ),
+            (
+                "hookd_admission_seconds_total",
+                "counter",
+                "Time spent making triggers durable.",
+                secs(&m.admission_micros),
+            ),
+            (
+                "hookd_outbox_pending",
+                "gauge",
+                "Outbox items (status posts, notifications) waiting to be sent.",
+                gauges.outbox_pending as f64,
+            ),
+        ],
     );
-    let running = gauges.running as f64;
-    sample(
+    let outbox = "Outbox attempts by kind and outcome (sent, retry, failed, superseded).";
+    let labels = ["kind", "outcome"];
+    by_pair(
         &mut out,
-        "hookd_builds_running",
-        "gauge",
-        "Builds running now.",
-        running,
+        "hookd_outbox_sent_total",
+        outbox,
+        labels,
+        &lock(&m.outbox),
     );
+    out
+}
+
+/// The build-duration histogram: buckets, then sum and count.
+fn durations(out: &mut String, &(buckets, sum, count): &([u64; DURATION_BUCKETS.len()], f64, u64)) {
     header(
-        &mut out,
+        out,
         "hookd_build_duration_seconds",
         "histogram",
         "Build run time.",
     );
-    let (buckets, sum, count) = *lock(&m.durations);
     for (bound, n) in DURATION_BUCKETS.iter().zip(buckets.iter()) {
         let _ = writeln!(
             out,
@@ -178,67 +221,39 @@ pub(crate) fn render(m: &Metrics, gauges: Gauges) -> String {
         out,
         "hookd_build_duration_seconds_sum {sum:.3}\nhookd_build_duration_seconds_count {count}"
     );
-    let fetches = m.fetches.load(Ordering::Relaxed) as f64;
-    let fetch_secs = m.fetch_micros.load(Ordering::Relaxed) as f64 / 1e6;
-    sample(
-        &mut out,
-        "hookd_fetches_total",
-        "counter",
-        "Source fetches and checkouts.",
-        fetches,
-    );
-    sample(
-        &mut out,
-        "hookd_fetch_seconds_total",
-        "counter",
-        "Time spent fetching and checking out source.",
-        fetch_secs,
-    );
-    let admissions = m.admissions.load(Ordering::Relaxed) as f64;
-    let seconds = m.admission_micros.load(Ordering::Relaxed) as f64 / 1e6;
-    sample(
-        &mut out,
-        "hookd_admissions_total",
-        "counter",
-        "Triggers made durable (store write and fsync).",
-        admissions,
-    );
-    sample(
-        &mut out,
-        "hookd_admission_seconds_total",
-        "counter",
-        "Time spent making triggers durable.",
-        seconds,
-    );
-    sample(
-        &mut out,
-        "hookd_outbox_pending",
-        "gauge",
-        "Outbox items (status posts, notifications) waiting to be sent.",
-        gauges.outbox_pending as f64,
-    );
-    header(
-        &mut out,
-        "hookd_outbox_sent_total",
-        "counter",
-        "Outbox attempts by kind and outcome (sent, retry, failed, superseded).",
-    );
-    for ((kind, outcome), n) in lock(&m.outbox).iter() {
-        let _ = writeln!(
-            out,
-            "hookd_outbox_sent_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
-        );
-    }
-    out
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
-    header(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+/// Metrics without labels: name, type, help and value each.
+fn samples(out: &mut String, plain: &[(&str, &str, &str, f64)]) {
+    for &(name, kind, help, value) in plain {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+/// A counter by two labels (provider and outcome, kind and outcome).
+fn by_pair(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    [first, second]: [&str; 2],
+    counts: &BTreeMap<(String, String), u64>,
+) {
+    header(out, name, "counter", help);
+    for ((a, b), n) in counts {
+        let _ = writeln!(out, "{name}{{{first}=\"{a}\",{second}=\"{b}\"}} {n}");
+    }
+}
+
+/// Counts one more of the pair `(a, b)`.
+fn bump(counts: &Mutex<BTreeMap<(String, String), u64>>, a: &str, b: &str) {
+    *lock(counts)
+        .entry((a.to_owned(), b.to_owned()))
+        .or_default() += 1;
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

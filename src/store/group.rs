@@ -4,7 +4,7 @@
 //! them all as one batch. A write that fails takes back what it staged, so the others
 //! of its group go on as if it had never run.
 
-use super::queue::{only_admission, settle_one};
+use super::queue::admit_one;
 use super::space::Writes;
 use super::{Admission, AdmitRequest, DeliveryRecord, Store, StoreError};
 
@@ -25,8 +25,9 @@ impl<'a> Group<'a> {
         req: &AdmitRequest<'_>,
         delivery: Option<DeliveryRecord>,
     ) -> Result<Admission, StoreError> {
-        let mut admissions = self.admit_all(std::slice::from_ref(req), delivery, settle_one)?;
-        only_admission(&mut admissions)
+        admit_one(req, delivery, |reqs, delivery, settle| {
+            self.admit_all(reqs, delivery, settle)
+        })
     }
 
     /// [`Store::admit_all`], seeing and joining the group's pending writes.

@@ -121,22 +121,20 @@ mod tests {
     use crate::store::{codec, keys, SCHEMA_VERSION};
 
     fn build(id: u64, status: BuildStatus) -> Build {
+        let feed = crate::feed::FeedName::parse("a").unwrap();
+        let (git_ref, branch) = ("refs/heads/main".into(), "main".into());
+        let kind = TriggerKind::Manual;
         Build {
-            id: BuildId(id),
-            feed: crate::feed::FeedName::parse("a").unwrap(),
-            git_ref: "refs/heads/main".into(),
-            branch: "main".into(),
             status,
-            kind: TriggerKind::Manual,
-            triggers: TriggerList::default(),
-            queue_seq: id,
-            queued_ms: 0,
-            started_ms: None,
-            finished_ms: None,
-            commit: None,
-            subject: None,
-            pgid: None,
-            retry_of: None,
+            ..Build::queued(
+                BuildId(id),
+                feed,
+                git_ref,
+                branch,
+                kind,
+                TriggerList::default(),
+                0,
+            )
         }
     }
 

@@ -131,17 +131,27 @@ pub(crate) struct QueueView {
     pub(crate) waiting: Vec<(Build, Option<i64>)>,
 }
 
-/// The `settle` of a single trigger's admission: the record gets its reply and word.
-pub(super) fn settle_one(admissions: &[Admission], record: &mut DeliveryRecord) {
-    if let Some(admission) = admissions.first() {
-        record.reply = admission.reply();
-        record.outcome = admission.word().to_owned();
-    }
-}
+/// What `admit_all` (a store's or a group's) does with one delivery's triggers.
+type SettleFn = fn(&[Admission], &mut DeliveryRecord);
 
-/// The one admission of a single trigger.
-pub(super) fn only_admission(admissions: &mut Vec<Admission>) -> Result<Admission, StoreError> {
-    admissions
+/// Admits a single trigger through `admit_all`: its record gets the admission's reply
+/// and word, and the one admission is the answer.
+pub(super) fn admit_one(
+    req: &AdmitRequest<'_>,
+    delivery: Option<DeliveryRecord>,
+    admit_all: impl FnOnce(
+        &[AdmitRequest<'_>],
+        Option<DeliveryRecord>,
+        SettleFn,
+    ) -> Result<Vec<Admission>, StoreError>,
+) -> Result<Admission, StoreError> {
+    let settle: SettleFn = |admissions, record| {
+        if let Some(admission) = admissions.first() {
+            record.reply = admission.reply();
+            record.outcome = admission.word().to_owned();
+        }
+    };
+    admit_all(std::slice::from_ref(req), delivery, settle)?
         .pop()
         .ok_or_else(|| StoreError::Corrupt("an admission answered nothing".into()))
 }
@@ -156,8 +166,9 @@ impl Store {
         req: &AdmitRequest<'_>,
         delivery: Option<DeliveryRecord>,
     ) -> Result<Admission, StoreError> {
-        let mut admissions = self.admit_all(std::slice::from_ref(req), delivery, settle_one)?;
-        only_admission(&mut admissions)
+        admit_one(req, delivery, |reqs, delivery, settle| {
+            self.admit_all(reqs, delivery, settle)
+        })
     }
 
     /// Admits the triggers of one delivery (one per ref it changed, all of one feed)
@@ -233,23 +244,15 @@ impl Store {
         let id = self.next_build_id(w)?;
         let mut triggers = TriggerList::default();
         triggers.push(req.trigger.clone());
-        let build = Build {
+        let build = Build::queued(
             id,
-            feed: feed.name.clone(),
-            git_ref: req.git_ref.clone(),
-            branch: req.branch.clone(),
-            status: BuildStatus::Queued,
+            feed.name.clone(),
+            req.git_ref.clone(),
+            req.branch.clone(),
             kind,
             triggers,
-            queue_seq: id.0,
-            queued_ms: req.now_ms,
-            started_ms: None,
-            finished_ms: None,
-            commit: None,
-            subject: None,
-            pgid: None,
-            retry_of: None,
-        };
+            req.now_ms,
+        );
         let entry = QueueEntry {
             build: id,
             feed: feed.name.clone(),
@@ -554,18 +557,19 @@ impl Store {
             return self.put_build(&build, w);
         }
         let id = self.next_build_id(w)?;
+        // It keeps the place in the queue of the build it reruns.
         let retry = Build {
-            id,
-            status: BuildStatus::Queued,
-            kind: TriggerKind::Retry,
-            queued_ms: now_ms,
-            started_ms: None,
-            finished_ms: None,
-            commit: None,
-            subject: None,
-            pgid: None,
+            queue_seq: old.queue_seq,
             retry_of: Some(old.id),
-            ..old.clone()
+            ..Build::queued(
+                id,
+                old.feed.clone(),
+                old.git_ref.clone(),
+                old.branch.clone(),
+                TriggerKind::Retry,
+                old.triggers.clone(),
+                now_ms,
+            )
         };
         let entry = QueueEntry {
             build: id,

@@ -77,34 +77,37 @@ fn said(
     Ok(message(status.as_deref()))
 }
 
-/// `/badge/NAME.svg`.
-pub(super) fn svg(
-    source: &dyn Source,
-    name: &str,
-    branch: Option<&str>,
-    if_none_match: Option<&str>,
-) -> Result<Reply, ReadError> {
-    let (text, color) = said(source, name, branch)?;
-    let body = render_svg(text, color);
-    Ok(cached(body, "image/svg+xml", if_none_match))
+/// A feed's badge as an image, or as data for shields.io to draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Form {
+    /// `/badge/NAME.svg`.
+    Svg,
+    /// `/badge/NAME.json`: the shields.io endpoint format.
+    Json,
 }
 
-/// `/badge/NAME.json`: the shields.io endpoint format.
-pub(super) fn endpoint_json(
+/// A feed's badge in `form`.
+pub(super) fn badge(
     source: &dyn Source,
     name: &str,
     branch: Option<&str>,
+    form: Form,
     if_none_match: Option<&str>,
 ) -> Result<Reply, ReadError> {
     let (text, color) = said(source, name, branch)?;
-    let body = serde_json::json!({
-        "schemaVersion": 1,
-        "label": LABEL,
-        "message": text,
-        "color": color,
-    })
-    .to_string();
-    Ok(cached(body, "application/json", if_none_match))
+    let (body, content_type) = match form {
+        Form::Svg => (render_svg(text, color), "image/svg+xml"),
+        Form::Json => {
+            let body = serde_json::json!({
+                "schemaVersion": 1,
+                "label": LABEL,
+                "message": text,
+                "color": color,
+            });
+            (body.to_string(), "application/json")
+        }
+    };
+    Ok(cached(body, content_type, if_none_match))
 }
 
 /// `/cc.xml`: CCTray's project list, opted-in feeds only.

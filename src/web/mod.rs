@@ -158,10 +158,12 @@ impl Page {
             Self::ApiStatus => source.status().map(|v| json(&v)),
             Self::ApiUnknown => Err(ReadError::NotFound("no such API path".into())),
             Self::BadgeSvg(name, branch) => {
-                badge::svg(source, &name, branch.as_deref(), if_none_match)
+                let form = badge::Form::Svg;
+                badge::badge(source, &name, branch.as_deref(), form, if_none_match)
             }
             Self::BadgeJson(name, branch) => {
-                badge::endpoint_json(source, &name, branch.as_deref(), if_none_match)
+                let form = badge::Form::Json;
+                badge::badge(source, &name, branch.as_deref(), form, if_none_match)
             }
             Self::CcTray => badge::cctray(source),
             Self::Style => Ok(with_type(

@@ -253,12 +253,15 @@ fn bad_config_is_refused_with_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hookd.toml");
     std::fs::write(&config, "workers = 2\n[http]\nmax_body = 5\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let check = || {
+        Command::new(BIN)
+            .arg("check-config")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = check();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_body") && err.contains("line 3"), "{err}");
@@ -271,12 +274,7 @@ fn bad_config_is_refused_with_the_key_and_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "serve refuses it too");
     std::fs::write(&config, "workers = 2\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check();
     assert!(
         out.status.success(),
         "{}",
