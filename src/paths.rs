@@ -119,6 +119,25 @@ pub(crate) fn read_log(
     Ok(chunk)
 }
 
+/// How many leading bytes of `bytes` end on a whole UTF-8 character: where a text
+/// made of a log read may end, so a character cut by the read waits for the next.
+pub(crate) fn whole_chars(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    for back in 1..=n.min(4) {
+        let b = bytes[n - back];
+        if b & 0xC0 != 0x80 {
+            let len = match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return if back < len { n - back } else { n };
+        }
+    }
+    n
+}
+
 /// Deletes a pruned build's log.
 pub(crate) fn remove_log(data_dir: &Path, id: BuildId) {
     let path = log(data_dir, id);
@@ -156,6 +175,20 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn a_cut_character_waits_for_the_next_chunk() {
+        let text = "aé€😀".as_bytes();
+        assert_eq!(whole_chars(text), text.len());
+        assert_eq!(whole_chars(b""), 0);
+        for cut in 0..text.len() {
+            let keep = whole_chars(&text[..cut]);
+            assert!(std::str::from_utf8(&text[..keep]).is_ok(), "cut {cut}");
+            assert!(cut - keep < 4, "cut {cut} kept {keep}");
+        }
+        assert_eq!(whole_chars(&text[..2]), 1, "half an é");
+        assert_eq!(whole_chars(b"a\xff"), 2, "an invalid byte is not held back");
     }
 
     #[test]

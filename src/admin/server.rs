@@ -157,7 +157,8 @@ async fn stream_log(
     loop {
         // Read everything written so far; only then decide whether the build is over,
         // so output written just before the end is never lost.
-        offset = send_output(&data_dir, id, offset, write).await?;
+        let hold = follow && !status.is_final();
+        offset = send_output(&data_dir, id, offset, hold, write).await?;
         if status.is_final() || !follow {
             return send(write, &Reply::LogEnd(status.word().to_owned())).await;
         }
@@ -197,25 +198,34 @@ async fn build_status(app: &App, id: BuildId) -> Result<BuildStatus, Reply> {
 }
 
 /// Sends the log from `offset` to its current end; returns the new offset. A log
-/// that cannot be read sends nothing more.
+/// that cannot be read sends nothing more. Each chunk is text: a character cut by a
+/// read waits for the next, and with `hold` (a followed build not over) so does one
+/// cut by the log's end.
 async fn send_output(
     data_dir: &Path,
     id: BuildId,
     mut offset: u64,
+    hold: bool,
     write: &mut (impl AsyncWriteExt + Unpin),
 ) -> std::io::Result<u64> {
+    const MAX: usize = 64 * 1024;
     loop {
         let dir = data_dir.to_owned();
-        let read = move || crate::paths::read_log(&dir, id, offset, 64 * 1024);
+        let read = move || crate::paths::read_log(&dir, id, offset, MAX);
         let chunk = match tokio::task::spawn_blocking(read).await {
             Ok(Ok(chunk)) => chunk,
             _ => Vec::new(),
         };
-        if chunk.is_empty() {
+        let keep = if hold || chunk.len() == MAX {
+            crate::paths::whole_chars(&chunk)
+        } else {
+            chunk.len()
+        };
+        if keep == 0 {
             return Ok(offset);
         }
-        offset += chunk.len() as u64;
-        let text = String::from_utf8_lossy(&chunk).into_owned();
+        offset += keep as u64;
+        let text = String::from_utf8_lossy(&chunk[..keep]).into_owned();
         send(write, &Reply::LogChunk(text)).await?;
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{ReadError, Source};
+use crate::paths::whole_chars;
 use crate::scheduler::{BuildUpdate, Change};
 
 /// Most log bytes in one event (and one broadcast piece).
@@ -374,42 +375,9 @@ pub(super) fn cut(bytes: &[u8], hold: bool) -> Vec<Range<usize>> {
     pieces
 }
 
-/// How many leading bytes of `bytes` end on a whole UTF-8 character: a character cut
-/// by a read waits for the next chunk (event data is text).
-pub(super) fn whole_chars(bytes: &[u8]) -> usize {
-    let n = bytes.len();
-    for back in 1..=n.min(4) {
-        let b = bytes[n - back];
-        if b & 0xC0 != 0x80 {
-            let len = match b {
-                0xC0..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                0xF0..=0xF7 => 4,
-                _ => 1,
-            };
-            return if back < len { n - back } else { n };
-        }
-    }
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cut_character_waits_for_the_next_chunk() {
-        let text = "aé€😀".as_bytes();
-        assert_eq!(whole_chars(text), text.len());
-        assert_eq!(whole_chars(b""), 0);
-        for cut in 0..text.len() {
-            let keep = whole_chars(&text[..cut]);
-            assert!(std::str::from_utf8(&text[..keep]).is_ok(), "cut {cut}");
-            assert!(cut - keep < 4, "cut {cut} kept {keep}");
-        }
-        assert_eq!(whole_chars(&text[..2]), 1, "half an é");
-        assert_eq!(whole_chars(b"a\xff"), 2, "an invalid byte is not held back");
-    }
 
     #[test]
     fn pieces_are_whole_text_of_at_most_a_chunk() {

@@ -468,6 +468,51 @@ fn log_follow_streams_until_the_build_ends() {
 }
 
 #[test]
+fn admin_log_keeps_characters_cut_by_its_reads_whole() {
+    let d = TestDaemon::start();
+    let repo = GitRepo::new(d.dir.path().join("repo"));
+    let gate = d.dir.path().join("gate");
+    // 270 kB of three-byte characters: of any three 64 KiB read boundaries in it, two
+    // cut a character. Then half a character while the build waits.
+    let cmd = format!(
+        "yes '€€€€€€€€€€' | head -n 9000 | tr -d '\\n'; echo; echo waiting; printf '\\342\\202'; \
+         while [ ! -e '{}' ]; do sleep 0.02; done; printf '\\254\\n'",
+        gate.display()
+    );
+    let hook = d.add_repo_feed("text", &repo, &cmd, &["--cooldown", "0"]);
+    let id = queued_id(&d.post(&hook, &[], b""));
+    let file = d.data_dir().join("logs").join(format!("{id}.log"));
+    wait_for(60, "the build waits after half a character", || {
+        let log = std::fs::read(&file).unwrap_or_default();
+        log.ends_with(b"waiting\n\xe2\x82").then_some(())
+    });
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .args(["admin", "--socket"])
+        .arg(d.socket())
+        .args(["log", "--follow", &id.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut followed = Vec::new();
+    while !followed.ends_with(b"waiting\n") {
+        let n = std::io::BufRead::read_until(&mut out, b'\n', &mut followed).unwrap();
+        assert!(n > 0, "the follow ended early");
+    }
+    std::fs::write(&gate, "").unwrap();
+    std::io::Read::read_to_end(&mut out, &mut followed).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(d.wait_build(id, 60)["status"], "succeeded");
+    let log = std::fs::read(&file).unwrap();
+    assert!(log.ends_with("waiting\n€\n".as_bytes()));
+    assert!(followed == log, "log --follow sends every character whole");
+    assert!(
+        d.log(id).as_bytes() == log,
+        "log sends every character whole"
+    );
+}
+
+#[test]
 fn kill_9_during_a_build_reruns_it_once_and_reaps_its_processes() {
     let mut d = TestDaemon::start();
     let repo = GitRepo::new(d.dir.path().join("repo"));
