@@ -4,10 +4,11 @@
 //! resumes without a gap or a repeat; status changes; `end` once the build is over)
 //! and `/builds/ID/log` (the raw log, streamed until the build is over).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -143,10 +144,21 @@ fn event(name: &str, id: Option<u64>, data: &str) -> Bytes {
 }
 
 /// A `log` event: `text` as a JSON string, its id the offset `end` just past it.
-pub(super) fn log_event(text: &[u8], end: u64) -> Bytes {
+fn log_event(text: &[u8], end: u64) -> Bytes {
     let text = String::from_utf8_lossy(text);
     let data = serde_json::Value::from(text.as_ref()).to_string();
     event("log", Some(end), &data)
+}
+
+/// The `log` events of `pieces` of `chunk` (read at offset `from`), one after
+/// another in one buffer, so they go out in one write.
+pub(super) fn log_events(chunk: &[u8], from: u64, pieces: &[Range<usize>]) -> Bytes {
+    let mut out = BytesMut::new();
+    for range in pieces {
+        let end = from + range.end as u64;
+        out.extend_from_slice(&log_event(&chunk[range.clone()], end));
+    }
+    out.freeze()
 }
 
 fn status_event(name: &str, status: &str) -> Bytes {
@@ -275,7 +287,7 @@ impl Follow {
             return self.send_file(out, Some(piece.end)).await;
         }
         let bytes = match self.framing {
-            Framing::Events => piece.event.clone(),
+            Framing::Events => piece.events.clone(),
             Framing::Raw => piece.raw.clone(),
         };
         out.send(bytes).await?;
@@ -306,24 +318,21 @@ impl Follow {
                 Some(upto) => self.offset + chunk.len() as u64 == upto,
                 None => chunk.len() < max,
             };
-            let pieces = match self.framing {
-                Framing::Events => tail::cut(&chunk, !at_boundary),
-                Framing::Raw => std::iter::once(0..chunk.len()).collect(),
+            let read = chunk.len();
+            let (bytes, taken) = match self.framing {
+                Framing::Events => {
+                    let pieces = tail::cut(&chunk, !at_boundary);
+                    let taken = pieces.last().map_or(0, |r| r.end);
+                    (log_events(&chunk, self.offset, &pieces), taken)
+                }
+                Framing::Raw => (Bytes::from(chunk), read),
             };
-            if pieces.is_empty() {
+            if taken == 0 {
                 return Ok(());
             }
-            let chunk = Bytes::from(chunk);
-            for range in pieces {
-                let end = self.offset + range.len() as u64;
-                let bytes = match self.framing {
-                    Framing::Events => log_event(&chunk[range], end),
-                    Framing::Raw => chunk.slice(range),
-                };
-                out.send(bytes).await?;
-                self.offset = end;
-            }
-            if chunk.len() < max {
+            out.send(bytes).await?;
+            self.offset += taken as u64;
+            if read < max {
                 return Ok(());
             }
         }
@@ -390,6 +399,20 @@ mod tests {
             status_event("end", "succeeded"),
             Bytes::from("event: end\ndata: {\"status\":\"succeeded\"}\n\n")
         );
+    }
+
+    #[test]
+    fn a_read_goes_out_as_its_events_in_one_buffer() {
+        let chunk = b"ab\ncdef";
+        let events = log_events(chunk, 100, &[0..3, 3..5]);
+        assert_eq!(
+            events,
+            Bytes::from(
+                "event: log\nid: 103\ndata: \"ab\\n\"\n\nevent: log\nid: 105\ndata: \"cd\"\n\n"
+            ),
+            "each event's id is the offset just past its own text"
+        );
+        assert!(log_events(chunk, 0, &[]).is_empty());
     }
 
     #[test]

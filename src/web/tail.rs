@@ -21,13 +21,13 @@ use super::{ReadError, Source};
 use crate::paths::whole_chars;
 use crate::scheduler::{BuildUpdate, Change};
 
-/// Most log bytes in one event (and one broadcast piece).
+/// Most log bytes in one event.
 pub(super) const CHUNK: usize = 16 * 1024;
-/// Most log bytes read from the file at once.
+/// Most log bytes read from the file at once (and in one broadcast piece).
 pub(super) const READ: usize = 4 * CHUNK;
 /// Pieces a follower may fall behind by before it reads the file instead (4 MiB of
 /// log at most, held only while some follower has not taken it).
-const PIECES_KEPT: usize = 256;
+const PIECES_KEPT: usize = 64;
 /// Followers' own file reads under way at once (each holds up to [`READ`] bytes).
 const FOLLOWER_READS: usize = 4;
 /// How often a build's log is read anyway: output a build writes and then sits on
@@ -37,17 +37,19 @@ const POLL: Duration = Duration::from_millis(250);
 /// takes its builds without an update).
 const RESYNC: Duration = Duration::from_secs(5);
 
-/// One piece of a build's log, encoded once for every follower.
+/// One piece of a build's log (one read of the file), encoded once for every
+/// follower. A follower sends it with one write: a burst of output costs each
+/// follower a wake-up and a write per read, not per event.
 #[derive(Debug, Clone)]
 pub(super) struct Piece {
     /// Offset of its first byte in the log.
     pub(super) start: u64,
-    /// Offset just past its last byte (the `log` event's id).
+    /// Offset just past its last byte (the last `log` event's id).
     pub(super) end: u64,
     /// The bytes, for the raw log.
     pub(super) raw: Bytes,
-    /// The `log` event, for the event stream.
-    pub(super) event: Bytes,
+    /// Its `log` events, for the event stream.
+    pub(super) events: Bytes,
 }
 
 /// What a build's reader tells its followers, in order.
@@ -238,27 +240,37 @@ impl Reader {
             if self.tails.leave_if_unfollowed(self.id, &self.shared) {
                 return;
             }
+            if self.wait(&mut resync).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits for something that may have changed the build or its log: an update of
+    /// this build (updates of others, e.g. every webhook's admission, are passed over
+    /// without reading the file), a resync, or the poll interval. `Err`: stop.
+    async fn wait(&mut self, resync: &mut tokio::time::Interval) -> Result<(), ()> {
+        let poll = tokio::time::sleep(POLL);
+        tokio::pin!(poll);
+        loop {
             tokio::select! {
                 update = self.updates.recv() => match update {
-                    Ok(u) if u.build.0 == self.id => self.apply(u.change),
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        if self.reread().await.is_err() {
-                            return;
-                        }
+                    Ok(u) if u.build.0 == self.id => {
+                        self.apply(u.change);
+                        return Ok(());
                     }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return self.reread().await,
                     Err(RecvError::Closed) => {
                         self.tails.leave(self.id);
-                        return;
+                        return Err(());
                     }
                 },
-                _ = resync.tick() => if self.reread().await.is_err() {
-                    return;
-                },
-                _ = tokio::time::sleep(POLL) => {}
+                _ = resync.tick() => return self.reread().await,
+                _ = &mut poll => return Ok(()),
                 _ = self.tails.shutdown.cancelled() => {
                     self.tails.leave(self.id);
-                    return;
+                    return Err(());
                 }
             }
         }
@@ -316,19 +328,16 @@ impl Reader {
                 return Ok(());
             }
             let chunk = Bytes::from(chunk);
-            for range in pieces {
-                let raw = chunk.slice(range.clone());
-                let (start, end) = (from + range.start as u64, from + range.end as u64);
-                let event = super::live::log_event(&raw, end);
-                let piece = Piece {
-                    start,
-                    end,
-                    raw,
-                    event,
-                };
-                let _ = self.shared.notes.send(Note::Log(piece));
-                self.shared.position.store(end, Ordering::Release);
-            }
+            let taken = pieces.last().map_or(0, |r| r.end);
+            let end = from + taken as u64;
+            let piece = Piece {
+                start: from,
+                end,
+                raw: chunk.slice(..taken),
+                events: super::live::log_events(&chunk, from, &pieces),
+            };
+            let _ = self.shared.notes.send(Note::Log(piece));
+            self.shared.position.store(end, Ordering::Release);
             if chunk.len() < READ {
                 return Ok(());
             }
