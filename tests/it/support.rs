@@ -512,6 +512,32 @@ impl TestDaemon {
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.kill9();
+        kill_builds_in(self.dir.path());
+    }
+}
+
+/// Kills the process group of every process working in `dir`: builds that a
+/// SIGKILLed daemon left running (a restarted daemon would kill them; a test's last
+/// one is not restarted, and a build waiting on a gate would otherwise outlive the test).
+fn kill_builds_in(dir: &Path) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    // SAFETY: getpgid(0) reads this process's own group.
+    let ours = unsafe { libc::getpgid(0) };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let in_dir = std::fs::read_link(entry.path().join("cwd"));
+        if !in_dir.is_ok_and(|cwd| cwd.starts_with(dir)) {
+            continue;
+        }
+        // SAFETY: getpgid and kill on a pid read from /proc; one that is gone fails.
+        let group = unsafe { libc::getpgid(pid) };
+        if group > 1 && group != ours {
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
     }
 }
 
