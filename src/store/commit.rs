@@ -9,8 +9,10 @@
 //! Two sled 0.34 facts shape this (measured for hookd, see issue 3): awaiting
 //! `flush_async` from many tasks at once deadlocks, and sled's flush ends in
 //! `sync_file_range`, which does not survive a power cut. So one thread owns flushing,
-//! and follows each sled flush with an `fsync` of every blob file sled wrote since the
-//! last one (see [`Blobs`]) and an `fdatasync` of the database file.
+//! and follows each sled flush with an `fdatasync` of the database file. (Values and
+//! nodes over sled's blob threshold go to files of their own, outside that file: the
+//! vendored sled fsyncs each of those, and its directory, before its log can name it;
+//! see `vendor/README.md`.)
 //!
 //! Then a second thread moves the acknowledged mark (see `mark`) to the group and
 //! answers its callers, while the writer thread goes on with the next group: the
@@ -21,10 +23,7 @@
 //! before the mark covering its group is on disk. Groups that queue up behind one
 //! mark write share the next one.
 
-use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -233,8 +232,6 @@ pub(crate) struct Disk {
     pub(crate) db: sled::Db,
     /// `db/db`, for the `fdatasync` sled's flush does not do.
     pub(crate) data_file: File,
-    /// `db/blobs`, whose new files each commit syncs.
-    pub(crate) blobs: Blobs,
     /// The tree every record lives in, for the group's batch.
     pub(crate) records: sled::Tree,
     /// Where sled keeps the commit number.
@@ -282,7 +279,6 @@ impl Disk {
         #[cfg(test)]
         self.injected(Fault::Flush)?;
         self.db.flush().map_err(std::io::Error::other)?;
-        self.blobs.sync_new()?;
         self.data_file.sync_data()?;
         self.last = point;
         Ok(())
@@ -297,58 +293,5 @@ impl Disk {
         }
         *fault = None;
         Err(std::io::Error::other(format!("injected {at:?} failure")))
-    }
-}
-
-/// sled writes any value or tree node over its blob threshold (128 KiB) to a file of
-/// its own under `db/blobs/`, outside the log its flush covers. hookd's records are
-/// bounded far below that, but shelves of builds and operator input (a feed's command)
-/// are not, so every group commit syncs the blob files it has not synced yet.
-pub(crate) struct Blobs {
-    /// `db/blobs`.
-    dir: PathBuf,
-    /// Names synced already (sled never rewrites a blob file; it writes a new one).
-    synced: HashSet<OsString>,
-}
-
-impl Blobs {
-    /// Treats the files already there as synced: sled's recovery at open read them.
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        let synced = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| Some(entry.ok()?.file_name()))
-            .collect();
-        Self { dir, synced }
-    }
-
-    /// fsyncs each blob file not synced before, then the directory that names them.
-    /// One `getdents` when there is none (the usual case).
-    fn sync_new(&mut self) -> std::io::Result<()> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut present = HashSet::with_capacity(self.synced.len());
-        let mut any_new = false;
-        for entry in entries {
-            let name = entry?.file_name();
-            if !self.synced.contains(&name) {
-                match File::open(self.dir.join(&name)) {
-                    Ok(file) => file.sync_all()?,
-                    // sled removed it meanwhile (its blob collection).
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                }
-                any_new = true;
-            }
-            present.insert(name);
-        }
-        if any_new {
-            File::open(&self.dir)?.sync_all()?;
-        }
-        self.synced = present;
-        Ok(())
     }
 }

@@ -274,7 +274,6 @@ impl Store {
         let write_lock = std::sync::Arc::new(std::sync::Mutex::new(()));
         let disk = commit::Disk {
             data_file: std::fs::File::open(path.join("db")).map_err(open_err)?,
-            blobs: commit::Blobs::new(path.join("blobs")),
             records: records.clone(),
             meta: meta.clone(),
             lock: write_lock.clone(),
