@@ -6,6 +6,12 @@
 //!   while 16 clients post to the hook endpoint: its p50/p99 with and without the
 //!   followers, the daemon's peak resident memory, and what each follower received.
 //!
+//! The followers stand in for browsers on other machines, so they run as one event
+//! loop on one thread (as wrk runs its connections), not as 200 threads that would
+//! crowd the daemon off the two cores it shares with them.
+//! `HOOKD_BENCH_FOLLOWER_THREADS=1` runs them on a thread each instead, as the figures
+//! before 2026-12-02 did.
+//!
 //! `HOOKD_BENCH_SECS` (default 10) sets the seconds of each hook load phase,
 //! `HOOKD_BENCH_FOLLOWERS` (default 200) the followers, `HOOKD_BENCH_BIN` another
 //! hookd binary to measure (e.g. one built from an older commit, to compare in turns
@@ -100,14 +106,20 @@ fn main() {
         d.json(&["build", "show", &id.to_string()])["status"] == "running"
     });
     let path = format!("/builds/{id}/events");
-    let readers: Vec<_> = (0..followers)
-        .map(|_| {
-            let (addr, path) = (d.addr, path.clone());
-            std::thread::spawn(move || follow(addr, &path))
-        })
-        .collect();
+    let readers = if std::env::var("HOOKD_BENCH_FOLLOWER_THREADS").is_ok() {
+        let readers: Vec<_> = (0..followers)
+            .map(|_| {
+                let (addr, path) = (d.addr, path.clone());
+                std::thread::spawn(move || follow(addr, &path))
+            })
+            .collect();
+        std::thread::spawn(move || readers.into_iter().map(|r| r.join().unwrap()).collect())
+    } else {
+        let (addr, path) = (d.addr, path.clone());
+        std::thread::spawn(move || follow_all(addr, &path, followers))
+    };
     let loaded = hook_load(d.addr, &hook, secs, d.pid());
-    let got: Vec<(u64, bool)> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let got: Vec<(u64, bool)> = readers.join().unwrap();
     let log_len = std::fs::metadata(d.data.join("logs").join(format!("{id}.log")))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -264,7 +276,8 @@ fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
     request(addr, "GET", path)
 }
 
-/// Reads a build's event stream to its end: bytes received, and whether `end` came.
+/// Reads a build's event stream to its end, on a thread of its own
+/// (`HOOKD_BENCH_FOLLOWER_THREADS`): bytes received, and whether `end` came.
 fn follow(addr: SocketAddr, path: &str) -> (u64, bool) {
     let mut tcp = TcpStream::connect(addr).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(120)))
@@ -284,6 +297,47 @@ fn follow(addr: SocketAddr, path: &str) -> (u64, bool) {
     }
     let ended = String::from_utf8_lossy(&tail).contains("event: end");
     (total, ended)
+}
+
+/// `n` followers of `path` on one thread (an event loop), as a load generator runs
+/// many connections: what each received and whether it saw the `end` event.
+fn follow_all(addr: SocketAddr, path: &str, n: usize) -> Vec<(u64, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    rt.block_on(async move {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let head = head.clone();
+                tokio::spawn(async move {
+                    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                    tcp.write_all(head.as_bytes()).await.unwrap();
+                    let (mut total, mut tail) = (0u64, Vec::new());
+                    let mut buf = vec![0; 64 * 1024];
+                    let read = Duration::from_secs(120);
+                    while let Ok(Ok(n)) = tokio::time::timeout(read, tcp.read(&mut buf)).await {
+                        if n == 0 {
+                            break;
+                        }
+                        total += n as u64;
+                        tail.extend_from_slice(&buf[..n]);
+                        let keep = tail.len().saturating_sub(256);
+                        tail.drain(..keep);
+                    }
+                    let ended = String::from_utf8_lossy(&tail).contains("event: end");
+                    (total, ended)
+                })
+            })
+            .collect();
+        let mut got = Vec::with_capacity(n);
+        for task in tasks {
+            got.push(task.await.expect("follower"));
+        }
+        got
+    })
 }
 
 /// What one hook load phase measured.
