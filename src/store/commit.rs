@@ -4,7 +4,8 @@
 //! and only then, once the acknowledged mark has caught up, answers each caller. One
 //! thread hop per webhook, no lock contention between writers, one batch and one fsync
 //! shared by every write that arrived before it. A group whose batch, flush or mark
-//! fails fails every task in it; none is acknowledged.
+//! fails fails every task in it; none is acknowledged. After a failed flush or sync,
+//! every later group fails too, until hookd reopens the store (see `Disk::commit`).
 //!
 //! Two sled 0.34 facts shape this (measured for hookd, see issue 3): awaiting
 //! `flush_async` from many tasks at once deadlocks, and sled's flush ends in
@@ -241,6 +242,8 @@ pub(crate) struct Disk {
     pub(crate) lock: Arc<std::sync::Mutex<()>>,
     /// The last commit made (or found at open).
     pub(crate) last: Point,
+    /// Why a flush or sync failed, once one has: every later group fails too.
+    pub(crate) broken: Option<String>,
     /// The failure a test set for the next group.
     #[cfg(test)]
     pub(crate) fault: FaultHook,
@@ -254,6 +257,13 @@ impl Disk {
         &mut self,
         tasks: impl Iterator<Item = Task>,
     ) -> (Vec<Completion>, std::io::Result<Point>) {
+        if let Some(why) = &self.broken {
+            // The tasks run (their completions answer the callers), but nothing they
+            // stage is applied.
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let completions = tasks.map(|task| task(&mut Writes::default())).collect();
+            return (completions, Err(still_broken(why)));
+        }
         let point = self.last.next();
         let (completions, applied) = {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,7 +272,10 @@ impl Disk {
             writes.insert(&self.meta, keys::COMMIT, &point.to_bytes()[..]);
             (completions, self.apply(writes))
         };
-        let result = applied.and_then(|()| self.commit(point));
+        let result = applied.and_then(|()| {
+            self.commit(point)
+                .inspect_err(|e| self.broken = Some(e.to_string()))
+        });
         (completions, result.map(|()| point))
     }
 
@@ -275,6 +288,13 @@ impl Disk {
 
     /// Flushes and syncs every file sled wrote; `point` (applied with the group) is
     /// then the last commit. The mark thread moves the mark to it.
+    ///
+    /// A failure here is for good (the caller sets `broken`). sled keeps its own first
+    /// I/O error, but an `fdatasync` that failed reports it once: Linux may have
+    /// dropped the pages it could not write, and the next `fdatasync` succeeds without
+    /// them. A later group that then succeeded would acknowledge writes that rest on
+    /// the lost ones (a trigger joining a build that is gone). So the store answers no
+    /// write until hookd reopens it (see `heal`), from what is really on disk.
     fn commit(&mut self, point: Point) -> std::io::Result<()> {
         #[cfg(test)]
         self.injected(Fault::Flush)?;
@@ -294,4 +314,11 @@ impl Disk {
         *fault = None;
         Err(std::io::Error::other(format!("injected {at:?} failure")))
     }
+}
+
+/// The error of a group refused because an earlier flush failed.
+fn still_broken(why: &str) -> std::io::Error {
+    std::io::Error::other(format!(
+        "an earlier flush failed ({why}); no write is acknowledged until hookd reopens the store"
+    ))
 }

@@ -278,6 +278,7 @@ impl Store {
             meta: meta.clone(),
             lock: write_lock.clone(),
             last,
+            broken: None,
             db: db.clone(),
             #[cfg(test)]
             fault: Default::default(),
@@ -441,11 +442,16 @@ pub(crate) mod test_support {
     /// A store in a fresh temp dir; the dir lives as long as the returned guard.
     pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
+        let store = reopen(&dir);
+        (dir, store)
+    }
+
+    /// The store in `dir` (made by [`temp_store`]), opened afresh.
+    pub(crate) fn reopen(dir: &tempfile::TempDir) -> Store {
         let options = StoreOptions {
             cache_bytes: 4 * 1024 * 1024,
             keep_deliveries: 3,
         };
-        let store = Store::open(dir.path(), options).unwrap();
-        (dir, store)
+        Store::open(dir.path(), options).unwrap()
     }
 }
