@@ -2,7 +2,8 @@
 //!
 //! Built once by `daemon` at start-up and passed down; nothing here owns a task.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::config::{Config, LiveConfig};
@@ -38,6 +39,25 @@ pub(crate) struct App {
     pub(crate) check_repo: RepoCheck,
     /// The outbox's handle: the forges' API tokens (`hook register` uses them too).
     pub(crate) outbox: crate::outbound::Outbox,
+    /// Feeds whose forge webhook an admin command is changing right now.
+    hook_changes: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A feed's webhook being changed by one admin command; the feed is free again when
+/// this is dropped.
+pub(crate) struct HookChange<'a> {
+    app: &'a App,
+    feed: String,
+}
+
+impl Drop for HookChange<'_> {
+    fn drop(&mut self) {
+        lock(&self.app.hook_changes).remove(&self.feed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl App {
@@ -61,7 +81,20 @@ impl App {
             routes: Default::default(),
             check_repo,
             outbox,
+            hook_changes: Arc::default(),
         }
+    }
+
+    /// Claims `feed`'s webhook for one `hook register` or `unregister`; `None` while
+    /// another holds it. Two at once would each read the forge's webhooks before the
+    /// other wrote, and could leave two webhooks or a secret the forge never got.
+    pub(crate) fn begin_hook_change(&self, feed: &str) -> Option<HookChange<'_>> {
+        lock(&self.hook_changes)
+            .insert(feed.to_owned())
+            .then(|| HookChange {
+                app: self,
+                feed: feed.to_owned(),
+            })
     }
 
     /// Sends a sample notification to each `[[notify]]` target covering `feed`, now

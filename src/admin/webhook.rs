@@ -118,6 +118,16 @@ async fn ours(app: &App, name: &str, hooks: Vec<ForgeHook>) -> Result<Vec<(Forge
     .await
 }
 
+/// Claims the feed's webhook for this command, or says another command holds it.
+fn claim<'a>(app: &'a App, name: &str) -> Result<crate::app::HookChange<'a>> {
+    app.begin_hook_change(name).ok_or_else(|| {
+        CommandError::Other(format!(
+            "another hook register or unregister for feed {name} is still running; \
+             try again when it is done"
+        ))
+    })
+}
+
 /// `hook register`: creates or repairs the feed's webhook with a fresh secret.
 pub(crate) async fn register(
     app: &App,
@@ -125,6 +135,7 @@ pub(crate) async fn register(
     events: Vec<String>,
     allow_private: bool,
 ) -> Result<Reply> {
+    let _change = claim(app, &name)?;
     let (feed, remote, live) = remote(app, &name).await?;
     if feed.declared {
         return Err(CommandError::Other(format!(
@@ -310,6 +321,7 @@ pub(crate) async fn status(app: &App, name: String) -> Result<Reply> {
 
 /// `hook unregister`: deletes our webhooks on the forge and revokes their tokens.
 pub(crate) async fn unregister(app: &App, name: String) -> Result<Reply> {
+    let _change = claim(app, &name)?;
     let (_, remote, _) = remote(app, &name).await?;
     let ours = ours(app, &name, remote.hooks().await?).await?;
     if ours.is_empty() {

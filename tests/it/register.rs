@@ -169,6 +169,39 @@ fn a_token_without_the_webhook_scope_changes_nothing_on_either_side() {
 }
 
 #[test]
+fn a_second_register_or_unregister_for_a_feed_is_refused_while_one_runs() {
+    let forge = ForgeServer::start(ForgeKind::Github, TOKEN);
+    let d = daemon_for(&forge);
+    forge.hold(true);
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| d.admin(&["hook", "register", "web", "--allow-private"]));
+        // The first register has asked the forge for its webhooks and hangs there.
+        forge.wait_until(30, "the first register's list of webhooks", |r| {
+            !r.is_empty()
+        });
+        for command in [
+            &["hook", "register", "web", "--allow-private"][..],
+            &["hook", "unregister", "web"][..],
+        ] {
+            let (code, err) = d.admin_err(command);
+            assert_eq!(code, 1, "{command:?}");
+            assert!(
+                err.contains("another hook register or unregister for feed web is still running"),
+                "{command:?}: {err}"
+            );
+        }
+        assert_eq!(forge.received().len(), 1, "{:#?}", forge.received());
+        // The forge lets go (closing the held connection): the first ends, whatever
+        // it answered, and frees the feed.
+        forge.hold(false);
+        let _ = first.join();
+    });
+    let said = d.admin_ok(&["hook", "register", "web", "--allow-private"]);
+    assert!(said.contains(" created on github octo/web"), "{said}");
+    assert_eq!(forge.webhooks().len(), 1, "{:#?}", forge.webhooks());
+}
+
+#[test]
 fn a_refused_create_takes_back_the_token_and_the_secret_it_made() {
     let forge = ForgeServer::start(ForgeKind::Github, TOKEN);
     forge.read_only_token(TOKEN);
