@@ -276,27 +276,50 @@ fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
     request(addr, "GET", path)
 }
 
+/// Most a follower reads at once.
+const READ_BUF: usize = 64 * 1024;
+/// How long a follower waits for its stream to say anything.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The request a follower sends.
+fn follow_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+}
+
+/// What one follower has received: its byte count, and the last bytes, where `end`
+/// shows up.
+#[derive(Default)]
+struct Received {
+    total: u64,
+    tail: Vec<u8>,
+}
+
+impl Received {
+    fn take(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        self.tail.extend_from_slice(bytes);
+        let keep = self.tail.len().saturating_sub(256);
+        self.tail.drain(..keep);
+    }
+
+    /// Bytes received, and whether the `end` event came.
+    fn done(self) -> (u64, bool) {
+        let ended = String::from_utf8_lossy(&self.tail).contains("event: end");
+        (self.total, ended)
+    }
+}
+
 /// Reads a build's event stream to its end, on a thread of its own
 /// (`HOOKD_BENCH_FOLLOWER_THREADS`): bytes received, and whether `end` came.
 fn follow(addr: SocketAddr, path: &str) -> (u64, bool) {
     let mut tcp = TcpStream::connect(addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
-    tcp.write_all(head.as_bytes()).unwrap();
-    let (mut total, mut tail) = (0u64, Vec::new());
-    let mut buf = vec![0; 64 * 1024];
-    while let Ok(n) = tcp.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        tail.extend_from_slice(&buf[..n]);
-        let keep = tail.len().saturating_sub(256);
-        tail.drain(..keep);
+    tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    tcp.write_all(follow_request(path).as_bytes()).unwrap();
+    let (mut got, mut buf) = (Received::default(), vec![0; READ_BUF]);
+    while let Ok(n @ 1..) = tcp.read(&mut buf) {
+        got.take(&buf[..n]);
     }
-    let ended = String::from_utf8_lossy(&tail).contains("event: end");
-    (total, ended)
+    got.done()
 }
 
 /// `n` followers of `path` on one thread (an event loop), as a load generator runs
@@ -307,7 +330,7 @@ fn follow_all(addr: SocketAddr, path: &str, n: usize) -> Vec<(u64, bool)> {
         .enable_all()
         .build()
         .expect("runtime");
-    let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let head = follow_request(path);
     rt.block_on(async move {
         let tasks: Vec<_> = (0..n)
             .map(|_| {
@@ -315,20 +338,13 @@ fn follow_all(addr: SocketAddr, path: &str, n: usize) -> Vec<(u64, bool)> {
                 tokio::spawn(async move {
                     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
                     tcp.write_all(head.as_bytes()).await.unwrap();
-                    let (mut total, mut tail) = (0u64, Vec::new());
-                    let mut buf = vec![0; 64 * 1024];
-                    let read = Duration::from_secs(120);
-                    while let Ok(Ok(n)) = tokio::time::timeout(read, tcp.read(&mut buf)).await {
-                        if n == 0 {
-                            break;
-                        }
-                        total += n as u64;
-                        tail.extend_from_slice(&buf[..n]);
-                        let keep = tail.len().saturating_sub(256);
-                        tail.drain(..keep);
+                    let (mut got, mut buf) = (Received::default(), vec![0; READ_BUF]);
+                    loop {
+                        let read = tokio::time::timeout(READ_TIMEOUT, tcp.read(&mut buf));
+                        let Ok(Ok(n @ 1..)) = read.await else { break };
+                        got.take(&buf[..n]);
                     }
-                    let ended = String::from_utf8_lossy(&tail).contains("event: end");
-                    (total, ended)
+                    got.done()
                 })
             })
             .collect();

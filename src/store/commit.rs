@@ -257,20 +257,21 @@ impl Disk {
         &mut self,
         tasks: impl Iterator<Item = Task>,
     ) -> (Vec<Completion>, std::io::Result<Point>) {
-        if let Some(why) = &self.broken {
-            // The tasks run (their completions answer the callers), but nothing they
-            // stage is applied.
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            let completions = tasks.map(|task| task(&mut Writes::default())).collect();
-            return (completions, Err(still_broken(why)));
-        }
         let point = self.last.next();
         let (completions, applied) = {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             let mut writes = Writes::default();
             let completions: Vec<Completion> = tasks.map(|task| task(&mut writes)).collect();
-            writes.insert(&self.meta, keys::COMMIT, &point.to_bytes()[..]);
-            (completions, self.apply(writes))
+            let applied = match &self.broken {
+                // The tasks ran (their completions answer the callers), but nothing
+                // they staged is applied.
+                Some(why) => Err(still_broken(why)),
+                None => {
+                    writes.insert(&self.meta, keys::COMMIT, &point.to_bytes()[..]);
+                    self.apply(writes)
+                }
+            };
+            (completions, applied)
         };
         let result = applied.and_then(|()| {
             self.commit(point)
